@@ -1,0 +1,45 @@
+"""The sans-I/O Raft core: messages in, actions out; no clock, socket, disk or global randomness.
+
+Drive it like etcd-io/raft's RawNode: feed time with ``tick()`` and input with ``step(msg)`` or
+``propose(data)``; when ``has_ready()``, take ``ready()``, persist its hard state and entries
+(fsync when ``must_sync``), send ``messages`` (allowed before the persist) and
+``messages_after_persist`` (only after it), apply ``committed_entries``, then ``advance(ready)``.
+No ``tick``/``step``/``propose`` may happen between ``ready()`` and ``advance()``.
+"""
+
+from p2plog.raft.config import RaftConfig
+from p2plog.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+from p2plog.raft.node import RaftNode, Ready, Status
+from p2plog.raft.types import Entry, HardState, Index, LogReader, NodeId, Role, SoftState, Term
+
+__all__ = [
+    "AppendEntries",
+    "AppendEntriesResponse",
+    "Entry",
+    "HardState",
+    "Heartbeat",
+    "HeartbeatResponse",
+    "Index",
+    "LogReader",
+    "Message",
+    "NodeId",
+    "RaftConfig",
+    "RaftNode",
+    "Ready",
+    "RequestVote",
+    "RequestVoteResponse",
+    "Role",
+    "SoftState",
+    "Status",
+    "Term",
+    "TimeoutNow",
+]

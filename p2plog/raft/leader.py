@@ -1,0 +1,170 @@
+"""Leader behaviour: replication with per-follower pipelines, commit, heartbeats, CheckQuorum
+and leadership transfer. Functions take the node; they are the leader's ``step`` and ``tick``.
+
+Invariants: only entries of the current term are committed by counting replicas (Raft §5.4.2);
+the leader's own match index is its *persisted* last index; a follower's ``next`` never drops
+below ``match + 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from p2plog.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    TimeoutNow,
+)
+from p2plog.raft.progress import ProgressState
+from p2plog.raft.quorum import committed_index
+from p2plog.raft.types import Entry, Index, NodeId
+
+if TYPE_CHECKING:
+    from p2plog.raft.node import RaftNode
+
+
+def append_entries(node: RaftNode, entries: Sequence[Entry]) -> None:
+    """Append the leader's own entries; they go out with the next ``ready()``."""
+    node.log.append(entries)
+    for e in entries:
+        node.uncommitted.append((e.index, len(e.data)))
+        node.uncommitted_bytes += len(e.data)
+    node.bcast_pending = True
+
+
+def self_persisted(node: RaftNode, index: Index) -> None:
+    node.progress[node.id].maybe_update(index)
+    maybe_commit(node)
+
+
+def maybe_commit(node: RaftNode) -> bool:
+    """Commit the highest index persisted on a majority if it is of the current term."""
+    q = committed_index(p.match for p in node.progress.values())
+    if q <= node.log.committed or node.log.term(q) != node.term:
+        return False  # Raft §5.4.2: never commit an older term's entry by counting replicas
+    node.log.commit_to(q)
+    while node.uncommitted and node.uncommitted[0][0] <= q:
+        node.uncommitted_bytes -= node.uncommitted.popleft()[1]
+    node.bcast_pending = True
+    return True
+
+
+def send_append(node: RaftNode, to: NodeId, *, send_if_empty: bool) -> bool:
+    """Send one AppendEntries to ``to`` if its pipeline has room; returns whether it sent."""
+    pr = node.progress[to]
+    if pr.is_paused(node.config.max_inflight_msgs):
+        return False
+    last = node.log.last_index()
+    prev = Index(pr.next - 1)
+    entries = node.log.entries(pr.next, Index(last + 1), node.config.max_msg_bytes)
+    if not entries and not send_if_empty:
+        return False
+    commit = node.log.committed
+    node.send(
+        AppendEntries(node.id, to, node.term, prev, node.log.term(prev), tuple(entries), commit)
+    )
+    pr.sent_entries(entries[-1].index if entries else None)
+    pr.sent_commit = commit
+    return True
+
+
+def fill_pipeline(node: RaftNode, to: NodeId) -> None:
+    """Send as many AppendEntries as the window allows (fast catch-up of a follower behind)."""
+    pr = node.progress[to]
+    sent = send_append(node, to, send_if_empty=pr.sent_commit < node.log.committed)
+    while sent and pr.state is ProgressState.REPLICATE:
+        sent = send_append(node, to, send_if_empty=False)
+
+
+def bcast_append(node: RaftNode) -> None:
+    node.bcast_pending = False
+    for p in node.peers:
+        fill_pipeline(node, p)
+
+
+def bcast_heartbeat(node: RaftNode) -> None:
+    for p in node.peers:
+        commit = Index(min(node.progress[p].match, node.log.committed))
+        node.send(Heartbeat(node.id, p, node.term, commit))
+
+
+def tick_leader(node: RaftNode) -> None:
+    node.heartbeat_elapsed += 1
+    node.election_elapsed += 1
+    if node.election_elapsed >= node.config.election_ticks:
+        node.election_elapsed = 0
+        if node.config.check_quorum and not _quorum_active(node):
+            # CheckQuorum (thesis §6.2): a leader cut off from its majority steps down so that
+            # clients stop waiting on it.
+            node.become_follower(node.term, None)
+            return
+        if node.lead_transferee is not None:
+            node.lead_transferee = None  # the transfer did not finish within an election timeout
+    if node.heartbeat_elapsed >= node.config.heartbeat_ticks:
+        node.heartbeat_elapsed = 0
+        bcast_heartbeat(node)
+
+
+def _quorum_active(node: RaftNode) -> bool:
+    active = 0
+    for pid, pr in node.progress.items():
+        if pr.recent_active or pid == node.id:
+            active += 1
+        pr.recent_active = pid == node.id
+    return active >= node.quorum
+
+
+def start_transfer(node: RaftNode, to: NodeId) -> None:
+    if to == node.id or node.lead_transferee == to:
+        return
+    node.lead_transferee = to
+    node.election_elapsed = 0  # the transfer must finish within one election timeout
+    if node.progress[to].match == node.log.last_index():
+        node.send(TimeoutNow(node.id, to, node.term))
+    else:
+        send_append(node, to, send_if_empty=True)
+
+
+def step_leader(node: RaftNode, m: Message) -> None:
+    if isinstance(m, AppendEntriesResponse):
+        _handle_append_response(node, m)
+    elif isinstance(m, HeartbeatResponse):
+        pr = node.progress[m.src]
+        pr.recent_active = True
+        pr.probe_sent = False
+        if (
+            pr.state is ProgressState.REPLICATE
+            and pr.inflight
+            and pr.is_paused(node.config.max_inflight_msgs)
+        ):
+            pr.inflight.popleft()  # a lost append must not stall the pipeline forever (etcd)
+        if pr.match < node.log.last_index():
+            send_append(node, m.src, send_if_empty=True)
+    # Votes are handled centrally; appends or TimeoutNow at our own term cannot come from
+    # another leader (election safety), so there is nothing else a leader acts on.
+
+
+def _handle_append_response(node: RaftNode, m: AppendEntriesResponse) -> None:
+    pr = node.progress[m.src]
+    pr.recent_active = True
+    if not m.success:
+        probe = m.hint_index
+        if m.hint_term > 0:
+            probe = node.log.find_conflict_by_term(m.hint_index, m.hint_term)
+        if pr.maybe_decr_to(m.index, probe):
+            if pr.state is ProgressState.REPLICATE:
+                pr.become_probe()
+            send_append(node, m.src, send_if_empty=True)
+        return
+    if not pr.maybe_update(m.index):
+        return
+    if pr.state is ProgressState.PROBE:
+        pr.become_replicate()
+    maybe_commit(node)
+    fill_pipeline(node, m.src)
+    if m.src == node.lead_transferee and pr.match == node.log.last_index():
+        node.send(TimeoutNow(node.id, m.src, node.term))

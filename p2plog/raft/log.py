@@ -1,0 +1,140 @@
+"""The node's view of its log: the persisted part (a ``LogReader``) plus an unstable tail.
+
+Invariants (checked by ``invariants.check_node``):
+- ``unstable`` holds consecutive entries starting at ``offset``; entries of the reader at or above
+  ``offset`` are logically replaced by them (a conflicting suffix awaiting truncation on disk).
+- ``applied <= committed <= last_index()``; ``committed`` never decreases.
+- After ``stable_to``, the unstable tail is empty and ``offset == last_index() + 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from p2plog.raft.types import Entry, Index, LogReader, Term
+
+
+class RaftLog:
+    __slots__ = ("applied", "committed", "offset", "reader", "unstable")
+
+    def __init__(self, reader: LogReader) -> None:
+        self.reader = reader
+        self.unstable: list[Entry] = []
+        self.offset = Index(reader.last_index() + 1)
+        self.committed = Index(0)
+        self.applied = Index(0)
+
+    def last_index(self) -> Index:
+        return Index(self.offset - 1 + len(self.unstable))
+
+    def stable_last_index(self) -> Index:
+        """The last index that is persisted and not logically truncated."""
+        return Index(self.offset - 1)
+
+    def term(self, index: Index) -> Term:
+        """Term at ``index`` (0 for index 0); ``index`` must be <= ``last_index()``."""
+        if index >= self.offset:
+            return self.unstable[index - self.offset].term
+        if index <= 0:
+            return Term(0)
+        return self.reader.term(index)
+
+    def last_term(self) -> Term:
+        return self.term(self.last_index())
+
+    def match_term(self, index: Index, term: Term) -> bool:
+        """Raft §5.3 consistency check: do we hold an entry at ``index`` with ``term``?"""
+        return index <= self.last_index() and self.term(index) == term
+
+    def is_up_to_date(self, last_index: Index, last_term: Term) -> bool:
+        """Raft §5.4.1: is a candidate's log at least as up-to-date as ours?"""
+        my_term = self.last_term()
+        return last_term > my_term or (last_term == my_term and last_index >= self.last_index())
+
+    def entries(self, lo: Index, hi: Index, max_bytes: int) -> list[Entry]:
+        """Entries ``[lo, hi)`` capped at ``max_bytes`` of payload (at least one if lo < hi)."""
+        hi = Index(min(hi, self.last_index() + 1))
+        if lo >= hi:
+            return []
+        out: list[Entry] = []
+        size = 0
+        if lo < self.offset:
+            out = self.reader.entries(lo, Index(min(hi, self.offset)), max_bytes)
+            size = sum(len(e.data) for e in out)
+            if out[-1].index + 1 < min(hi, self.offset):
+                return out  # the byte cap cut the persisted part short
+            lo = Index(out[-1].index + 1)
+        start = lo - self.offset
+        for e in self.unstable[start : hi - self.offset]:
+            if out and size + len(e.data) > max_bytes:
+                break
+            out.append(e)
+            size += len(e.data)
+        return out
+
+    def find_conflict_by_term(self, index: Index, term: Term) -> Index:
+        """Largest ``i <= index`` whose term is <= ``term`` (etcd's findConflictByTerm).
+
+        Only the divergent region (entries with a higher term) is walked, which is short in
+        practice: it is the uncommitted tail of some deposed leader.
+        """
+        i = Index(min(index, self.last_index()))
+        while i > 0 and self.term(i) > term:
+            i = Index(i - 1)
+        return i
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Append entries that extend the log (the leader's own proposals)."""
+        assert not entries or entries[0].index == self.last_index() + 1
+        self.unstable.extend(entries)
+
+    def maybe_append(
+        self, prev_index: Index, prev_term: Term, commit: Index, entries: Sequence[Entry]
+    ) -> Index | None:
+        """Follower side of AppendEntries (Raft §5.3); returns the last index now known to
+        match the leader, or None when ``prev`` does not match."""
+        if not self.match_term(prev_index, prev_term):
+            return None
+        last_new = Index(prev_index + len(entries))
+        for pos, e in enumerate(entries):
+            if not self.match_term(e.index, e.term):
+                # §5.3: an existing entry that conflicts is deleted with all that follow it.
+                assert e.index > self.committed, (
+                    f"conflict at committed index {e.index} (commit {self.committed})"
+                )
+                self._truncate_and_append(entries[pos:])
+                break
+        self.commit_to(Index(min(commit, last_new)))
+        return last_new
+
+    def _truncate_and_append(self, entries: Sequence[Entry]) -> None:
+        after = entries[0].index
+        if after == self.offset + len(self.unstable):
+            self.unstable.extend(entries)
+        elif after <= self.offset:
+            self.offset = after
+            self.unstable = list(entries)
+        else:
+            del self.unstable[after - self.offset :]
+            self.unstable.extend(entries)
+
+    def commit_to(self, index: Index) -> bool:
+        """Raise the commit index (never lowers it); returns whether it moved."""
+        if index <= self.committed:
+            return False
+        assert index <= self.last_index(), f"commit {index} beyond last index {self.last_index()}"
+        self.committed = index
+        return True
+
+    def stable_to(self, last: Index) -> None:
+        """The runtime persisted every unstable entry up to ``last`` (the whole tail)."""
+        assert self.unstable, "stable_to() with nothing unstable"
+        assert self.unstable[-1].index == last, f"stable_to({last}) but tail ends elsewhere"
+        self.offset = Index(last + 1)
+        self.unstable = []
+
+    def has_next_committed(self) -> bool:
+        return self.committed > self.applied
+
+    def next_committed(self, max_bytes: int) -> list[Entry]:
+        return self.entries(Index(self.applied + 1), Index(self.committed + 1), max_bytes)

@@ -1,0 +1,82 @@
+"""The leader's view of one follower (etcd's tracker.Progress, without snapshots).
+
+A follower is probed one message at a time until an append succeeds (PROBE), then fed
+optimistically by a pipeline of up to ``max_inflight`` AppendEntries (REPLICATE). Invariants:
+``match < next``; in REPLICATE, ``inflight`` holds increasing last-indexes of unacknowledged
+messages, all ``< next``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+from p2plog.raft.types import Index
+
+
+class ProgressState(enum.Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+
+
+class Progress:
+    __slots__ = ("inflight", "match", "next", "probe_sent", "recent_active", "sent_commit", "state")
+
+    def __init__(self, next_index: Index) -> None:
+        self.match = Index(0)
+        self.next = next_index
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.inflight: deque[Index] = deque()
+        self.recent_active = False
+        self.sent_commit = Index(0)
+
+    def become_probe(self) -> None:
+        self.state = ProgressState.PROBE
+        self.next = Index(self.match + 1)
+        self.probe_sent = False
+        self.inflight.clear()
+
+    def become_replicate(self) -> None:
+        self.state = ProgressState.REPLICATE
+        self.next = Index(self.match + 1)
+        self.inflight.clear()
+
+    def is_paused(self, max_inflight: int) -> bool:
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        return len(self.inflight) >= max_inflight
+
+    def sent_entries(self, last: Index | None) -> None:
+        """Record an AppendEntries whose last entry is ``last`` (None: no entries)."""
+        if self.state is ProgressState.REPLICATE:
+            if last is not None:
+                self.next = Index(last + 1)
+                self.inflight.append(last)
+        else:
+            self.probe_sent = True
+
+    def maybe_update(self, index: Index) -> bool:
+        """An append up to ``index`` succeeded; returns whether ``match`` moved."""
+        updated = index > self.match
+        if updated:
+            self.match = index
+            self.probe_sent = False
+        if self.next <= index:
+            self.next = Index(index + 1)
+        while self.inflight and self.inflight[0] <= index:
+            self.inflight.popleft()
+        return updated
+
+    def maybe_decr_to(self, rejected: Index, probe_hint: Index) -> bool:
+        """An append at ``prev_index == rejected`` was refused; returns False when stale."""
+        if self.state is ProgressState.REPLICATE:
+            if rejected <= self.match:
+                return False
+            self.next = Index(self.match + 1)
+            return True
+        if self.next - 1 != rejected:
+            return False
+        self.next = Index(max(min(rejected, probe_hint + 1), self.match + 1))
+        self.probe_sent = False
+        return True

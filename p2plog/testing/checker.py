@@ -1,0 +1,234 @@
+"""Raft safety properties, checked incrementally after every simulator step.
+
+The checker watches every store write, every message sent and every applied entry, and keeps
+just enough history to make each check O(nodes) per step:
+
+- election safety: at most one leader per term over the whole run (Raft §5.2);
+- persistence: a vote grant, a candidate's vote request and an append ack leave only after the
+  state they promise is synced; no node grants two votes in one term, and no synced vote is
+  forgotten or changed, across restarts;
+- log matching: every (index, term) ever written anywhere names one payload and one previous
+  term, which by induction makes logs that share an (index, term) identical up to it (§5.3);
+- leader completeness: a leader of term T holds every entry committed in terms before T (§5.4);
+- state-machine safety: every commit index and every applied entry agrees with one canonical
+  committed sequence that only grows (§5.4.3);
+- durability: the last committed entry is in the synced image of a majority, so no crash of a
+  minority can lose it;
+- the node's own invariants (``p2plog.raft.invariants``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from p2plog.raft.invariants import InvariantViolation, check_node
+from p2plog.raft.messages import AppendEntriesResponse, Message, RequestVote, RequestVoteResponse
+from p2plog.raft.node import RaftNode
+from p2plog.raft.quorum import quorum_size
+from p2plog.raft.types import Entry, Index, NodeId, Role, Term
+from p2plog.storage.memory import MemoryStore
+
+ALL_CHECKS = frozenset(
+    {
+        "election_safety",
+        "persistence",
+        "log_matching",
+        "leader_completeness",
+        "state_machine_safety",
+        "durability",
+        "invariants",
+    }
+)
+
+
+class Violation(AssertionError):
+    """A safety or liveness property failed; ``kind`` names which."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+class CheckedNode(Protocol):
+    id: NodeId
+    store: MemoryStore
+    raft: RaftNode | None
+
+
+class Checker:
+    def __init__(self, voters: Iterable[NodeId], checks: frozenset[str] = ALL_CHECKS) -> None:
+        unknown = checks - ALL_CHECKS
+        assert not unknown, f"unknown checks {sorted(unknown)}"
+        self.voters = tuple(voters)
+        self.quorum = quorum_size(len(self.voters))
+        self.checks = checks
+        self.leaders_by_term: dict[Term, NodeId] = {}
+        self.votes: dict[tuple[Term, NodeId], NodeId] = {}
+        self.durable_votes: dict[tuple[Term, NodeId], NodeId] = {}
+        self.idents: dict[tuple[Index, Term], tuple[bytes, Term]] = {}
+        self.canonical: list[Entry] = []
+        self.commit_by_term: dict[Term, Index] = {}
+        self.leaders_seen: set[tuple[NodeId, Term]] = set()
+        self.checked_commit: dict[NodeId, Index] = {v: Index(0) for v in self.voters}
+        self.applied: dict[NodeId, Index] = {v: Index(0) for v in self.voters}
+
+    def _fail(self, kind: str, detail: str) -> None:
+        if kind in self.checks:
+            raise Violation(kind, detail)
+
+    # ------------------------------------------------------------- event hooks
+
+    def on_write(self, node_id: NodeId, store: MemoryStore, entries: Iterable[Entry]) -> None:
+        """Log matching: call after ``store.append_batch`` with the entries written."""
+        for e in entries:
+            prev = store.term(Index(e.index - 1)) if e.index > 1 else Term(0)
+            ident = (e.data, prev)
+            seen = self.idents.setdefault((e.index, e.term), ident)
+            if seen != ident:
+                self._fail(
+                    "log_matching",
+                    f"{node_id} wrote index {e.index} term {e.term} as {ident!r}, "
+                    f"elsewhere it is {seen!r}",
+                )
+
+    def on_send(self, node: CheckedNode, m: Message) -> None:
+        hs = node.store.synced_hard_state()
+        if isinstance(m, RequestVoteResponse) and m.granted and not m.pre_vote:
+            prior = self.votes.setdefault((m.term, m.src), m.dst)
+            if prior != m.dst:
+                self._fail(
+                    "persistence",
+                    f"{m.src} granted two votes in term {m.term}: {prior} and {m.dst}",
+                )
+            if hs.term < m.term or (hs.term == m.term and hs.vote != m.dst):
+                self._fail(
+                    "persistence",
+                    f"{m.src} granted its term {m.term} vote to {m.dst} before syncing it "
+                    f"(synced {hs})",
+                )
+        elif isinstance(m, RequestVote) and not m.pre_vote:
+            if hs.term < m.term or (hs.term == m.term and hs.vote != m.src):
+                self._fail(
+                    "persistence",
+                    f"{m.src} asked for votes in term {m.term} before syncing its own vote "
+                    f"(synced {hs})",
+                )
+        elif isinstance(m, AppendEntriesResponse) and m.success:
+            synced = node.store.synced_last_index()
+            if synced < m.index:
+                self._fail(
+                    "persistence",
+                    f"{m.src} acked index {m.index} to {m.dst} with only {synced} synced",
+                )
+
+    def on_apply(self, node_id: NodeId, entries: Iterable[Entry]) -> None:
+        for e in entries:
+            expected = self.applied[node_id] + 1
+            if e.index != expected:
+                self._fail(
+                    "state_machine_safety", f"{node_id} applied {e.index}, expected {expected}"
+                )
+            self._learn(node_id, e, "applied")
+            self.applied[node_id] = e.index
+
+    def on_sync(self, node_id: NodeId, store: MemoryStore) -> None:
+        """A synced vote must survive every later crash (checked in ``after_step``)."""
+        hs = store.synced_hard_state()
+        if hs.vote is not None:
+            self.durable_votes.setdefault((hs.term, node_id), hs.vote)
+
+    def on_restart(self, node_id: NodeId) -> None:
+        self.checked_commit[node_id] = Index(0)
+        self.applied[node_id] = Index(0)
+
+    # --------------------------------------------------------- after each step
+
+    def after_step(self, touched: CheckedNode | None, nodes: Mapping[NodeId, CheckedNode]) -> None:
+        if touched is not None and touched.raft is not None:
+            self._check_node(touched.id, touched.raft, nodes)
+        self._check_durability(nodes)
+
+    def _check_node(self, nid: NodeId, raft: RaftNode, nodes: Mapping[NodeId, CheckedNode]) -> None:
+        if "invariants" in self.checks:
+            try:
+                check_node(raft)
+            except InvariantViolation as e:
+                raise Violation("invariants", str(e)) from e
+        durable = self.durable_votes.get((raft.term, nid))
+        if durable is not None and raft.vote != durable:
+            self._fail(
+                "persistence",
+                f"{nid} is at term {raft.term} with vote {raft.vote} but had synced its vote for "
+                f"{durable} in that term",
+            )
+        if raft.role is Role.LEADER:
+            holder = self.leaders_by_term.setdefault(raft.term, nid)
+            if holder != nid:
+                self._fail("election_safety", f"{holder} and {nid} both lead term {raft.term}")
+            if (nid, raft.term) not in self.leaders_seen:
+                self.leaders_seen.add((nid, raft.term))
+                older = [c for t, c in self.commit_by_term.items() if t < raft.term]
+                self._require_prefix(nid, raft, Index(max(older, default=0)))
+        self._learn_commit(nid, raft)
+        if raft.role is Role.LEADER and raft.log.committed > self.commit_by_term.get(raft.term, 0):
+            self.commit_by_term[raft.term] = raft.log.committed
+            for other in nodes.values():
+                r = other.raft
+                if r is not None and r.role is Role.LEADER and r.term > raft.term:
+                    self._require_prefix(other.id, r, raft.log.committed)
+
+    def _require_prefix(self, nid: NodeId, raft: RaftNode, upto: Index) -> None:
+        """Leader completeness: ``raft`` must hold canonical entries ``1..upto``."""
+        if upto == 0:
+            return
+        want = self.canonical[upto - 1]
+        if raft.log.last_index() < upto or raft.log.term(upto) != want.term:
+            self._fail(
+                "leader_completeness",
+                f"{nid} leads term {raft.term} without committed entry {upto} (term {want.term})",
+            )
+
+    def _learn_commit(self, nid: NodeId, raft: RaftNode) -> None:
+        done = self.checked_commit[nid]
+        commit = raft.log.committed
+        if commit <= done:
+            return
+        for e in _entries(raft, Index(done + 1), Index(commit + 1)):
+            self._learn(nid, e, "committed")
+        self.checked_commit[nid] = commit
+
+    def _learn(self, nid: NodeId, e: Entry, how: str) -> None:
+        n = len(self.canonical)
+        if e.index <= n:
+            if self.canonical[e.index - 1] != e:
+                self._fail(
+                    "state_machine_safety",
+                    f"{nid} {how} {e} but {self.canonical[e.index - 1]} was committed",
+                )
+        elif e.index == n + 1:
+            self.canonical.append(e)
+        else:
+            self._fail("state_machine_safety", f"{nid} {how} {e.index} past commit {n}")
+
+    def _check_durability(self, nodes: Mapping[NodeId, CheckedNode]) -> None:
+        if not self.canonical or "durability" not in self.checks:
+            return
+        last = self.canonical[-1]
+        holders = sum(1 for n in nodes.values() if n.store.synced_term(last.index) == last.term)
+        if holders < self.quorum:
+            self._fail(
+                "durability",
+                f"committed index {last.index} (term {last.term}) is synced on only {holders} "
+                f"nodes, need {self.quorum}",
+            )
+
+
+def _entries(raft: RaftNode, lo: Index, hi: Index) -> list[Entry]:
+    out: list[Entry] = []
+    while lo < hi:
+        batch = raft.log.entries(lo, hi, 1 << 30)
+        out.extend(batch)
+        lo = Index(batch[-1].index + 1)
+    return out
