@@ -273,7 +273,10 @@ class Simulation:
         backlog = max(n.store.last_index() for n in w.nodes.values())
         per_msg = max(1, o.max_msg_bytes // 32)
         round_trip = 2 * w.net.delay_max + o.persist_max
-        catch_up = backlog // (per_msg * o.max_inflight_msgs) * round_trip
+        # On a reordering network an append that overtakes its predecessor is refused and the
+        # follower drops back to probing (as in etcd), so count one message per round trip.
+        window = o.max_inflight_msgs if o.fifo else 1
+        catch_up = backlog // (per_msg * window) * round_trip
         bound = 30 * o.election_ticks * o.tick_interval + catch_up
         deadline = w.now + bound
         start = w.stats.steps
