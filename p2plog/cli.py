@@ -1,0 +1,75 @@
+"""``python -m p2plog``: the command line. ``verify`` works; the node commands say they are not
+built yet and exit non-zero rather than pretending to work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from p2plog.errors import P2PLogError
+from p2plog.storage.verify import describe_cut, repair, verify
+
+NODE_COMMANDS = ("run", "local", "send", "query", "tail", "status")
+
+NOT_YET = """p2plog {cmd}: not available yet: this build has the Raft core, its simulator and the
+durable log, not the node runtime. What runs today:
+  python -m p2plog.testing.sim --seed 1 --steps 200000   # one simulator seed
+  python -m p2plog verify [--repair] DIR                  # check a data directory
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m p2plog", description="p2plog distributed log")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in NODE_COMMANDS:
+        sub.add_parser(cmd, help="(not built yet)").add_argument("rest", nargs=argparse.REMAINDER)
+    v = sub.add_parser("verify", help="check a node's data directory offline")
+    v.add_argument("dir", type=Path, metavar="DIR", help="the node's data directory")
+    v.add_argument(
+        "--repair", action="store_true", help="cut the log at the first bad frame (says what first)"
+    )
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def cmd_verify(directory: Path, *, do_repair: bool, progress: bool) -> int:
+    if not directory.is_dir():
+        print(f"p2plog verify: {directory} is not a directory", file=sys.stderr)
+        return 2
+    rep = verify(directory, progress=progress)
+    print(
+        f"{directory}: {rep.segments} segment(s), entries {rep.first_index}..{rep.last_index}, "
+        f"{rep.bytes} bytes; hard state: {rep.hard_state}"
+    )
+    for w in rep.warnings:
+        print(f"warning: {w}")
+    for problem in rep.problems:
+        print(f"problem: {problem}")
+    if rep.cut is None:
+        print("OK" if rep.ok else "FAILED")
+        return 0 if rep.ok else 1
+    plan = describe_cut(rep)
+    if not do_repair:
+        print("repair would do this (run again with --repair):")
+        for line in plan:
+            print(f"  {line}")
+        return 1 if rep.problems else 0
+    for line in plan:
+        print(line)
+    last = repair(rep)
+    print(f"repaired: the log now ends at index {last}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in NODE_COMMANDS:
+        print(NOT_YET.format(cmd=args.command), end="", file=sys.stderr)
+        return 2
+    try:
+        return cmd_verify(args.dir, do_repair=args.repair, progress=not args.no_progress)
+    except P2PLogError as e:
+        print(f"p2plog {args.command}: {e}", file=sys.stderr)
+        return 1
