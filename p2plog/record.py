@@ -1,0 +1,192 @@
+"""Log records: validation of what clients submit, and the bytes a record has in the log.
+
+A client record is a map: ``id`` (UUID as 16 bytes or text; client-made so retries dedup),
+``ts`` (event time, ns since the epoch, producer clock; optional), ``level``, ``source``,
+``msg``, ``fields`` (flat map of str -> str/int/float/bool; optional).
+
+The node that takes a submission validates each record once and encodes it once (``body``, a
+CBOR map that also carries ``ts_corrected`` and the taking ``node``). From then on the record
+travels as bytes; the leader only prepends its ingest time. Entry data in the Raft log::
+
+    kind(1) = 0x01 | ingest_ts (i64 LE, ns) | id (16) | body (CBOR)
+
+so dedup at apply reads the id at a fixed offset without decoding CBOR.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_RECORD_BYTES = 64 << 10
+MAX_BATCH_BYTES = 1 << 20
+MAX_BATCH_RECORDS = 10_000
+MAX_SOURCE_CHARS = 256
+MAX_FIELDS = 256
+KIND_RECORD = 0x01
+_HEAD = struct.Struct("<Bq16s")
+HEAD_SIZE = _HEAD.size  # 25
+_RECORD_KEYS = {"id", "ts", "level", "source", "msg", "fields"}
+_FIELD_TYPES = (str, int, float, bool)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+class RecordError(ValueError):
+    """What is wrong with one submitted record, phrased for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A validated record, ready to travel: its id and its encoded body."""
+
+    id: bytes
+    body: bytes
+
+
+def parse_id(value: Any) -> bytes:
+    if isinstance(value, bytes) and len(value) == 16:
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value).bytes
+        except ValueError:
+            pass
+    raise RecordError(f"id {value!r} is not a UUID (16 bytes or text like {uuid.UUID(int=0)})")
+
+
+def validate(raw: Any, *, node: str, ts_corrected: int | None = None) -> Accepted:
+    """Check one submitted record and encode its body; raises ``RecordError``.
+
+    ``ts_corrected`` is the event time on the cluster's clock (the caller corrects the producer's
+    ``ts`` for the producer's measured offset); it defaults to ``ts``.
+    """
+    if not isinstance(raw, dict):
+        raise RecordError(f"a record must be a map, got {type(raw).__name__}")
+    unknown = set(raw) - _RECORD_KEYS
+    if unknown:
+        raise RecordError(
+            f"unknown key(s) {sorted(map(str, unknown))}; "
+            f"allowed: {', '.join(sorted(_RECORD_KEYS))}"
+        )
+    rid = parse_id(raw.get("id"))
+    ts = raw.get("ts")
+    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or not _in64(ts)):
+        raise RecordError(f"ts {ts!r} must be an integer of nanoseconds since the epoch")
+    level = raw.get("level", "info")
+    if level not in LEVELS:
+        raise RecordError(f"level {level!r} is not one of {'|'.join(LEVELS)}")
+    source = raw.get("source", "")
+    if not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS:
+        raise RecordError(f"source must be text of at most {MAX_SOURCE_CHARS} characters")
+    msg = raw.get("msg")
+    if not isinstance(msg, str):
+        raise RecordError(f"msg must be text, got {type(msg).__name__}")
+    fields = raw.get("fields", {})
+    _check_fields(fields)
+    body = cbor2.dumps(
+        {
+            "ts": ts,
+            "tc": ts_corrected if ts_corrected is not None else ts,
+            "lv": LEVELS.index(level),
+            "src": source,
+            "msg": msg,
+            "f": fields,
+            "n": node,
+        }
+    )
+    if len(body) + HEAD_SIZE > MAX_RECORD_BYTES:
+        raise RecordError(
+            f"record is {len(body) + HEAD_SIZE} bytes encoded, over the {MAX_RECORD_BYTES} "
+            f"byte limit; split the message or move data out of fields"
+        )
+    return Accepted(rid, body)
+
+
+def _in64(v: int) -> bool:
+    return _INT64[0] <= v <= _INT64[1]
+
+
+def _check_fields(fields: Any) -> None:
+    if not isinstance(fields, dict):
+        raise RecordError("fields must be a map of text keys to text, number or bool values")
+    if len(fields) > MAX_FIELDS:
+        raise RecordError(f"{len(fields)} fields, more than the {MAX_FIELDS} allowed")
+    for k, v in fields.items():
+        if not isinstance(k, str):
+            raise RecordError(f"field name {k!r} must be text")
+        if not isinstance(v, _FIELD_TYPES) or (isinstance(v, int) and not _in64(v)):
+            raise RecordError(
+                f"field {k!r} has a {type(v).__name__} value; fields are flat: text, number "
+                f"or bool (nest by naming keys like 'http.status')"
+            )
+
+
+def entry_data(ingest_ts: int, rid: bytes, body: bytes) -> bytes:
+    """The Raft entry payload of one record (see the module docstring)."""
+    return _HEAD.pack(KIND_RECORD, ingest_ts, rid) + body
+
+
+def entry_id(data: bytes) -> bytes | None:
+    """The record id of an entry payload, or None for entries that are not records."""
+    if len(data) < HEAD_SIZE or data[0] != KIND_RECORD:
+        return None
+    return data[9:25]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A committed record as readers see it."""
+
+    index: int
+    term: int
+    id: bytes
+    ingest_ts: int
+    ts: int | None
+    ts_corrected: int | None
+    level: str
+    source: str
+    msg: str
+    fields: dict[str, Any]
+    node: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(uuid.UUID(bytes=self.id)),
+            "index": self.index,
+            "term": self.term,
+            "ts": self.ts,
+            "ts_corrected": self.ts_corrected,
+            "ingest_ts": self.ingest_ts,
+            "level": self.level,
+            "source": self.source,
+            "msg": self.msg,
+            "fields": self.fields,
+            "late": False,
+            "node": self.node,
+        }
+
+
+def decode_entry(index: int, term: int, data: bytes) -> StoredRecord | None:
+    """Decode a record entry (None for no-ops and other kinds)."""
+    if len(data) < HEAD_SIZE or data[0] != KIND_RECORD:
+        return None
+    _, ingest_ts, rid = _HEAD.unpack_from(data)
+    b = cbor2.loads(data[HEAD_SIZE:])
+    return StoredRecord(
+        index,
+        term,
+        rid,
+        ingest_ts,
+        b["ts"],
+        b["tc"],
+        LEVELS[b["lv"]],
+        b["src"],
+        b["msg"],
+        b["f"],
+        b["n"],
+    )

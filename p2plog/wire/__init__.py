@@ -1,0 +1,1 @@
+"""CBOR framing: every websocket message is one CBOR map ``{"v": 1, "kind": str, ...}``."""

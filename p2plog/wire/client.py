@@ -1,0 +1,42 @@
+"""Client protocol, spoken on ``ws://HOST:PORT/client``. Requests carry a client-chosen ``req``
+integer that every reply to them echoes; many requests may be in flight on one connection.
+
+Client -> node
+- ``submit {req, ack: "quorum"|"leader", records: [record, ...]}``; a record is the map
+  described in ``p2plog.record`` (``id`` required). At most ``MAX_BATCH_RECORDS`` records and
+  ``MAX_BATCH_BYTES`` bytes per submit.
+- ``query {req, from_index?, to_index?, since?, until?, level?, source?, grep?, limit?, order?}``
+  (``since``/``until`` in ns since the epoch, ``level`` = minimum level, ``source`` exact,
+  ``grep`` substring of ``msg``, ``order`` "index" (default) or "event").
+- ``tail {req, from_index?, level?, source?, grep?, order?}``: replay from ``from_index`` (default:
+  only new records) then follow live. ``cancel {req}`` stops it.
+- ``status {req}``.
+- ``time {req, t1}``: clock offset probe (``t1`` = client send time, ns).
+
+Node -> client
+- ``ack {req, acks: [{i, id, index, term, dup}], errors: [{i, error}]}``: ``i`` is the record's
+  position in the submit. Records in ``errors`` were not stored; the rest were.
+- ``error {req, code, msg, retry_after_ms?}``; codes: ``unavailable`` (no leader yet),
+  ``overloaded``, ``disk_full``, ``storage_failed``, ``shutting_down``, ``timeout``,
+  ``bad_request``. The first four come with ``retry_after_ms``; nothing of the request was
+  stored unless an ``ack`` said so, and a retry with the same record ids is stored once.
+- ``batch {req, records: [record_json, ...], next_index, done}``: query results (``done`` true
+  on the last page; pass ``next_index`` as ``from_index`` to continue) or tail records.
+- ``end {req, code, msg, resume_index}``: a tail ended (e.g. ``behind``: the reader fell too far
+  behind; reconnect with ``from_index = resume_index``).
+- ``status {req, node: {...}}``, ``time {req, t1, t2, t3}``.
+"""
+
+from __future__ import annotations
+
+MAX_CLIENT_FRAME = 2 << 20
+ERROR_CODES = (
+    "unavailable",
+    "overloaded",
+    "disk_full",
+    "storage_failed",
+    "shutting_down",
+    "timeout",
+    "bad_request",
+)
+REQUEST_KINDS = ("submit", "query", "tail", "cancel", "status", "time")
