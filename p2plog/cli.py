@@ -11,7 +11,7 @@ from pathlib import Path
 from p2plog.errors import P2PLogError
 from p2plog.storage.verify import describe_cut, repair, verify
 
-NODE_COMMANDS = ("run", "local", "send", "query", "tail", "status")
+NODE_COMMANDS = ("send", "query", "tail", "status")
 
 NOT_YET = """p2plog {cmd}: not available yet: this build has the Raft core, its simulator and the
 durable log, not the node runtime. What runs today:
@@ -23,6 +23,14 @@ durable log, not the node runtime. What runs today:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m p2plog", description="p2plog distributed log")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser("run", help="run this host's node")
+    r.add_argument("--config", type=Path, default=Path("peers.toml"), help="peers.toml to use")
+    r.add_argument("--node", help="this host's node id (default: self = ... in the file)")
+    r.add_argument("--data-dir", type=Path, help="override the node's data_dir")
+    r.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    loc = sub.add_parser("local", help="run every node of the config on this host")
+    loc.add_argument("--config", type=Path, default=Path("peers.toml"), help="peers.toml to use")
+    loc.add_argument("--data-dir", type=Path, help="put node data under DIR/<id>")
     for cmd in NODE_COMMANDS:
         sub.add_parser(cmd, help="(not built yet)").add_argument("rest", nargs=argparse.REMAINDER)
     v = sub.add_parser("verify", help="check a node's data directory offline")
@@ -63,12 +71,39 @@ def cmd_verify(directory: Path, *, do_repair: bool, progress: bool) -> int:
     return 0
 
 
+def cmd_run(config_path: Path, node_id: str | None, data_dir: Path | None, level: str) -> int:
+    import trio
+
+    from p2plog.config import load
+    from p2plog.runtime.main import run_node, setup_logging
+
+    cfg = load(config_path)
+    me = cfg.node(node_id)
+    setup_logging(level)
+    try:
+        trio.run(run_node, cfg, me, data_dir)
+    except OSError as e:
+        print(
+            f"p2plog run: node {me.id} cannot listen on {me.address}: {e.strerror or e}; is "
+            f"another node using that port?",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in NODE_COMMANDS:
         print(NOT_YET.format(cmd=args.command), end="", file=sys.stderr)
         return 2
     try:
+        if args.command == "run":
+            return cmd_run(args.config, args.node, args.data_dir, args.log_level)
+        if args.command == "local":
+            from p2plog.local import run_local
+
+            return run_local(args.config, args.data_dir)
         return cmd_verify(args.dir, do_repair=args.repair, progress=not args.no_progress)
     except P2PLogError as e:
         print(f"p2plog {args.command}: {e}", file=sys.stderr)

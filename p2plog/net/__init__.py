@@ -1,0 +1,1 @@
+"""Websocket transport (trio-websocket): peer links and the listener. Knows frames, not Raft."""

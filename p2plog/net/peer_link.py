@@ -1,0 +1,95 @@
+"""One outbound link to one peer: dial with backoff and jitter, say hello, send queued frames.
+
+The queue is bounded; when it is full (a slow or dead peer) new frames are dropped, so a bad
+follower never blocks the leader or its other followers: Raft retransmits what matters.
+Links are one-way: this node only sends on the connection it dialed.
+"""
+
+from __future__ import annotations
+
+import logging
+from random import Random
+
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket
+
+log = logging.getLogger("p2plog.net")
+
+QUEUE_FRAMES = 2048
+CONNECT_TIMEOUT_S = 2.0
+SEND_TIMEOUT_S = 5.0
+BACKOFF_MIN_S = 0.02
+BACKOFF_MAX_S = 1.0
+MAX_MESSAGE_BYTES = 64 << 20
+RECEIVE_BUFFER = 64 << 10
+
+
+class PeerLink:
+    def __init__(self, me: str, peer: str, host: str, port: int, hello: bytes) -> None:
+        self.me = me
+        self.peer = peer
+        self.host = host
+        self.port = port
+        self.hello = hello
+        self._tx, self._rx = trio.open_memory_channel[bytes](QUEUE_FRAMES)
+        self.connected = False
+        self.dropped = 0
+        self.sent = 0
+        self._rng = Random()
+
+    def send_nowait(self, frame: bytes) -> bool:
+        try:
+            self._tx.send_nowait(frame)
+        except trio.WouldBlock:
+            self.dropped += 1
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Keep a connection up until cancelled."""
+        delay = BACKOFF_MIN_S
+        while True:
+            try:
+                await self._session()
+                delay = BACKOFF_MIN_S
+            except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as e:
+                if self.connected:
+                    log.warning("%s: link to %s lost: %s", self.me, self.peer, _reason(e))
+                else:
+                    log.debug("%s: cannot reach %s: %s", self.me, self.peer, _reason(e))
+            finally:
+                self.connected = False
+            # Frames queued while disconnected are stale: Raft will resend what is needed.
+            while True:
+                try:
+                    self._rx.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            await trio.sleep(delay * (0.5 + self._rng.random()))
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _session(self) -> None:
+        async with open_websocket(
+            self.host,
+            self.port,
+            "/peer",
+            use_ssl=False,
+            max_message_size=MAX_MESSAGE_BYTES,
+            receive_buffer_size=RECEIVE_BUFFER,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            disconnect_timeout=1.0,
+        ) as ws:
+            with trio.fail_after(SEND_TIMEOUT_S):
+                await ws.send_message(self.hello)
+            self.connected = True
+            log.info("%s: link to %s up", self.me, self.peer)
+            async for frame in self._rx:
+                with trio.fail_after(SEND_TIMEOUT_S):
+                    await ws.send_message(frame)
+                self.sent += 1
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, ConnectionClosed) and e.reason is not None:
+        return f"closed ({e.reason.code} {e.reason.reason or ''})".strip()
+    return f"{type(e).__name__}: {e}"

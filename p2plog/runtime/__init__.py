@@ -1,0 +1,1 @@
+"""Composition: the only package that wires Raft, storage, state and the network together."""

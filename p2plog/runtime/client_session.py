@@ -1,0 +1,271 @@
+"""One client websocket: requests in, replies out, many requests in flight.
+
+Malformed frames (undecodable, oversized, no ``req``) close the connection with a reason; a
+well-formed request with bad fields gets ``error bad_request`` and the connection stays; a bad
+record gets a per-record error in the ``ack`` and nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from p2plog.record import (
+    LEVELS,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS,
+    RecordError,
+    decode_entry,
+    validate,
+)
+from p2plog.runtime.node import RETRY_AFTER_MS, Node
+from p2plog.runtime.reads import MAX_LIMIT, Filter, record_json, scan_chunk
+from p2plog.wire.client import MAX_CLIENT_FRAME
+from p2plog.wire.envelope import (
+    ProtocolError,
+    decode,
+    encode,
+    get_bool,
+    get_int,
+    get_list,
+    get_opt_int,
+    get_opt_str,
+    get_str,
+)
+
+log = logging.getLogger("p2plog.client_session")
+
+SEND_TIMEOUT_S = 30.0
+TAIL_PAGE = 1000
+
+
+class Session:
+    def __init__(self, node: Node, ws: WebSocketConnection) -> None:
+        self.node = node
+        self.ws = ws
+        self.inflight = 0
+        self.tails: dict[int, trio.CancelScope] = {}
+
+    async def send(self, kind: str, fields: dict[str, Any]) -> None:
+        with trio.fail_after(SEND_TIMEOUT_S):
+            await self.ws.send_message(encode(kind, fields))
+
+    async def error(self, req: int, code: str, msg: str) -> None:
+        fields: dict[str, Any] = {"req": req, "code": code, "msg": msg}
+        if code in ("unavailable", "overloaded", "disk_full", "timeout"):
+            fields["retry_after_ms"] = RETRY_AFTER_MS
+        await self.send("error", fields)
+
+    async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                while True:
+                    raw = await self.ws.get_message()
+                    msg = decode(raw, MAX_CLIENT_FRAME)
+                    req = get_int(msg, "req")
+                    self.dispatch(nursery, req, msg, len(raw))
+            except ProtocolError as e:
+                log.warning("%s: closing client %s: %s", self.node.me.id, self.ws.remote, e)
+                with trio.move_on_after(1.0):
+                    await self.ws.aclose(1008, str(e)[:120])
+            except ConnectionClosed:
+                pass
+            nursery.cancel_scope.cancel()
+
+    def dispatch(self, nursery: trio.Nursery, req: int, msg: dict[str, Any], size: int) -> None:
+        kind = msg["kind"]
+        if kind == "submit":
+            nursery.start_soon(self.guard, req, self.submit(req, msg, size))
+        elif kind == "query":
+            nursery.start_soon(self.guard, req, self.query(req, msg))
+        elif kind == "tail":
+            scope = trio.CancelScope()
+            self.tails[req] = scope
+            nursery.start_soon(self.guard, req, self.tail(req, msg, scope))
+        elif kind == "cancel":
+            existing = self.tails.pop(req, None)
+            if existing is not None:
+                existing.cancel()
+        elif kind == "status":
+            nursery.start_soon(
+                self.guard, req, self.send("status", {"req": req, "node": self.node.status()})
+            )
+        elif kind == "time":
+            t2 = time.time_ns()
+            t1 = get_int(msg, "t1")
+            nursery.start_soon(self.guard, req, self.reply_time(req, t1, t2))
+        else:
+            nursery.start_soon(
+                self.guard, req, self.error(req, "bad_request", f"unknown kind {kind!r}")
+            )
+
+    async def guard(self, req: int, work: Any) -> None:
+        """Run one request; a bad field becomes ``bad_request``, a dead connection ends it."""
+        with contextlib.suppress(ConnectionClosed, trio.TooSlowError):
+            try:
+                await work
+            except ProtocolError as e:
+                await self.error(req, "bad_request", str(e))
+
+    async def reply_time(self, req: int, t1: int, t2: int) -> None:
+        await self.send("time", {"req": req, "t1": t1, "t2": t2, "t3": time.time_ns()})
+
+    # -------------------------------------------------------------- submit
+
+    async def submit(self, req: int, msg: dict[str, Any], size: int) -> None:
+        ack = get_str(msg, "ack", "quorum")
+        if ack not in ("quorum", "leader"):
+            raise ProtocolError(f"submit: ack must be quorum or leader, got {ack!r}")
+        records = get_list(msg, "records", MAX_BATCH_RECORDS)
+        if size > MAX_BATCH_BYTES + 64 * 1024:
+            await self.error(req, "bad_request", f"batch of {size} bytes exceeds {MAX_BATCH_BYTES}")
+            return
+        limit = self.node.config.cluster.max_conn_inflight_records
+        if self.inflight + len(records) > limit:
+            await self.error(
+                req, "overloaded", f"over {limit} records in flight on this connection"
+            )
+            return
+        accepted: list[tuple[int, bytes, bytes]] = []
+        errors: list[dict[str, Any]] = []
+        for i, r in enumerate(records):
+            try:
+                a = validate(r, node=self.node.me.id)
+            except RecordError as e:
+                errors.append({"i": i, "error": f"record {i}: {e}"})
+                continue
+            accepted.append((i, a.id, a.body))
+        acks: list[dict[str, Any]] = []
+        if accepted:
+            self.inflight += len(accepted)
+            try:
+                res = await self.node.submit([(rid, body) for _, rid, body in accepted], ack)
+            finally:
+                self.inflight -= len(accepted)
+            if res.error is not None:
+                await self.error(req, *res.error)
+                return
+            for (i, _, _), got in zip(accepted, res.acks, strict=True):
+                if got is None:
+                    errors.append({"i": i, "error": f"record {i}: not acknowledged; retry"})
+                    continue
+                acks.append(
+                    {
+                        "i": i,
+                        "id": str(uuid.UUID(bytes=got.id)),
+                        "index": got.index,
+                        "term": got.term,
+                        "dup": got.dup,
+                    }
+                )
+        await self.send("ack", {"req": req, "acks": acks, "errors": errors})
+
+    # --------------------------------------------------------------- reads
+
+    def filter(self, msg: dict[str, Any]) -> Filter:
+        level = get_opt_str(msg, "level")
+        if level is not None and level not in LEVELS:
+            raise ProtocolError(f"level {level!r} is not one of {'|'.join(LEVELS)}")
+        order = get_str(msg, "order", "index")
+        if order not in ("index", "event"):
+            raise ProtocolError(f"order must be index or event, got {order!r}")
+        return Filter(
+            from_index=max(1, get_opt_int(msg, "from_index") or 1),
+            to_index=get_opt_int(msg, "to_index"),
+            since=get_opt_int(msg, "since"),
+            until=get_opt_int(msg, "until"),
+            level=level,
+            source=get_opt_str(msg, "source"),
+            grep=get_opt_str(msg, "grep"),
+        )
+
+    async def scan(self, lo: int, hi: int, flt: Filter, limit: int) -> tuple[list[Any], int]:
+        loop = self.node.loop
+        storage = self.node.storage
+        assert loop is not None
+        assert storage is not None
+        dups = loop.applier.dup_indexes
+        return await trio.to_thread.run_sync(
+            lambda: scan_chunk(storage, lo, hi, flt, dups.__contains__, limit),
+            limiter=self.node.limiter,
+        )
+
+    async def query(self, req: int, msg: dict[str, Any]) -> None:
+        flt = self.filter(msg)
+        limit = min(get_int(msg, "limit", 1000), MAX_LIMIT)
+        if limit < 1:
+            raise ProtocolError("query: limit must be at least 1")
+        assert self.node.loop is not None
+        hi = self.node.loop.applier.applied_index + 1
+        if flt.to_index is not None:
+            hi = min(hi, flt.to_index + 1)
+        recs, nxt = await self.scan(flt.from_index, hi, flt, limit)
+        rows = [record_json(r) for r in recs]
+        if get_str(msg, "order", "index") == "event":
+            rows.sort(key=lambda d: (d["ts_corrected"] or d["ingest_ts"], d["index"]))
+        done = nxt >= hi
+        await self.send("batch", {"req": req, "records": rows, "next_index": nxt, "done": done})
+
+    async def tail(self, req: int, msg: dict[str, Any], scope: trio.CancelScope) -> None:
+        flt = self.filter(msg)
+        loop = self.node.loop
+        assert loop is not None
+        sub = self.node.tail_hub.subscribe()
+        pos = get_opt_int(msg, "from_index") or loop.applier.applied_index + 1
+        try:
+            with scope:
+                while True:
+                    if sub.behind_at is not None:
+                        await self.send(
+                            "end",
+                            {
+                                "req": req,
+                                "code": "behind",
+                                "msg": "this reader fell behind the live stream; resume from "
+                                "resume_index",
+                                "resume_index": pos,
+                            },
+                        )
+                        return
+                    applied = loop.applier.applied_index
+                    first_buffered = sub.buf[0].index if sub.buf else applied + 1
+                    if pos < first_buffered and pos <= applied:
+                        recs, pos = await self.scan(pos, first_buffered, flt, TAIL_PAGE)
+                        if recs:
+                            await self.batch(req, [record_json(r) for r in recs])
+                        continue
+                    if sub.buf:
+                        items = list(sub.buf)
+                        sub.buf.clear()
+                        rows = []
+                        for e in items:
+                            if e.index < pos:
+                                continue
+                            r = decode_entry(e.index, e.term, e.data)
+                            if r is not None and flt.matches(r):
+                                rows.append(record_json(r))
+                        pos = max(pos, items[-1].index + 1)
+                        if rows:
+                            await self.batch(req, rows)
+                        continue
+                    sub.wakeup = trio.Event()
+                    await sub.wakeup.wait()
+        finally:
+            self.node.tail_hub.unsubscribe(sub)
+            self.tails.pop(req, None)
+
+    async def batch(self, req: int, rows: list[dict[str, Any]]) -> None:
+        await self.send("batch", {"req": req, "records": rows, "done": False})
+
+
+async def serve_client(node: Node, ws: WebSocketConnection) -> None:
+    await Session(node, ws).serve()
+
+
+__all__ = ["get_bool", "serve_client"]

@@ -1,0 +1,366 @@
+"""A p2plog node: storage, the Raft loop, peer links and the websocket listener in one nursery.
+
+``submit`` is accepted on any node: the leader proposes; a follower forwards the batch to the
+leader over its peer link and relays the outcome; with no leader known it answers
+``unavailable`` with ``retry_after_ms``. In-flight records are bounded per node and per
+connection (``overloaded``). Shutdown stops intake, hands leadership to the most up-to-date
+follower, lets the current batch finish its fsync, and closes the storage.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from p2plog.config import Config, NodeConfig
+from p2plog.errors import P2PLogError
+from p2plog.net.peer_link import MAX_MESSAGE_BYTES, RECEIVE_BUFFER, PeerLink
+from p2plog.raft.config import RaftConfig
+from p2plog.raft.messages import Message
+from p2plog.raft.types import Entry, NodeId, Role
+from p2plog.runtime.proposals import Proposal, RecordAck
+from p2plog.runtime.raft_loop import RaftLoop
+from p2plog.runtime.tail_hub import TailHub
+from p2plog.state.applier import Applied, Applier
+from p2plog.storage.segmented_log import SegmentedLog
+from p2plog.wire import peer as wp
+from p2plog.wire.envelope import ProtocolError, decode, encode, get_int, get_list, get_str
+
+log = logging.getLogger("p2plog.node")
+
+SUBMIT_TIMEOUT_S = 10.0
+HELLO_TIMEOUT_S = 5.0
+RETRY_AFTER_MS = 100
+
+
+@dataclass(slots=True)
+class SubmitResult:
+    acks: list[RecordAck | None]
+    error: tuple[str, str] | None = None
+
+
+class Node:
+    def __init__(self, config: Config, me: NodeConfig, data_dir: Path | None = None) -> None:
+        self.config = config
+        self.me = me
+        self.data_dir = data_dir or me.data_dir
+        self.peers = [n for n in config.nodes if n.id != me.id]
+        c = config.cluster
+        self.raft_config = RaftConfig(
+            election_ticks=c.election_ticks, heartbeat_ticks=c.heartbeat_ticks
+        )
+        self.tail_hub = TailHub()
+        self.limiter = trio.CapacityLimiter(1)
+        self.accepting = True
+        self.inflight = 0
+        self.started_at = time.time()
+        self.links: dict[NodeId, PeerLink] = {}
+        self.storage: SegmentedLog | None = None
+        self.loop: RaftLoop | None = None
+        self._fids = itertools.count(1)
+        self._forwards: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
+        self.port = me.port
+        self._cancel = trio.CancelScope()
+
+    # -------------------------------------------------------------- running
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        c = self.config.cluster
+        storage = await trio.to_thread.run_sync(
+            lambda: SegmentedLog(
+                self.data_dir,
+                segment_bytes=c.segment_bytes,
+                budget_bytes=c.disk_budget_bytes or None,
+                node=self.me.id,
+            )
+        )
+        self.storage = storage
+        applier = Applier(c.dedup_window_records, c.dedup_window_s * 1_000_000_000)
+        self.loop = RaftLoop(
+            node_id=self.me.id,
+            voters=[n.id for n in self.config.nodes],
+            raft_config=self.raft_config,
+            storage=storage,
+            applier=applier,
+            send=self._send_raft,
+            on_applied=self._on_applied,
+            tick_s=c.tick_ms / 1000,
+            limiter=self.limiter,
+        )
+        for p in self.peers:
+            hello = wp.encode_hello(c.name, self.me.id, p.id)
+            self.links[p.id] = PeerLink(self.me.id, p.id, p.host, p.port, hello)
+        try:
+            with self._cancel:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.loop.run)
+                    for link in self.links.values():
+                        nursery.start_soon(link.run)
+                    server = await nursery.start(
+                        partial_serve(self._handle_request, self.me.host, self.me.port)
+                    )
+                    self.port = server.port
+                    log.info(
+                        "%s: listening on ws://%s:%d (peers %s)",
+                        self.me.id,
+                        self.me.host,
+                        self.port,
+                        ", ".join(p.id for p in self.peers) or "none",
+                    )
+                    task_status.started(self.port)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(storage.close, limiter=self.limiter)
+            log.info("%s: stopped; storage closed", self.me.id)
+
+    async def shutdown(self, *, transfer_timeout_s: float = 2.0) -> None:
+        """Stop intake, hand over leadership, let the current fsync finish, stop."""
+        self.accepting = False
+        loop = self.loop
+        if loop is not None and loop.node.role is Role.LEADER and self.peers:
+            loop.request_transfer(None)
+            with trio.move_on_after(transfer_timeout_s):
+                while loop.node.role is Role.LEADER:
+                    await loop.role_changed.wait()
+            if loop.node.role is Role.LEADER:
+                log.warning("%s: leadership transfer did not finish; stopping anyway", self.me.id)
+            else:
+                log.info("%s: handed leadership to %s", self.me.id, loop.node.leader)
+        self._cancel.cancel()
+
+    # ----------------------------------------------------------- raft glue
+
+    def _send_raft(self, m: Message) -> None:
+        link = self.links.get(m.dst)
+        if link is not None:
+            link.send_nowait(wp.encode_raft(m))
+
+    def _on_applied(self, items: Sequence[tuple[Entry, Applied | None]]) -> None:
+        if self.tail_hub.subs:
+            self.tail_hub.publish([e for e, a in items if a is not None and not a.dup])
+
+    # -------------------------------------------------------------- submit
+
+    async def submit(self, recs: list[tuple[bytes, bytes]], ack: str) -> SubmitResult:
+        """Store records through the leader; per-record acks, or one error for the batch."""
+        loop = self.loop
+        if loop is None or not self.accepting:
+            return SubmitResult([], ("shutting_down", f"{self.me.id} is shutting down"))
+        if loop.failed is not None:
+            return SubmitResult([], ("storage_failed", loop.failed))
+        limit = self.config.cluster.max_inflight_records
+        if self.inflight + len(recs) > limit:
+            return SubmitResult(
+                [], ("overloaded", f"{self.me.id} has {self.inflight} records in flight")
+            )
+        self.inflight += len(recs)
+        try:
+            leader = loop.node.leader
+            if leader == self.me.id:
+                return await self._submit_local(recs, ack)
+            if leader is None:
+                return SubmitResult([], ("unavailable", "no leader elected yet; retry shortly"))
+            return await self._forward(leader, recs, ack)
+        finally:
+            self.inflight -= len(recs)
+
+    async def _submit_local(self, recs: list[tuple[bytes, bytes]], ack: str) -> SubmitResult:
+        assert self.loop is not None
+        p = Proposal(recs, ack)
+        if not self.loop.submit_nowait(p):
+            return SubmitResult([], ("overloaded", "the leader's proposal queue is full"))
+        with trio.move_on_after(SUBMIT_TIMEOUT_S):
+            await p.done.wait()
+        if not p.done.is_set():
+            return SubmitResult([], ("timeout", f"no commit within {SUBMIT_TIMEOUT_S:.0f} s"))
+        if p.error is not None:
+            code, msg = p.error
+            if code == "not_leader":
+                return SubmitResult([], ("unavailable", "leadership moved; retry"))
+            return SubmitResult([], (code, msg))
+        return SubmitResult(list(p.results))
+
+    async def _forward(
+        self, leader: NodeId, recs: list[tuple[bytes, bytes]], ack: str
+    ) -> SubmitResult:
+        link = self.links.get(leader)
+        if link is None or not link.connected:
+            return SubmitResult([], ("unavailable", f"no link to the leader {leader} yet"))
+        fid = next(self._fids)
+        done = trio.Event()
+        box: list[dict[str, Any]] = []
+        self._forwards[fid] = (done, box)
+        try:
+            if not link.send_nowait(wp.encode_forward(fid, ack, recs)):
+                return SubmitResult([], ("overloaded", f"link to the leader {leader} is full"))
+            with trio.move_on_after(SUBMIT_TIMEOUT_S):
+                await done.wait()
+        finally:
+            self._forwards.pop(fid, None)
+        if not box:
+            return SubmitResult([], ("timeout", f"leader {leader} did not answer in time"))
+        reply = box[0]
+        if "code" in reply:
+            code = get_str(reply, "code")
+            return SubmitResult([], (code, get_str(reply, "msg", "")))
+        acks: list[RecordAck | None] = [None] * len(recs)
+        for a in get_list(reply, "acks", len(recs)):
+            pos, rid, index, term, dup = a
+            acks[pos] = RecordAck(rid, index, term, dup)
+        return SubmitResult(acks)
+
+    async def _serve_forward(self, src: NodeId, msg: dict[str, Any]) -> None:
+        fid, ack, recs = wp.decode_forward(msg)
+        res = await self.submit(recs, ack)
+        if res.error is not None:
+            code, text = res.error
+            reply = {"fid": fid, "code": code, "msg": text, "retry_after_ms": RETRY_AFTER_MS}
+        else:
+            reply = {
+                "fid": fid,
+                "acks": [[i, a.id, a.index, a.term, a.dup] for i, a in enumerate(res.acks) if a],
+            }
+        link = self.links.get(src)
+        if link is not None:
+            link.send_nowait(encode("fwda", reply))
+
+    # ----------------------------------------------------------- listener
+
+    async def _handle_request(self, request: WebSocketRequest) -> None:
+        if request.path == "/peer":
+            ws = await request.accept()
+            await self._serve_peer(ws)
+        elif request.path == "/client":
+            ws = await request.accept()
+            from p2plog.runtime.client_session import serve_client
+
+            await serve_client(self, ws)
+        else:
+            await request.reject(404, body=b"p2plog: use /peer or /client\n")
+
+    async def _serve_peer(self, ws: WebSocketConnection) -> None:
+        c = self.config.cluster
+        try:
+            with trio.fail_after(HELLO_TIMEOUT_S):
+                hello = decode(await ws.get_message(), 4096)
+            src = self._check_hello(hello)
+            async with trio.open_nursery() as nursery:
+                while True:
+                    msg = decode(await ws.get_message(), wp.MAX_PEER_FRAME)
+                    self._on_peer_message(src, msg, nursery)
+        except ProtocolError as e:
+            log.warning("%s: closing peer link from %s: %s", self.me.id, ws.remote, e)
+            with trio.move_on_after(1.0):
+                await ws.aclose(1008, str(e)[:120])
+        except trio.TooSlowError:
+            log.warning(
+                "%s: peer %s sent no hello in time (cluster %s)", self.me.id, ws.remote, c.name
+            )
+            with trio.move_on_after(1.0):
+                await ws.aclose(1008, "no hello")
+        except ConnectionClosed:
+            pass
+
+    def _check_hello(self, hello: dict[str, Any]) -> NodeId:
+        if hello["kind"] != "hello":
+            raise ProtocolError(f"expected hello, got {hello['kind']!r}")
+        cluster = get_str(hello, "cluster")
+        node = get_str(hello, "node")
+        to = get_str(hello, "to")
+        if cluster != self.config.cluster.name:
+            raise ProtocolError(
+                f"peer {node!r} belongs to cluster {cluster!r}, this is "
+                f"{self.config.cluster.name!r}; check [cluster] name in its peers.toml"
+            )
+        if node not in self.config.by_id or node == self.me.id:
+            raise ProtocolError(f"unknown peer id {node!r}; it is not a [[node]] of this cluster")
+        if to != self.me.id:
+            raise ProtocolError(f"peer {node!r} dialed {to!r} but reached {self.me.id!r}")
+        return NodeId(node)
+
+    def _on_peer_message(self, src: NodeId, msg: dict[str, Any], nursery: trio.Nursery) -> None:
+        kind = msg["kind"]
+        assert self.loop is not None
+        if kind in wp.RAFT_KINDS:
+            m = wp.decode_raft(msg)
+            if m.src != src or m.dst != self.me.id:
+                raise ProtocolError(f"message from {m.src} to {m.dst} on the link from {src}")
+            self.loop.deliver_nowait(m)
+        elif kind == "fwd":
+            nursery.start_soon(self._serve_forward, src, msg)
+        elif kind == "fwda":
+            waiting = self._forwards.get(get_int(msg, "fid"))
+            if waiting is not None:
+                waiting[1].append(msg)
+                waiting[0].set()
+        else:
+            raise ProtocolError(f"unknown peer message kind {kind!r}")
+
+    # -------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        loop = self.loop
+        assert loop is not None
+        assert self.storage is not None
+        st = loop.status()
+        fs = sorted(loop.fsync_s) if loop.fsync_s else [0.0]
+        peers = {}
+        for p in self.peers:
+            prog = st.progress.get(p.id)
+            link = self.links[p.id]
+            peers[p.id] = {
+                "address": p.address,
+                "connected": link.connected,
+                "match_index": prog.match if prog else None,
+                "lag": (st.last_index - prog.match) if prog else None,
+                "dropped_frames": link.dropped,
+            }
+        return {
+            "id": self.me.id,
+            "address": self.me.address,
+            "role": st.role.value,
+            "term": st.term,
+            "leader": st.leader,
+            "commit_index": st.commit_index,
+            "applied_index": loop.applier.applied_index,
+            "last_index": st.last_index,
+            "first_index": self.storage.first_index(),
+            "records": loop.applier.records,
+            "peers": peers,
+            "fsync_ms_p50": round(statistics.median(fs) * 1000, 3),
+            "fsync_ms_p99": round(fs[int(len(fs) * 0.99) - 1 if len(fs) > 1 else 0] * 1000, 3),
+            "fsyncs": self.storage.fsyncs,
+            "log_bytes": self.storage.total_bytes,
+            "disk_full": loop.disk_full,
+            "storage_failed": loop.failed,
+            "inflight_records": self.inflight,
+            "tail_subscribers": len(self.tail_hub.subs),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+
+def partial_serve(handler: Any, host: str, port: int) -> Any:
+    async def serve(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_websocket(
+            handler,
+            host,
+            port,
+            None,
+            max_message_size=MAX_MESSAGE_BYTES,
+            receive_buffer_size=RECEIVE_BUFFER,
+            task_status=task_status,
+        )
+
+    return serve
+
+
+__all__ = ["Node", "P2PLogError", "SubmitResult"]

@@ -1,0 +1,309 @@
+"""The Raft loop: the sole owner of the ``RaftNode``, its storage writes and the applier.
+
+One task runs ``run()``: it waits for input (peer messages, proposals, transfers) or the next
+tick, feeds all that arrived into the node, then drains Ready batches: send ``messages`` ->
+persist (one ``append_batch`` = one fsync, in a worker thread, so the inbox keeps filling and the
+next batch is a group commit) -> send ``messages_after_persist`` -> ack ``ack=leader`` records
+-> apply -> ``advance``. Other tasks only talk to it through its bounded inbox.
+
+Disk full: the append is retried with backoff; the loop stalls (to peers it looks down, so a
+leader loses leadership) and resumes by itself when space returns. An I/O error from fsync is
+fatal for writes (fsyncgate): the loop stops and the node serves reads and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from random import Random
+
+import trio
+
+from p2plog.errors import DiskFull, StorageFailed
+from p2plog.raft.config import RaftConfig
+from p2plog.raft.messages import Message
+from p2plog.raft.node import RaftNode, Ready, Status
+from p2plog.raft.progress import ProgressState
+from p2plog.raft.types import Entry, Index, NodeId, Role, SoftState
+from p2plog.record import entry_data
+from p2plog.runtime.proposals import Proposal, RecordAck, Waiter
+from p2plog.state.applier import Applied, Applier
+from p2plog.storage.segmented_log import SegmentedLog
+
+log = logging.getLogger("p2plog.raft_loop")
+
+INBOX_SIZE = 8192
+MAX_EVENTS_PER_ROUND = 4096
+
+
+@dataclass(slots=True)
+class Transfer:
+    to: NodeId | None  # None: the most up-to-date follower
+
+
+Event = Message | Proposal | Transfer
+AppliedHook = Callable[[Sequence[tuple[Entry, Applied | None]]], None]
+
+
+class RaftLoop:
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        voters: Sequence[NodeId],
+        raft_config: RaftConfig,
+        storage: SegmentedLog,
+        applier: Applier,
+        send: Callable[[Message], None],
+        on_applied: AppliedHook,
+        tick_s: float,
+        limiter: trio.CapacityLimiter,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.id = node_id
+        self.storage = storage
+        self.applier = applier
+        self.send = send
+        self.on_applied = on_applied
+        self.tick_s = tick_s
+        self.limiter = limiter
+        self.wall_ns = wall_ns
+        self.node = RaftNode(raft_config, node_id, voters, storage.hard_state(), storage, Random())
+        self._tx, self._rx = trio.open_memory_channel[Event](INBOX_SIZE)
+        self.waiters: dict[int, Waiter] = {}
+        self.pending_ids: dict[bytes, int] = {}
+        self.failed: str | None = None
+        self.disk_full = False
+        self.stopped = trio.Event()
+        self.role_changed = trio.Event()  # set (and replaced) whenever role or leader changes
+        self.fsync_s: list[float] = []
+        self._last_ingest = 0
+        self._status = self.node.status()
+
+    # ---------------------------------------------------------- other tasks
+
+    def deliver_nowait(self, m: Message) -> None:
+        """A peer message; dropped if the inbox is full (Raft tolerates loss)."""
+        try:
+            self._tx.send_nowait(m)
+        except trio.WouldBlock:
+            log.debug("%s: inbox full, dropped %s from %s", self.id, type(m).__name__, m.src)
+
+    def submit_nowait(self, p: Proposal) -> bool:
+        """Queue a proposal; False when the inbox is full (reply ``overloaded``)."""
+        try:
+            self._tx.send_nowait(p)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    def request_transfer(self, to: NodeId | None = None) -> None:
+        try:
+            self._tx.send_nowait(Transfer(to))
+        except trio.WouldBlock:
+            log.warning("%s: inbox full, leadership transfer request dropped", self.id)
+
+    def status(self) -> Status:
+        return self._status
+
+    # ----------------------------------------------------------------- loop
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except StorageFailed as e:
+            self.failed = str(e)
+            self._fail_all("storage_failed", self.failed)
+            log.error("%s term=%d: raft loop stopped: %s", self.id, self.node.term, e)
+        finally:
+            self.stopped.set()
+
+    async def _run(self) -> None:
+        next_tick = trio.current_time() + self.tick_s
+        while True:
+            events: list[Event] = []
+            with trio.move_on_at(next_tick):
+                events.append(await self._rx.receive())
+            while len(events) < MAX_EVENTS_PER_ROUND:
+                try:
+                    events.append(self._rx.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            now = trio.current_time()
+            if now >= next_tick:
+                behind = int((now - next_tick) / self.tick_s) + 1
+                for _ in range(min(behind, 3)):  # after a long stall, don't fire a burst
+                    self.node.tick()
+                next_tick = max(next_tick + behind * self.tick_s, now)
+            for ev in events:
+                self._handle(ev)
+            await self._drain_ready()
+            self._status = self.node.status()
+
+    def _handle(self, ev: Event) -> None:
+        if isinstance(ev, Proposal):
+            self._propose(ev)
+        elif isinstance(ev, Transfer):
+            self._transfer(ev.to)
+        else:
+            self.node.step(ev)
+
+    def _transfer(self, to: NodeId | None) -> None:
+        st = self.node.status()
+        if st.role is not Role.LEADER:
+            return
+        if to is None:
+            followers = {k: v for k, v in st.progress.items() if k != self.id}
+            if not followers:
+                return
+            to = max(followers, key=lambda k: (followers[k].match, k))
+        log.info("%s term=%d: transferring leadership to %s", self.id, st.term, to)
+        self.node.transfer_leadership(to)
+
+    # ------------------------------------------------------------ proposals
+
+    def _propose(self, p: Proposal) -> None:
+        if self.failed is not None:
+            p.fail("storage_failed", self.failed)
+            return
+        if self.node.role is not Role.LEADER:
+            leader = self.node.leader
+            p.fail("not_leader", leader or "")
+            return
+        if self.disk_full:
+            p.fail("disk_full", "the leader's disk is full; retry when space returns")
+            return
+        datas: list[bytes] = []
+        fresh: list[tuple[int, bytes]] = []
+        for pos, (rid, body) in enumerate(p.recs):
+            orig = self.applier.window.get(rid)
+            if orig is not None:
+                p.resolve(pos, RecordAck(rid, orig, self.storage.term(Index(orig)), True))
+                continue
+            pending = self.pending_ids.get(rid)
+            if pending is not None:
+                self.waiters[pending].listeners.append((p, pos))
+                continue
+            datas.append(entry_data(self._ingest_ts(), rid, body))
+            fresh.append((pos, rid))
+        if not datas:
+            return
+        first = self.node.propose_many(datas)
+        if first is None:
+            p.fail("overloaded", "too many uncommitted records on the leader; retry shortly")
+            return
+        for k, (pos, rid) in enumerate(fresh):
+            index = first + k
+            self.waiters[index] = Waiter(rid, p.ack, [(p, pos)])
+            self.pending_ids[rid] = index
+
+    def _ingest_ts(self) -> int:
+        """Leader ingest time: wall clock, but strictly increasing (HLC-like)."""
+        ts = max(self.wall_ns(), self._last_ingest + 1)
+        self._last_ingest = ts
+        return ts
+
+    def _fail_all(self, code: str, message: str) -> None:
+        for w in self.waiters.values():
+            for p, _ in w.listeners:
+                p.fail(code, message)
+        self.waiters.clear()
+        self.pending_ids.clear()
+
+    # ---------------------------------------------------------------- ready
+
+    async def _drain_ready(self) -> None:
+        while self.node.has_ready():
+            rd = self.node.ready()
+            for m in rd.messages:
+                self.send(m)
+            if rd.entries or rd.hard_state is not None:
+                await self._persist(rd)
+            for m in rd.messages_after_persist:
+                self.send(m)
+            if rd.entries and self.node.role is Role.LEADER:
+                self._ack_persisted(rd.entries)
+            if rd.committed_entries:
+                self._apply(rd.committed_entries)
+            if rd.soft_state is not None:
+                self._soft_state_changed(rd.soft_state)
+            self.node.advance(rd)
+
+    async def _persist(self, rd: Ready) -> None:
+        delay = 0.05
+        while True:
+            t0 = time.perf_counter()
+            try:
+                await trio.to_thread.run_sync(
+                    partial(
+                        self.storage.append_batch, rd.entries, rd.hard_state, sync=rd.must_sync
+                    ),
+                    limiter=self.limiter,
+                )
+            except DiskFull as e:
+                if not self.disk_full:
+                    log.warning("%s term=%d: %s; retrying", self.id, self.node.term, e)
+                self.disk_full = True
+                await trio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if self.disk_full:
+                log.warning(
+                    "%s term=%d: disk space is back; writes resume", self.id, self.node.term
+                )
+                self.disk_full = False
+            self.fsync_s.append(time.perf_counter() - t0)
+            if len(self.fsync_s) > 1024:
+                del self.fsync_s[:512]
+            return
+
+    def _ack_persisted(self, entries: Sequence[Entry]) -> None:
+        for e in entries:
+            w = self.waiters.get(e.index)
+            if w is not None and w.ack == "leader":
+                for p, pos in w.listeners:
+                    p.resolve(pos, RecordAck(w.id, e.index, e.term, False))
+
+    def _apply(self, entries: Sequence[Entry]) -> None:
+        out: list[tuple[Entry, Applied | None]] = []
+        for e in entries:
+            a = self.applier.apply(e)
+            out.append((e, a))
+            w = self.waiters.pop(e.index, None)
+            if w is None:
+                continue
+            self.pending_ids.pop(w.id, None)
+            if a is None or a.id != w.id:
+                for p, _ in w.listeners:
+                    p.fail("unavailable", "the leader changed before the record committed")
+                continue
+            for p, pos in w.listeners:
+                p.resolve(pos, RecordAck(w.id, a.orig_index, e.term, a.dup))
+        self.on_applied(out)
+
+    def _soft_state_changed(self, ss: SoftState) -> None:
+        self.role_changed.set()
+        self.role_changed = trio.Event()
+        log.info(
+            "%s term=%d index=%d: role %s, leader %s",
+            self.id,
+            self.node.term,
+            self.node.log.last_index(),
+            ss.role.value,
+            ss.leader,
+        )
+        if ss.role is not Role.LEADER and self.waiters:
+            self._fail_all("unavailable", "leadership changed; retry (the same ids dedup)")
+
+    def follower_lag(self) -> dict[NodeId, tuple[int, int, str]]:
+        """Per follower: (match index, lag in entries, replication state)."""
+        st = self._status
+        last = st.last_index
+        return {
+            k: (v.match, last - v.match, v.state.value)
+            for k, v in st.progress.items()
+            if k != self.id and v.state in (ProgressState.PROBE, ProgressState.REPLICATE)
+        }
