@@ -6,10 +6,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from p2plog.config import Config, NodeConfig
+from p2plog.errors import P2PLogError
 from p2plog.runtime.node import Node
 
 log = logging.getLogger("p2plog.node")
@@ -24,11 +26,30 @@ def setup_logging(level: str = "INFO") -> None:
 
 
 async def run_node(config: Config, me: NodeConfig, data_dir: Path | None) -> None:
+    """Run until a signal stops the node; an operating error exits 1 with one clear line."""
     node = Node(config, me, data_dir)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_on_signals, node)
-        await node.run()
-        nursery.cancel_scope.cancel()
+    failure: str | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_on_signals, node)
+            await node.run()
+            nursery.cancel_scope.cancel()
+    except* P2PLogError as eg:
+        failure = str(_first(eg))
+    except* OSError as eg:
+        e = _first(eg)
+        failure = f"cannot listen on {me.address}: {e}; is another node using that port?"
+    if failure is not None:
+        log.error("%s: %s", me.id, failure)
+        print(f"p2plog run: node {me.id}: {failure}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _first(eg: BaseExceptionGroup[Any]) -> BaseException:
+    exc: BaseException = eg
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _on_signals(node: Node) -> None:
