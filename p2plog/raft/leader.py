@@ -95,13 +95,15 @@ def bcast_heartbeat(node: RaftNode) -> None:
 def tick_leader(node: RaftNode) -> None:
     node.heartbeat_elapsed += 1
     node.election_elapsed += 1
+    node.leader_ticks += 1
+    if node.config.check_quorum and not quorum_active(node):
+        # CheckQuorum (thesis §6.2): a leader that has not heard from a majority for an
+        # election timeout steps down, so clients stop waiting on it. A sliding window (each
+        # follower's last answer) makes this happen within one timeout, not up to two.
+        node.become_follower(node.term, None)
+        return
     if node.election_elapsed >= node.config.election_ticks:
         node.election_elapsed = 0
-        if node.config.check_quorum and not _quorum_active(node):
-            # CheckQuorum (thesis §6.2): a leader cut off from its majority steps down so that
-            # clients stop waiting on it.
-            node.become_follower(node.term, None)
-            return
         if node.lead_transferee is not None:
             node.lead_transferee = None  # the transfer did not finish within an election timeout
     if node.heartbeat_elapsed >= node.config.heartbeat_ticks:
@@ -109,13 +111,14 @@ def tick_leader(node: RaftNode) -> None:
         bcast_heartbeat(node)
 
 
-def _quorum_active(node: RaftNode) -> bool:
-    active = 0
-    for pid, pr in node.progress.items():
-        if pr.recent_active or pid == node.id:
-            active += 1
-        pr.recent_active = pid == node.id
-    return active >= node.quorum
+def is_active(node: RaftNode, pid: NodeId) -> bool:
+    """Did ``pid`` answer within the last election timeout (always true for the leader)?"""
+    window = node.leader_ticks - node.progress[pid].last_active
+    return pid == node.id or window < node.config.election_ticks
+
+
+def quorum_active(node: RaftNode) -> bool:
+    return sum(1 for pid in node.progress if is_active(node, pid)) >= node.quorum
 
 
 def start_transfer(node: RaftNode, to: NodeId) -> None:
@@ -134,7 +137,7 @@ def step_leader(node: RaftNode, m: Message) -> None:
         _handle_append_response(node, m)
     elif isinstance(m, HeartbeatResponse):
         pr = node.progress[m.src]
-        pr.recent_active = True
+        pr.last_active = node.leader_ticks
         pr.probe_sent = False
         if (
             pr.state is ProgressState.REPLICATE
@@ -150,7 +153,7 @@ def step_leader(node: RaftNode, m: Message) -> None:
 
 def _handle_append_response(node: RaftNode, m: AppendEntriesResponse) -> None:
     pr = node.progress[m.src]
-    pr.recent_active = True
+    pr.last_active = node.leader_ticks
     if not m.success:
         probe = m.hint_index
         if m.hint_term > 0:

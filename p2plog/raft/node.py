@@ -119,6 +119,7 @@ class RaftNode:
         self.leader: NodeId | None = None
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.leader_ticks = 0
         self.randomized_election_ticks = 0
         self.votes: dict[str, bool] = {}
         self.progress: dict[NodeId, Progress] = {}
@@ -182,6 +183,17 @@ class RaftNode:
         """Handle one message from a peer: terms first (Raft §5.1), then the role."""
         assert self._outstanding is None, "step() between ready() and advance()"
         assert m.dst == self.id, f"{self.id} got a message for {m.dst}"
+        if m.src not in self.peers:
+            # Not a member (misconfigured or stale peer): its votes must not count and its
+            # responses must not touch progress. Dropping it is the whole of our answer.
+            log.warning(
+                "%s term=%d: dropped %s from non-member %s",
+                self.id,
+                self.term,
+                type(m).__name__,
+                m.src,
+            )
+            return
         if m.term > self.term:
             if isinstance(m, RequestVote) and not m.transfer and self.in_lease():
                 # Thesis §4.2.3: a server that heard from a leader within the minimum election
@@ -290,7 +302,7 @@ class RaftNode:
         me.match = self.log.stable_last_index()
         me.next = Index(me.match + 1)
         me.state = ProgressState.REPLICATE
-        me.recent_active = True
+        self.leader_ticks = 0  # every voter counts as active for the first election timeout
         log.info("%s term=%d index=%d: became leader", self.id, self.term, self.log.last_index())
         # Raft §8: a new leader commits a no-op of its own term to learn what is committed.
         leader.append_entries(self, [Entry(self.term, nxt, b"")])
@@ -365,7 +377,9 @@ class RaftNode:
 
     def status(self) -> Status:
         progress = {
-            pid: ProgressStatus(p.match, p.next, p.state, len(p.inflight), p.recent_active)
+            pid: ProgressStatus(
+                p.match, p.next, p.state, len(p.inflight), leader.is_active(self, pid)
+            )
             for pid, p in self.progress.items()
         }
         return Status(

@@ -20,7 +20,7 @@ class ProgressState(enum.Enum):
 
 
 class Progress:
-    __slots__ = ("inflight", "match", "next", "probe_sent", "recent_active", "sent_commit", "state")
+    __slots__ = ("inflight", "last_active", "match", "next", "probe_sent", "sent_commit", "state")
 
     def __init__(self, next_index: Index) -> None:
         self.match = Index(0)
@@ -28,7 +28,7 @@ class Progress:
         self.state = ProgressState.PROBE
         self.probe_sent = False
         self.inflight: deque[Index] = deque()
-        self.recent_active = False
+        self.last_active = 0  # the leader's tick count when this follower last answered
         self.sent_commit = Index(0)
 
     def become_probe(self) -> None:
