@@ -51,7 +51,7 @@ class MetaStore:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.seq = 0
-        self.slot = 1  # the slot the next write goes to
+        self.slot = 1  # the slot the next write goes to (the first save uses NAMES[1])
         self.state = HardState()
         records = []
         for i, name in enumerate(NAMES):
@@ -62,6 +62,10 @@ class MetaStore:
             if rec is not None:
                 records.append((rec[0], i, rec[1]))
         present = [n for n in NAMES if (directory / n).exists()]
+        if present == [NAMES[1]] and not records:
+            # Only the first-written slot exists and it is torn: the very first save crashed,
+            # so no hard state was ever durable (no vote left before it). Start empty.
+            present = []
         if present and not records:
             raise Corruption(
                 f"{directory}: both hard-state files ({', '.join(present)}) are damaged; the "

@@ -48,6 +48,13 @@ def open_segment(path: Path, *, writable: bool) -> tuple[Segment | None, int]:
     return Segment(path, fd, head[0], head[1]), fd
 
 
+def _unfinished(path: Path) -> bool:
+    """A segment file too short to hold even a header, or whose header never got written."""
+    with path.open("rb") as f:
+        raw = f.read(HEADER_SIZE + 1)
+    return len(raw) <= HEADER_SIZE and decode_header(raw) is None
+
+
 def scan_segment(seg: Segment, file_end: int) -> ScanEnd:
     """Rebuild the segment's index from its frames; returns how the scan ended."""
     for item in iter_frames(seg.fd, HEADER_SIZE, file_end, seg.first_index):
@@ -61,18 +68,17 @@ def scan_segment(seg: Segment, file_end: int) -> ScanEnd:
 def recover(data_dir: Path, log_dir: Path, node: str) -> list[Segment]:
     """Open every segment of ``log_dir``; see the module docstring for what is refused."""
     paths = list_segment_files(log_dir)
+    if paths and _unfinished(paths[-1]):
+        # A crash while creating the segment: it never held an entry. Remove it first, so the
+        # segment before it is the one opened for writing.
+        log.warning("%s: removing %s, a segment whose creation did not finish", node, paths[-1])
+        paths.pop().unlink()
     segments: list[Segment] = []
     for i, path in enumerate(paths):
         last = i == len(paths) - 1
         seg, fd = open_segment(path, writable=last)
         if seg is None:
-            size = os.fstat(fd).st_size
             os.close(fd)
-            if last and size <= HEADER_SIZE:
-                # A crash while creating the segment: it never held an entry.
-                log.warning("%s: removing %s, a segment whose creation did not finish", node, path)
-                path.unlink()
-                continue
             raise Corruption(
                 f"{path}: damaged segment header; {repair_hint(data_dir)}", path=str(path), offset=0
             )

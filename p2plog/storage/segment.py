@@ -80,9 +80,11 @@ def iter_frames(
         if status is Status.SHORT:
             if base + len(buf) < file_end:
                 base += pos
-                want = max(READ_CHUNK, end - pos)
-                buf = os.pread(fd, min(want, file_end - base), base)
+                need = min(max(READ_CHUNK, end - pos), file_end - base)
+                buf = os.pread(fd, need, base)
                 pos = 0
+                if len(buf) < need:
+                    file_end = base + len(buf)  # the file is shorter than we were told
                 continue
             yield ScanEnd(Status.SHORT, base + pos, f"incomplete frame of {end - pos} bytes")
             return

@@ -137,13 +137,15 @@ class SegmentedLog:
 
     def _write(self, entries: Sequence[Entry]) -> None:
         buf = frame.encode_batch(entries)
-        if self.budget_bytes is not None and self.total_bytes + len(buf) > self.budget_bytes:
+        seg = self.segments[-1]
+        roll = seg.size + len(buf) > self.segment_bytes and seg.last_index >= seg.first_index
+        need = len(buf) + (HEADER_SIZE if roll else 0)
+        if self.budget_bytes is not None and self.total_bytes + need > self.budget_bytes:
             raise DiskFull(
                 f"{self.dir}: disk budget of {self.budget_bytes} bytes reached "
                 f"({self.total_bytes} used); raise the budget or lower retention"
             )
-        seg = self.segments[-1]
-        if seg.size + len(buf) > self.segment_bytes and seg.last_index >= seg.first_index:
+        if roll:
             self._roll()
             seg = self.segments[-1]
         start = seg.size
@@ -186,33 +188,42 @@ class SegmentedLog:
             del self.tail[:drop]
 
     def truncate_suffix(self, index: Index) -> None:
-        """Remove entries ``index..last`` (Raft §5.3 conflict); durable before returning."""
+        """Remove entries ``index..last`` (Raft §5.3 conflict); durable before returning.
+
+        Every failure here is fatal: a half-done truncation followed by a retry could leave
+        the file and the in-memory view disagreeing, so the store refuses writes instead. The
+        files change first; the in-memory view follows only once they did.
+        """
         assert self.first_index() <= index <= self.last_index(), f"truncate at {index}"
+        i = bisect.bisect_right(self._firsts, index) - 1
+        later = self.segments[i + 1 :]
+        for seg in reversed(later):
+            self._io("remove segment", self._remove_segment, seg, fatal=True)
+        del self.segments[i + 1 :]
+        del self._firsts[i + 1 :]
+        if later:
+            self._io("fsync directory", fsync_dir, self.log_dir, fatal=True)
+        seg = self.segments[-1]
+        offset = seg.offset_of(index)
+        if seg.sealed:
+            self._io("reopen segment", self._unseal, seg, fatal=True)
+        self._io("truncate", os.ftruncate, seg.fd, offset, fatal=True)
+        self._io("fsync", os.fsync, seg.fd, fatal=True)
+        self.total_bytes -= seg.size - offset
+        seg.forget_after(index - 1, offset)
         if self.tail and index <= self.tail[-1].index:
             keep = max(0, index - self.tail[0].index)
             self.tail_bytes -= sum(len(e.data) for e in self.tail[keep:])
             del self.tail[keep:]
-        i = bisect.bisect_right(self._firsts, index) - 1
-        removed = False
-        for seg in reversed(self.segments[i + 1 :]):
-            self._remove_segment(seg)
-            removed = True
-        del self.segments[i + 1 :]
-        del self._firsts[i + 1 :]
-        if removed:
-            fsync_dir(self.log_dir)
-        seg = self.segments[-1]
-        offset = seg.offset_of(index)
-        if seg.sealed:
-            os.close(seg.fd)
-            seg.fd = os.open(seg.path, os.O_RDWR)
-            seg.sealed = False
-            seg.idx_path.unlink(missing_ok=True)
-        self.total_bytes -= seg.size - offset
-        self._io("truncate", os.ftruncate, seg.fd, offset)
-        self._io("fsync", os.fsync, seg.fd)
-        seg.forget_after(index - 1, offset)
         log.info("%s: truncated the log from index %d (conflicting suffix)", self.node, index)
+
+    @staticmethod
+    def _unseal(seg: Segment) -> None:
+        fd = os.open(seg.path, os.O_RDWR)
+        os.close(seg.fd)
+        seg.fd = fd
+        seg.sealed = False
+        seg.idx_path.unlink(missing_ok=True)
 
     def _roll(self) -> None:
         seg = self.segments[-1]
@@ -228,12 +239,13 @@ class SegmentedLog:
 
     def _create_segment(self, first: Index, prev_term: Term) -> None:
         path = self.log_dir / segment_name(first)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = self._io("create segment", os.open, path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        assert isinstance(fd, int)
         try:
-            self._io("create segment", os.write, fd, encode_header(first, prev_term))
+            self._io("write segment header", os.write, fd, encode_header(first, prev_term))
             self._io("fsync", os.fsync, fd, fatal=True)
-            fsync_dir(self.log_dir)
-        except DiskFull:
+            self._io("fsync directory", fsync_dir, self.log_dir, fatal=True)
+        except (DiskFull, StorageFailed):
             os.close(fd)
             path.unlink(missing_ok=True)
             raise
@@ -294,15 +306,20 @@ class SegmentedLog:
             i = 0
         return self.segments[max(i, 0)]
 
-    def _io(self, what: str, fn: Callable[..., object], *args: object, fatal: bool = False) -> None:
-        """Run one I/O call; ENOSPC becomes DiskFull (unless ``fatal``), any other error
-        poisons the store."""
+    def _io(
+        self, what: str, fn: Callable[..., object], *args: object, fatal: bool = False
+    ) -> object:
+        """Run one I/O call and return its result; ENOSPC becomes DiskFull (unless ``fatal``),
+        any other error poisons the store."""
+        if self.failed is not None:
+            raise StorageFailed(self.failed)
         try:
-            fn(*args)
+            return fn(*args)
         except OSError as e:
             if not fatal and e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(
-                    f"{self.dir}: no space left for {what}; writes resume when space returns"
+                    f"{self.dir}: no space left for {what}; free disk space or lower retention, "
+                    f"writes resume by themselves when space returns"
                 ) from e
             self._poison(f"{what} failed in {self.dir}: {e}")
             raise StorageFailed(self.failed or "") from e
@@ -316,6 +333,12 @@ class SegmentedLog:
         log.error("%s: storage failed: %s", self.node, self.failed)
 
     def close(self) -> None:
+        """Close every segment; a failing close (EIO after the disk died) is logged, and the
+        remaining files are still closed."""
         for seg in self.segments:
-            os.close(seg.fd)
+            try:
+                os.close(seg.fd)
+            except OSError as e:
+                log.error("%s: closing %s failed: %s", self.node, seg.path, e)
         self.segments = []
+        self._firsts = []
