@@ -97,9 +97,7 @@ class Session:
                 self.guard, req, self.send("status", {"req": req, "node": self.node.status()})
             )
         elif kind == "time":
-            t2 = time.time_ns()
-            t1 = get_int(msg, "t1")
-            nursery.start_soon(self.guard, req, self.reply_time(req, t1, t2))
+            nursery.start_soon(self.guard, req, self.reply_time(req, msg, time.time_ns()))
         else:
             nursery.start_soon(
                 self.guard, req, self.error(req, "bad_request", f"unknown kind {kind!r}")
@@ -113,7 +111,8 @@ class Session:
             except ProtocolError as e:
                 await self.error(req, "bad_request", str(e))
 
-    async def reply_time(self, req: int, t1: int, t2: int) -> None:
+    async def reply_time(self, req: int, msg: dict[str, Any], t2: int) -> None:
+        t1 = get_int(msg, "t1")
         await self.send("time", {"req": req, "t1": t1, "t2": t2, "t3": time.time_ns()})
 
     # -------------------------------------------------------------- submit

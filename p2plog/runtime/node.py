@@ -134,7 +134,10 @@ class Node:
             if loop.node.role is Role.LEADER:
                 log.warning("%s: leadership transfer did not finish; stopping anyway", self.me.id)
             else:
-                log.info("%s: handed leadership to %s", self.me.id, loop.node.leader)
+                with trio.move_on_after(0.5):  # learn who took over, for the log line
+                    while loop.node.leader is None:
+                        await loop.role_changed.wait()
+                log.info("%s: handed leadership to %s", self.me.id, loop.node.leader or "?")
         self._cancel.cancel()
 
     # ----------------------------------------------------------- raft glue
@@ -203,10 +206,15 @@ class Node:
             if not link.send_nowait(wp.encode_forward(fid, ack, recs)):
                 return SubmitResult([], ("overloaded", f"link to the leader {leader} is full"))
             with trio.move_on_after(SUBMIT_TIMEOUT_S):
-                await done.wait()
+                await self._wait_reply_or_leader_change(done, leader)
         finally:
             self._forwards.pop(fid, None)
         if not box:
+            assert self.loop is not None
+            if self.loop.node.leader != leader:
+                return SubmitResult(
+                    [], ("unavailable", f"leader {leader} changed while forwarding; retry")
+                )
             return SubmitResult([], ("timeout", f"leader {leader} did not answer in time"))
         reply = box[0]
         if "code" in reply:
@@ -218,8 +226,28 @@ class Node:
             acks[pos] = RecordAck(rid, index, term, dup)
         return SubmitResult(acks)
 
+    async def _wait_reply_or_leader_change(self, done: trio.Event, leader: NodeId) -> None:
+        """Return once the reply came or ``leader`` stopped being our leader (a dead leader is
+        noticed within an election timeout; the client then retries via the new one)."""
+        loop = self.loop
+        assert loop is not None
+        while not done.is_set() and loop.node.leader == leader:
+            changed = loop.role_changed
+            async with trio.open_nursery() as nursery:
+
+                async def wait_then_stop(ev: trio.Event) -> None:
+                    await ev.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(wait_then_stop, done)
+                nursery.start_soon(wait_then_stop, changed)
+
     async def _serve_forward(self, src: NodeId, msg: dict[str, Any]) -> None:
-        fid, ack, recs = wp.decode_forward(msg)
+        try:
+            fid, ack, recs = wp.decode_forward(msg)
+        except ProtocolError as e:
+            log.warning("%s: ignoring a malformed forward from %s: %s", self.me.id, src, e)
+            return
         res = await self.submit(recs, ack)
         if res.error is not None:
             code, text = res.error
@@ -248,27 +276,34 @@ class Node:
             await request.reject(404, body=b"p2plog: use /peer or /client\n")
 
     async def _serve_peer(self, ws: WebSocketConnection) -> None:
-        c = self.config.cluster
+        """Read one inbound peer link. Whatever the peer does (close, send garbage, stall),
+        only this connection ends: errors are caught inside the nursery body, and forward
+        tasks handle their own, so nothing reaches the listener."""
+        reason: str | None = None
         try:
             with trio.fail_after(HELLO_TIMEOUT_S):
                 hello = decode(await ws.get_message(), 4096)
             src = self._check_hello(hello)
             async with trio.open_nursery() as nursery:
-                while True:
-                    msg = decode(await ws.get_message(), wp.MAX_PEER_FRAME)
-                    self._on_peer_message(src, msg, nursery)
+                try:
+                    while True:
+                        msg = decode(await ws.get_message(), wp.MAX_PEER_FRAME)
+                        self._on_peer_message(src, msg, nursery)
+                except ProtocolError as e:
+                    reason = str(e)
+                except ConnectionClosed:
+                    pass
+                nursery.cancel_scope.cancel()
         except ProtocolError as e:
-            log.warning("%s: closing peer link from %s: %s", self.me.id, ws.remote, e)
-            with trio.move_on_after(1.0):
-                await ws.aclose(1008, str(e)[:120])
+            reason = str(e)
         except trio.TooSlowError:
-            log.warning(
-                "%s: peer %s sent no hello in time (cluster %s)", self.me.id, ws.remote, c.name
-            )
-            with trio.move_on_after(1.0):
-                await ws.aclose(1008, "no hello")
+            reason = f"no hello within {HELLO_TIMEOUT_S:.0f} s"
         except ConnectionClosed:
             pass
+        if reason is not None:
+            log.warning("%s: closing peer link from %s: %s", self.me.id, ws.remote, reason)
+            with trio.move_on_after(1.0):
+                await ws.aclose(1008, reason[:120])
 
     def _check_hello(self, hello: dict[str, Any]) -> NodeId:
         if hello["kind"] != "hello":

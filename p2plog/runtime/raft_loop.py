@@ -280,8 +280,9 @@ class RaftLoop:
                 for p, _ in w.listeners:
                     p.fail("unavailable", "the leader changed before the record committed")
                 continue
+            term = e.term if not a.dup else self.node.log.term(Index(a.orig_index))
             for p, pos in w.listeners:
-                p.resolve(pos, RecordAck(w.id, a.orig_index, e.term, a.dup))
+                p.resolve(pos, RecordAck(w.id, a.orig_index, term, a.dup))
         self.on_applied(out)
 
     def _soft_state_changed(self, ss: SoftState) -> None:

@@ -37,7 +37,8 @@ def decode(data: bytes | str, max_bytes: int) -> dict[str, Any]:
         raise ProtocolError(f"undecodable CBOR: {e}") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"frame is a CBOR {type(msg).__name__}, expected a map")
-    if msg.get("v") != VERSION:
+    v = msg.get("v")
+    if type(v) is not int or v != VERSION:
         raise ProtocolError(f"unsupported protocol version {msg.get('v')!r} (this node: 1)")
     if not isinstance(msg.get("kind"), str):
         raise ProtocolError("frame has no text 'kind'")
