@@ -2,7 +2,8 @@
 
 The queue is bounded; when it is full (a slow or dead peer) new frames are dropped, so a bad
 follower never blocks the leader or its other followers: Raft retransmits what matters.
-Links are one-way: this node only sends on the connection it dialed.
+Links are one-way: this node only sends on the connection it dialed. An idle link is pinged
+(websocket ping/pong) so that a dead connection is noticed and redialled within about a second.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ log = logging.getLogger("p2plog.net")
 QUEUE_FRAMES = 2048
 CONNECT_TIMEOUT_S = 2.0
 SEND_TIMEOUT_S = 5.0
+KEEPALIVE_S = 0.5
+KEEPALIVE_TIMEOUT_S = 1.0
 BACKOFF_MIN_S = 0.02
 BACKOFF_MAX_S = 1.0
 MAX_MESSAGE_BYTES = 64 << 20
@@ -83,7 +86,16 @@ class PeerLink:
                 await ws.send_message(self.hello)
             self.connected = True
             log.info("%s: link to %s up", self.me, self.peer)
-            async for frame in self._rx:
+            while True:
+                frame = None
+                with trio.move_on_after(KEEPALIVE_S):
+                    frame = await self._rx.receive()
+                if frame is None:
+                    # Idle (two followers never send each other Raft traffic): prove the link
+                    # is alive, so a dead one is redialled before an election needs it.
+                    with trio.fail_after(KEEPALIVE_TIMEOUT_S):
+                        await ws.ping()
+                    continue
                 with trio.fail_after(SEND_TIMEOUT_S):
                     await ws.send_message(frame)
                 self.sent += 1

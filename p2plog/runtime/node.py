@@ -56,7 +56,9 @@ class Node:
         self.peers = [n for n in config.nodes if n.id != me.id]
         c = config.cluster
         self.raft_config = RaftConfig(
-            election_ticks=c.election_ticks, heartbeat_ticks=c.heartbeat_ticks
+            election_ticks=c.election_ticks,
+            heartbeat_ticks=c.heartbeat_ticks,
+            max_apply_bytes=1 << 20,  # bounded work per Ready keeps the event loop responsive
         )
         self.tail_hub = TailHub()
         self.limiter = trio.CapacityLimiter(1)

@@ -231,6 +231,9 @@ class RaftLoop:
             if rd.soft_state is not None:
                 self._soft_state_changed(rd.soft_state)
             self.node.advance(rd)
+            # A replay after restart is a long run of Readies with nothing to persist: yield
+            # between them so the listener and the peer links keep being served.
+            await trio.lowlevel.checkpoint()
 
     async def _persist(self, rd: Ready) -> None:
         delay = 0.05
