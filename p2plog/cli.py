@@ -1,5 +1,11 @@
-"""``python -m p2plog``: the command line. ``verify`` works; the node commands say they are not
-built yet and exit non-zero rather than pretending to work."""
+"""``python -m p2plog``: the command line.
+
+Node commands: ``run`` (one node), ``local`` (every node of a peers.toml on this host),
+``verify`` (offline check of a data directory). Client commands (``p2plog.client.commands``):
+``send``, ``query``, ``tail``, ``status``; they talk to ``--node`` or else to the first
+reachable node of ``--config`` (default ./peers.toml). Exit codes: 0 done, 1 the cluster or
+the data could not do it (reason on stderr), 2 bad usage.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,9 @@ from pathlib import Path
 from p2plog.errors import P2PLogError
 from p2plog.storage.verify import describe_cut, repair, verify
 
-NODE_COMMANDS = ("send", "query", "tail", "status")
-
-NOT_YET = """p2plog {cmd}: not available yet: this build has the Raft core, its simulator and the
-durable log, not the node runtime. What runs today:
-  python -m p2plog.testing.sim --seed 1 --steps 200000   # one simulator seed
-  python -m p2plog verify [--repair] DIR                  # check a data directory
-"""
+CLIENT_COMMANDS = ("send", "query", "tail", "status")
+LEVELS = ("debug", "info", "warning", "error", "critical")
+TIME_HELP = "ISO-8601 (2026-11-24T22:27:16Z; no zone = UTC) or relative: -30s, -5m, -2h, -1d"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc = sub.add_parser("local", help="run every node of the config on this host")
     loc.add_argument("--config", type=Path, default=Path("peers.toml"), help="peers.toml to use")
     loc.add_argument("--data-dir", type=Path, help="put node data under DIR/<id>")
-    for cmd in NODE_COMMANDS:
-        sub.add_parser(cmd, help="(not built yet)").add_argument("rest", nargs=argparse.REMAINDER)
+    add_client_commands(sub)
     v = sub.add_parser("verify", help="check a node's data directory offline")
     v.add_argument("dir", type=Path, metavar="DIR", help="the node's data directory")
     v.add_argument(
@@ -40,6 +41,130 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _time_arg(text: str) -> int:
+    from p2plog.client.commands import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def common(cmd: str, help_text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(cmd, help=help_text)
+        c.add_argument("--config", type=Path, default=Path("peers.toml"), help="peers.toml")
+        c.add_argument("--node", help="talk to this node (default: first reachable of the file)")
+        return c
+
+    def selectors(c: argparse.ArgumentParser, limit: int | None) -> None:
+        c.add_argument("--from-index", type=int, metavar="N", help="first log index")
+        c.add_argument("--to-index", type=int, metavar="N", help="last log index (inclusive)")
+        c.add_argument(
+            "--since", type=_time_arg, metavar="T", help=f"from event time T: {TIME_HELP}"
+        )
+        c.add_argument("--until", type=_time_arg, metavar="T", help="before event time T")
+        c.add_argument("--level", choices=LEVELS, help="minimum level")
+        c.add_argument("--source", help="exact source")
+        c.add_argument("--grep", metavar="TEXT", help="substring of the message")
+        c.add_argument("--limit", type=int, default=limit, metavar="N", help="at most N records")
+        c.add_argument("--order", choices=("index", "event"), help="index (default) or event time")
+        c.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    s = common("send", "store a message (or one record per stdin line)")
+    s.add_argument("--ack", choices=("quorum", "leader"), default="quorum")
+    s.add_argument("--level", choices=LEVELS, default="info")
+    s.add_argument("--source", default="cli")
+    s.add_argument("msg", nargs="*", metavar="MSG", help="the message (words are joined)")
+    selectors(common("query", "print committed records"), 1000)
+    selectors(common("tail", "print records as they commit, until Ctrl-C"), None)
+    common("status", "role, term, leader and indexes of every node").add_argument(
+        "--json", action="store_true", help="one JSON object with a nodes list"
+    )
+
+
+def _fix_negative_times(argv: list[str]) -> list[str]:
+    """``--since -5m`` would look like an option to argparse; glue it as ``--since=-5m``."""
+    out: list[str] = []
+    it = iter(range(len(argv)))
+    for i in it:
+        a = argv[i]
+        if a in ("--since", "--until") and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{a}={argv[i + 1]}")
+            next(it, None)
+        else:
+            out.append(a)
+    return out
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    import trio
+
+    from p2plog.client import commands
+    from p2plog.client.errors import ClientError, ServerError, Unreachable
+    from p2plog.config import load
+
+    cfg = load(args.config)
+    nodes = [cfg.node(args.node)] if args.node else list(cfg.nodes)
+    addresses = [n.address for n in nodes]
+    out = sys.stdout
+    sel: dict[str, object] = {}
+    if args.command in ("query", "tail"):
+        for k in ("from_index", "to_index", "since", "until", "level", "source", "grep", "order"):
+            sel[k] = getattr(args, k)
+    try:
+        if args.command == "send":
+            return trio.run(
+                lambda: commands.send(
+                    addresses,
+                    ack=args.ack,
+                    level=args.level,
+                    source=args.source,
+                    msgs=args.msg,
+                    stdin=sys.stdin.buffer,
+                    out=out,
+                    err=sys.stderr,
+                    labels={n.address: n.id for n in nodes},
+                )
+            )
+        if args.command == "query":
+            return trio.run(
+                lambda: commands.query(addresses, sel, limit=args.limit, as_json=args.json, out=out)
+            )
+        if args.command == "tail":
+            return trio.run(
+                lambda: commands.tail(addresses, sel, limit=args.limit, as_json=args.json, out=out)
+            )
+        return trio.run(
+            lambda: commands.status([(n.id, n.address) for n in nodes], as_json=args.json, out=out)
+        )
+    except Unreachable as e:
+        print(_unreachable_hint(args, e.tried), file=sys.stderr)
+        return 1
+    except ServerError as e:
+        print(f"p2plog {args.command}: the node refused the request: {e}", file=sys.stderr)
+        return 2 if e.code == "bad_request" else 1
+    except ClientError as e:
+        print(f"p2plog {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0 if args.command == "tail" else 130
+
+
+def _unreachable_hint(args: argparse.Namespace, tried: list[tuple[str, str]]) -> str:
+    reasons = {r for _, r in tried if r}
+    why = f": {reasons.pop()}" if len(reasons) == 1 else ""
+    addrs = ", ".join(a for a, _ in tried)
+    cfg = f" --config {args.config}" if str(args.config) != "peers.toml" else ""
+    who = (
+        f"node {args.node} of {args.config} is not" if args.node else f"no node of {args.config} is"
+    )
+    return (
+        f"p2plog {args.command}: {who} reachable (tried {addrs}{why}); is the cluster "
+        f"running? start it with python -m p2plog local{cfg}"
+    )
 
 
 def cmd_verify(directory: Path, *, do_repair: bool, progress: bool) -> int:
@@ -93,11 +218,12 @@ def cmd_run(config_path: Path, node_id: str | None, data_dir: Path | None, level
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command in NODE_COMMANDS:
-        print(NOT_YET.format(cmd=args.command), end="", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(
+        _fix_negative_times(list(sys.argv[1:] if argv is None else argv))
+    )
     try:
+        if args.command in CLIENT_COMMANDS:
+            return cmd_client(args)
         if args.command == "run":
             return cmd_run(args.config, args.node, args.data_dir, args.log_level)
         if args.command == "local":

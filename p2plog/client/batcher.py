@@ -1,0 +1,140 @@
+"""Coalescing of single-record submits into frames (a Kafka producer's linger).
+
+Callers hand one record each to ``submit_one``; the batcher task collects records for up to
+``linger_s`` after the first one (or until a frame is full by count or bytes), then sends the
+frame in its own task, up to ``max_inflight`` frames at once. While every frame slot is busy,
+records keep queueing (a bounded channel), so under load frames grow by themselves. Records of
+different ``ack`` modes never share a frame. Every caller gets the outcome of its own record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from p2plog.client.errors import Ack, RecordFailure, SubmitError, SubmitFailed
+from p2plog.client.records import FRAME_OVERHEAD_BYTES, Record, encoded_size
+
+Outcome = Ack | RecordFailure
+SendFrame = Callable[[list[Record], str], Awaitable[list[Outcome]]]
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    record: Record
+    size: int
+    done: trio.Event = field(default_factory=trio.Event)
+    outcome: Outcome | None = None
+    error: SubmitError | None = None
+
+
+class Batcher:
+    def __init__(
+        self,
+        send_frame: SendFrame,
+        *,
+        linger_s: float,
+        max_records: int,
+        max_bytes: int,
+        max_inflight: int,
+        queue_records: int,
+    ) -> None:
+        self._send_frame = send_frame
+        self.linger_s = linger_s
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self._tx, self._rx = trio.open_memory_channel[tuple[str, _Item]](queue_records)
+        self._slots = trio.Semaphore(max_inflight)
+        self.frames = 0
+        self.records = 0
+
+    async def submit_one(self, record: Record, ack: str, *, timeout_s: float) -> Outcome:
+        """Queue one record and wait for its outcome; raises ``SubmitError`` for a failed
+        frame (the record's fate is then in the error's ``code``)."""
+        item = _Item(record, encoded_size(record))
+        with trio.move_on_after(timeout_s):
+            await self._tx.send((ack, item))
+            await item.done.wait()
+        if item.error is not None:
+            raise item.error
+        if item.outcome is None:
+            raise SubmitFailed(
+                f"no outcome within {timeout_s:.0f} s (the client is overloaded or stopping)",
+                code="timeout",
+            )
+        return item.outcome
+
+    async def run(self) -> None:
+        """Collect and dispatch frames until cancelled (the client's nursery owns it)."""
+        buckets: dict[str, list[_Item]] = {}
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    ack, first = await self._rx.receive()
+                    buckets = {ack: [first]}
+                    await self._collect(nursery, buckets)
+                    for ack, bucket in buckets.items():
+                        if bucket:
+                            await self._dispatch(nursery, ack, bucket)
+                    buckets = {}
+        finally:
+            stranded = [it for b in buckets.values() for it in b]
+            while True:
+                try:
+                    stranded.append(self._rx.receive_nowait()[1])
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            _fail(stranded)
+
+    async def _collect(self, nursery: trio.Nursery, buckets: dict[str, list[_Item]]) -> None:
+        sizes = {ack: FRAME_OVERHEAD_BYTES + b[0].size for ack, b in buckets.items()}
+        with trio.move_on_after(self.linger_s):
+            while True:
+                ack, item = await self._rx.receive()
+                bucket = buckets.setdefault(ack, [])
+                size = sizes.get(ack, FRAME_OVERHEAD_BYTES)
+                if bucket and (
+                    len(bucket) >= self.max_records or size + item.size > self.max_bytes
+                ):
+                    await self._dispatch(nursery, ack, bucket)
+                    bucket = buckets[ack] = []
+                    size = FRAME_OVERHEAD_BYTES
+                bucket.append(item)
+                sizes[ack] = size + item.size
+
+    async def _dispatch(self, nursery: trio.Nursery, ack: str, items: list[_Item]) -> None:
+        # Shielded from the linger timeout (this runs inside it); bounded by the frames in
+        # flight, each of which is bounded by the client's submit deadline.
+        with trio.CancelScope(shield=True):
+            await self._slots.acquire()
+        self.frames += 1
+        self.records += len(items)
+        nursery.start_soon(self._flush, ack, items)
+
+    async def _flush(self, ack: str, items: list[_Item]) -> None:
+        try:
+            outcomes = await self._send_frame([it.record for it in items], ack)
+        except SubmitError as e:
+            for k, it in enumerate(items):
+                if k < len(e.acks) and e.acks[k] is not None:
+                    it.outcome = e.acks[k]
+                else:
+                    it.error = SubmitFailed(str(e), code=e.code, reason=e.reason)
+                it.done.set()
+        else:
+            for it, out in zip(items, outcomes, strict=True):
+                it.outcome = out
+                it.done.set()
+        finally:
+            self._slots.release()
+            _fail(items)
+
+
+def _fail(items: list[_Item]) -> None:
+    """Wake every item still waiting: the client is closing."""
+    for it in items:
+        if it.outcome is None and it.error is None:
+            it.error = SubmitFailed("the client closed before the record was acked", code="closed")
+        it.done.set()

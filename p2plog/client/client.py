@@ -1,0 +1,393 @@
+"""``p2plog.Client``: the async client. Talks to any node of a list, fails over between them.
+
+Theory of operation:
+
+- One connection at a time, to the first address of the list that answers; on a connection
+  error (refused, lost, a request timing out, ``shutting_down``) the next address is tried.
+- Retries: ``unavailable``, ``overloaded``, ``timeout``, ``storage_failed``, ``shutting_down``
+  and connection loss are retried with exponential backoff and jitter (at least the node's
+  ``retry_after_ms``), under ``max_attempts`` and a total ``submit_deadline_s``. A retry sends
+  the SAME record ids, so a record the cluster stored before the failure is acked ``dup=true``
+  with its original index, never stored twice.
+- Coalescing: ``submit`` of one record goes through the ``Batcher`` (short linger, frames cut
+  at the limits of ``p2plog.record``); a list is cut into frames and sent in order.
+- Many requests share the connection (``req`` matching in ``Connection``).
+- All background tasks (connections, batcher, frames) live in the client's nursery, opened by
+  ``open_client``/``Client.connect``: leaving the ``async with`` stops them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2plog.client.batcher import Batcher, Outcome
+from p2plog.client.connection import Connection, Reply
+from p2plog.client.errors import (
+    Ack,
+    ClientClosed,
+    ConnectError,
+    ConnectionLost,
+    RecordFailure,
+    RecordsRejected,
+    RequestTimeout,
+    ServerError,
+    SubmitFailed,
+    Unreachable,
+)
+from p2plog.client.options import (
+    Backoff,
+    ClientOptions,
+    ClientStatistics,
+    ClockOffset,
+    server_error,
+)
+from p2plog.client.records import Record, addresses_of, ensure_id, frames
+from p2plog.client.tail import TailStream, query_fields
+from p2plog.config import Config
+
+RETRY_CODES = frozenset({"unavailable", "overloaded", "timeout"})
+FAILOVER_CODES = frozenset({"shutting_down", "storage_failed"})  # retry on another node
+NOT_ACKED = "not acknowledged"  # the node's per-record "not acknowledged; retry" error
+QUERY_PAGE = 1000
+
+
+class Client:
+    def __init__(self, addresses: list[str], options: ClientOptions, nursery: trio.Nursery) -> None:
+        self.addresses = addresses
+        self.options = options
+        self._nursery = nursery
+        self._conn: Connection | None = None
+        self._next = 0
+        self._dial_lock = trio.Lock()
+        self._closed = False
+        self._frames_direct = 0
+        self._records_direct = 0
+        self.retries = 0
+        self.failovers = 0
+        self.connects = 0
+        self.last_acked_index = 0  # highest index this client was acked (read-your-writes)
+        self._applied_seen: tuple[Connection | None, int] = (None, 0)
+        o = options
+        self._batcher = Batcher(
+            self._submit_frame,
+            linger_s=o.linger_ms / 1000,
+            max_records=o.frame_records,
+            max_bytes=o.frame_bytes,
+            max_inflight=o.max_inflight_frames,
+            queue_records=o.queue_records,
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        nodes: str | Path | Config | Sequence[str],
+        options: ClientOptions | None = None,
+        *,
+        lazy: bool = False,
+    ) -> AbstractAsyncContextManager[Client]:
+        """``async with Client.connect([...]) as c``: same as ``open_client``."""
+        return open_client(nodes, options, lazy=lazy)
+
+    def statistics(self) -> ClientStatistics:
+        return ClientStatistics(
+            frames_sent=self._frames_direct + self._batcher.frames,
+            records_sent=self._records_direct + self._batcher.records,
+            coalesced_frames=self._batcher.frames,
+            retries=self.retries,
+            failovers=self.failovers,
+            connects=self.connects,
+            address=self._conn.address if self._conn is not None and self._conn.alive else None,
+        )
+
+    # -------------------------------------------------------------- connection
+
+    async def connection(self) -> Connection:
+        """The live connection, dialing the addresses in turn if there is none."""
+        conn = self._conn
+        if conn is not None and conn.alive:
+            return conn
+        async with self._dial_lock:
+            if self._closed:
+                raise ClientClosed("the client is closed")
+            if self._conn is not None and self._conn.alive:
+                return self._conn
+            if self._conn is not None:
+                # It died under us (node stopped, link lost): start with the next node.
+                self.failover(self._conn, self._conn.closed_reason or "connection lost")
+            tried: list[tuple[str, str]] = []
+            n = len(self.addresses)
+            for k in range(n):
+                pos = (self._next + k) % n
+                c = Connection(
+                    self.addresses[pos],
+                    connect_timeout_s=self.options.connect_timeout_s,
+                    max_pending=self.options.max_pending,
+                )
+                try:
+                    self._conn = await self._nursery.start(c.run)
+                except ConnectError as e:
+                    tried.append((e.address, e.reason))
+                    continue
+                self._next = pos
+                self.connects += 1
+                return c
+            raise Unreachable(tried)
+
+    def failover(self, conn: Connection | None, reason: str) -> None:
+        """Drop ``conn`` (if it is still the current one); the next dial tries the next node."""
+        if conn is not None and conn is self._conn:
+            conn.close(reason)
+            self._conn = None
+            self._next = (self._next + 1) % len(self.addresses)
+            self.failovers += 1
+
+    async def call(
+        self, kind: str, fields: dict[str, Any], deadline_s: float | None = None
+    ) -> Reply:
+        """An idempotent request (query page, status, time), retried with failover. Raises
+        ``ServerError`` for an error reply retrying cannot fix, ``Unreachable`` or
+        ``RequestTimeout`` when attempts or the deadline run out."""
+        b = Backoff(self.options, deadline_s)
+        while b.next():
+            conn: Connection | None = None
+            try:
+                conn = await self.connection()
+                reply = await conn.request(
+                    kind, fields, timeout_s=min(self.options.request_timeout_s, b.remaining_s())
+                )
+            except (Unreachable, ConnectionLost, RequestTimeout) as e:
+                self.failover(conn, str(e))
+                self.retries += 1
+                await b.wait(str(e), "unreachable" if isinstance(e, Unreachable) else "timeout")
+                continue
+            if reply["kind"] != "error":
+                return reply
+            err = server_error(reply)
+            if err.code not in RETRY_CODES | FAILOVER_CODES:
+                raise err
+            if err.code in FAILOVER_CODES:
+                self.failover(conn, str(err))
+            self.retries += 1
+            await b.wait(str(err), err.code, err.retry_after_ms)
+        if b.last_code == "unreachable":
+            raise Unreachable([(a, b.last) for a in self.addresses])
+        raise RequestTimeout(f"{kind}: gave up after {b.attempt - 1} attempts: {b.last}")
+
+    # ------------------------------------------------------------------ submit
+
+    async def submit(self, records: Record | Sequence[Record], ack: str = "quorum") -> list[Ack]:
+        """Store records; returns one ``Ack`` per record, in order. A record without ``id`` gets
+        one (in place). Raises ``RecordsRejected`` if some records were invalid (the others
+        are stored; see ``.acks``), ``SubmitFailed`` if the cluster could not take them."""
+        if ack not in ("quorum", "leader"):
+            raise ValueError(f"ack must be 'quorum' or 'leader', got {ack!r}")
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        if isinstance(records, dict):
+            ensure_id(records)
+            timeout = 2 * self.options.submit_deadline_s + self.options.linger_ms / 1000 + 1
+            out = await self._batcher.submit_one(records, ack, timeout_s=timeout)
+            return _collect([out])
+        recs = list(records)
+        for r in recs:
+            ensure_id(r)
+        outcomes: list[Outcome | None] = [None] * len(recs)
+        o = self.options
+        for start, frame in frames(recs, o.frame_records, o.frame_bytes):
+            self._frames_direct += 1
+            self._records_direct += len(frame)
+            try:
+                got = await self._submit_frame(frame, ack)
+            except SubmitFailed as e:
+                acks: list[Ack | None] = [x if isinstance(x, Ack) else None for x in outcomes]
+                acks[start : start + len(e.acks)] = e.acks
+                raise SubmitFailed(
+                    str(e), code=e.code, acks=acks, errors=e.errors, reason=e.reason
+                ) from None
+            outcomes[start : start + len(got)] = got
+        return _collect(outcomes)
+
+    async def _submit_frame(self, records: list[Record], ack: str) -> list[Outcome]:
+        """One frame, retried until every record is acked or refused; per-record outcomes."""
+        out: list[Outcome | None] = [None] * len(records)
+        todo = list(range(len(records)))
+        b = Backoff(self.options)
+        while todo and b.next():
+            conn: Connection | None = None
+            try:
+                conn = await self.connection()
+                reply = await conn.request(
+                    "submit",
+                    {"ack": ack, "records": [records[i] for i in todo]},
+                    timeout_s=min(self.options.request_timeout_s, b.remaining_s()),
+                )
+            except (Unreachable, ConnectionLost, RequestTimeout) as e:
+                self.failover(conn, str(e))
+                self.retries += 1
+                code = {Unreachable: "unreachable", ConnectionLost: "connection_lost"}
+                await b.wait(str(e), code.get(type(e), "timeout"))
+                continue
+            if reply["kind"] == "error":
+                err = server_error(reply)
+                if err.code not in RETRY_CODES | FAILOVER_CODES:
+                    raise SubmitFailed(str(err), code=err.code, acks=_acks(out))
+                if err.code in FAILOVER_CODES:
+                    self.failover(conn, str(err))
+                self.retries += 1
+                await b.wait(str(err), err.code, err.retry_after_ms)
+                continue
+            todo = self._apply_ack(reply, records, todo, out)
+            if todo:
+                self.retries += 1
+                await b.wait(f"{len(todo)} record(s) not acknowledged", "timeout")
+        if todo:
+            spent = self.options.submit_deadline_s - max(0.0, b.remaining_s())
+            raise SubmitFailed(
+                f"not stored after {b.attempt - 1} attempt(s) in {spent:.1f} s: {b.last}",
+                code=b.last_code,
+                acks=_acks(out),
+                reason=b.last,
+            )
+        return [x for x in out if x is not None]
+
+    def _apply_ack(
+        self, reply: Reply, records: list[Record], todo: list[int], out: list[Outcome | None]
+    ) -> list[int]:
+        """Fill ``out`` from an ``ack`` reply; returns the records to send again."""
+        for a in reply.get("acks", []):
+            pos = todo[a["i"]]
+            got = Ack(str(a["id"]), int(a["index"]), int(a["term"]), bool(a["dup"]))
+            out[pos] = got
+            self.last_acked_index = max(self.last_acked_index, got.index)
+        for e in reply.get("errors", []):
+            pos = todo[e["i"]]
+            text = str(e["error"]).replace(f"record {e['i']}:", f"record {pos}:", 1)
+            # "not acknowledged; retry": the node lost track of it (leadership moved); send
+            # it again with the same id. Any other per-record error is the record's fault.
+            if NOT_ACKED not in text:
+                out[pos] = RecordFailure(pos, ensure_id(records[pos]), text)
+        return [i for i in todo if out[i] is None]
+
+    # ------------------------------------------------------------------- reads
+
+    async def query(self, *, limit: int = 1000, **selectors: Any) -> list[dict[str, Any]]:
+        """Committed records matching the selectors (``from_index, to_index, since, until,
+        level, source, grep, order``), at most ``limit``, paging as needed."""
+        fields = query_fields(selectors)
+        order = fields.get("order", "index")
+        await self.wait_applied(self.last_acked_index)
+        out: list[dict[str, Any]] = []
+        while len(out) < limit:
+            page = min(QUERY_PAGE, limit - len(out))
+            reply = await self.call("query", {**fields, "limit": page})
+            if reply["kind"] != "batch":
+                raise ServerError("bad_reply", f"query answered with {reply['kind']!r}")
+            out.extend(reply["records"])
+            nxt = int(reply["next_index"])
+            if reply.get("done", True) or nxt <= (fields.get("from_index") or 1):
+                break
+            fields["from_index"] = nxt
+        if order == "event":
+            out.sort(key=lambda r: (r["ts_corrected"] or r["ingest_ts"], r["index"]))
+        return out[:limit]
+
+    async def wait_applied(self, index: int, timeout_s: float = 2.0) -> bool:
+        """Wait (bounded) until the connected node has applied ``index``: a follower applies
+        a commit a heartbeat after the leader acked it, and this client must read its own
+        writes. False if it did not within ``timeout_s`` (the read then may be stale)."""
+        conn, seen = self._applied_seen
+        if index <= 0 or (conn is self._conn and seen >= index):
+            return True
+        with trio.move_on_after(timeout_s):
+            while True:
+                st = await self.call("status", {})
+                applied = int(st["node"]["applied_index"])
+                self._applied_seen = (self._conn, applied)
+                if applied >= index:
+                    return True
+                await trio.sleep(0.005)
+        return False
+
+    def tail(self, **selectors: Any) -> TailStream:
+        """Live records from ``from_index`` (default: from now), following until closed:
+        ``async with client.tail(level="warning") as t: async for rec in t: ...``"""
+        return TailStream(self, selectors)
+
+    async def status(self) -> dict[str, Any]:
+        reply = await self.call("status", {})
+        node: dict[str, Any] = reply["node"]
+        return node
+
+    async def clock_offset(self, samples: int = 5) -> ClockOffset:
+        """NTP-style offset to the connected node: the sample with the least round trip."""
+        best: ClockOffset | None = None
+        for _ in range(samples):
+            t1 = time.time_ns()
+            r = await self.call("time", {"t1": t1})
+            t4 = time.time_ns()
+            t2, t3 = int(r["t2"]), int(r["t3"])
+            s = ClockOffset(((t2 - t1) + (t3 - t4)) // 2, (t4 - t1) - (t3 - t2))
+            if best is None or s.delay_ns < best.delay_ns:
+                best = s
+        assert best is not None
+        return best
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._conn is not None:
+            self._conn.close("client closed")
+        self._nursery.cancel_scope.cancel()
+
+
+def _acks(out: Sequence[Outcome | None]) -> list[Ack | None]:
+    return [x if isinstance(x, Ack) else None for x in out]
+
+
+def _collect(outcomes: Sequence[Outcome | None]) -> list[Ack]:
+    errors = [x for x in outcomes if isinstance(x, RecordFailure)]
+    if errors or any(x is None for x in outcomes):
+        detail = "; ".join(e.error for e in errors[:3]) + (" ..." if len(errors) > 3 else "")
+        raise RecordsRejected(
+            f"{len(errors)} of {len(outcomes)} record(s) rejected: {detail}",
+            acks=_acks(outcomes),
+            errors=errors,
+        )
+    return [x for x in outcomes if isinstance(x, Ack)]
+
+
+@asynccontextmanager
+async def open_client(
+    nodes: str | Path | Config | Sequence[str],
+    options: ClientOptions | None = None,
+    *,
+    lazy: bool = False,
+) -> AsyncIterator[Client]:
+    """A connected client (``lazy``: connect on first use). ``nodes``: ``host:port`` addresses,
+    a peers.toml path or a Config. Raises ``Unreachable`` if no node answers (not lazy)."""
+    addresses = addresses_of(nodes)
+    opts = options or ClientOptions()
+    try:
+        async with trio.open_nursery() as nursery:
+            client = Client(addresses, opts, nursery)
+            nursery.start_soon(client._batcher.run)
+            try:
+                if not lazy:
+                    await client.connection()
+                yield client
+            finally:
+                await client.aclose()
+    except BaseExceptionGroup as eg:
+        # Let callers catch what they expect (Unreachable, their own errors), as
+        # trio-websocket's open_websocket does: unwrap a lone exception.
+        rest = eg.split(trio.Cancelled)[1]
+        if rest is not None and len(rest.exceptions) == 1:
+            only = rest.exceptions[0]
+            if not isinstance(only, BaseExceptionGroup):
+                raise only from None
+        raise
