@@ -1,0 +1,196 @@
+"""The event-time reorder buffer: committed records in, event-time ordered records out.
+
+Pure and deterministic: the output is a function of the sequence of calls alone, so every node
+fed the same committed log (from the same start index, with the same settings) emits the same
+records in the same order with the same flags (ARCHITECTURE §1.5).
+
+Input, in log index order: records (``add_record``: index, ``ts_corrected`` or None, the
+leader's ``ingest_ts``, a payload and its size) and time ticks (``add_tick``: the ``ingest_ts``
+of a leader tick entry, which carries no record). A record's key is ``(ts_corrected, index)``,
+or ``(ingest_ts, index)`` when it has no event time.
+
+Watermark ``W`` = max committed ``ingest_ts`` - ``reorder_window_ms``: the log promises no record
+will commit with an ingest time below that max, and the window is how long a record may take from
+its event to the leader. ``W`` only grows. After each input:
+
+- every buffered record with key time < ``W`` is emitted, in key order;
+- a record whose key time is already below ``W`` as it arrives (below the watermark before its
+  own ingest time moved it) is emitted at once, ``late=True``; nothing is ever dropped;
+- a record whose ``ts_corrected`` is more than ``absurd_after_ms`` from its ``ingest_ts`` is
+  emitted at once, ``absurd=True`` (and ``late`` if below ``W``), and its ingest time does not
+  move ``W`` (a day-off producer clock must not hold records for a day or flush the window);
+- when the buffer holds more than ``max_records`` records or ``max_bytes`` bytes, the smallest
+  keys are released at once, ``early=True``.
+
+Guarantee (tested): the records emitted without a flag come out in strictly increasing key
+order, across calls and ``flush_all``. Proof sketch: an unflagged record is emitted only once
+its key time is < ``W``; any record arriving later unflagged has key time >= the ``W`` of its
+arrival, which is >= every earlier ``W``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+P = TypeVar("P")
+NS_PER_MS = 1_000_000
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted(Generic[P]):
+    """One record as the event-time stream delivers it."""
+
+    index: int
+    key_ts: int  # ts_corrected, or ingest_ts when the record has no event time
+    ingest_ts: int
+    payload: P
+    late: bool = False  # its key was below the watermark when it arrived
+    early: bool = False  # released before the watermark passed it, because the buffer was full
+    absurd: bool = False  # its event time is more than absurd_after_ms from its ingest time
+
+    @property
+    def flagged(self) -> bool:
+        return self.late or self.early or self.absurd
+
+
+@dataclass(frozen=True, slots=True)
+class _Held(Generic[P]):
+    ingest_ts: int
+    payload: P
+    size_bytes: int
+
+
+class ReorderBuffer(Generic[P]):
+    def __init__(
+        self,
+        *,
+        reorder_window_ms: int = 1000,
+        max_records: int = 100_000,
+        max_bytes: int = 64 << 20,
+        absurd_after_ms: int = DAY_MS,
+    ) -> None:
+        assert reorder_window_ms >= 0
+        assert max_records >= 1
+        assert max_bytes >= 1
+        assert absurd_after_ms > 0
+        self.window_ns = reorder_window_ms * NS_PER_MS
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.absurd_after_ns = absurd_after_ms * NS_PER_MS
+        self._heap: list[tuple[int, int, _Held[P]]] = []
+        self._bytes = 0
+        self._max_ingest: int | None = None
+        self._last_index = 0
+        self.emitted = 0
+        self.late = 0
+        self.early = 0
+        self.absurd = 0
+
+    @property
+    def watermark_ns(self) -> int | None:
+        """Max committed ingest time minus the window; None before any input."""
+        return None if self._max_ingest is None else self._max_ingest - self.window_ns
+
+    @property
+    def depth(self) -> int:
+        return len(self._heap)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def add_record(
+        self,
+        index: int,
+        ts_corrected: int | None,
+        ingest_ts: int,
+        payload: P,
+        size_bytes: int,
+    ) -> list[Emitted[P]]:
+        """Feed the committed record at ``index``; returns what is emitted now, in order."""
+        assert index > self._last_index, (
+            f"records out of index order: {index} after {self._last_index}"
+        )
+        assert size_bytes >= 0
+        self._last_index = index
+        key = ingest_ts if ts_corrected is None else ts_corrected
+        before = self.watermark_ns
+        late = before is not None and key < before
+        if abs(key - ingest_ts) > self.absurd_after_ns:
+            self.absurd += 1
+            self.late += late
+            return [self._emit(key, index, ingest_ts, payload, late=late, absurd=True)]
+        if late:
+            self.late += 1
+            out = [self._emit(key, index, ingest_ts, payload, late=True)]
+            return out + self._advance(ingest_ts)
+        heapq.heappush(self._heap, (key, index, _Held(ingest_ts, payload, size_bytes)))
+        self._bytes += size_bytes
+        out = self._advance(ingest_ts)
+        while len(self._heap) > self.max_records or self._bytes > self.max_bytes:
+            out.append(self._pop(early=True))
+        return out
+
+    def add_tick(self, ingest_ts: int) -> list[Emitted[P]]:
+        """Feed the ingest time of a committed leader tick (or no-op) that carries a time; it
+        advances the watermark, so an idle cluster still flushes."""
+        return self._advance(ingest_ts)
+
+    def flush_all(self) -> list[Emitted[P]]:
+        """Emit everything still buffered, in key order (shutdown, end of a query). Unflagged:
+        these are in order with everything emitted before."""
+        return [self._pop(early=False) for _ in range(len(self._heap))]
+
+    def _advance(self, ingest_ts: int) -> list[Emitted[P]]:
+        if self._max_ingest is None or ingest_ts > self._max_ingest:
+            self._max_ingest = ingest_ts
+        w = self._max_ingest - self.window_ns
+        out: list[Emitted[P]] = []
+        while self._heap and self._heap[0][0] < w:
+            out.append(self._pop(early=False))
+        return out
+
+    def _pop(self, *, early: bool) -> Emitted[P]:
+        key, index, held = heapq.heappop(self._heap)
+        self._bytes -= held.size_bytes
+        self.early += early
+        return self._emit(key, index, held.ingest_ts, held.payload, early=early)
+
+    def _emit(
+        self,
+        key: int,
+        index: int,
+        ingest_ts: int,
+        payload: P,
+        *,
+        late: bool = False,
+        early: bool = False,
+        absurd: bool = False,
+    ) -> Emitted[P]:
+        self.emitted += 1
+        return Emitted(index, key, ingest_ts, payload, late, early, absurd)
+
+    def statistics(self, now_ns: int | None = None) -> dict[str, Any]:
+        """Counters for ``status``. ``watermark_lag_ms`` (given the current time) grows while
+        nothing commits, e.g. when the leader's ticks stop; ``oldest_wait_ms`` is how far the
+        newest ingest time is past the oldest buffered record."""
+        w = self.watermark_ns
+        oldest = self._heap[0][0] if self._heap else None
+        return {
+            "depth": len(self._heap),
+            "bytes": self._bytes,
+            "emitted": self.emitted,
+            "late": self.late,
+            "early": self.early,
+            "absurd": self.absurd,
+            "watermark_ns": w,
+            "watermark_lag_ms": None if w is None or now_ns is None else (now_ns - w) / NS_PER_MS,
+            "oldest_wait_ms": (
+                None
+                if oldest is None or self._max_ingest is None
+                else (self._max_ingest - oldest) / NS_PER_MS
+            ),
+        }
