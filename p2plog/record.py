@@ -59,11 +59,20 @@ def parse_id(value: Any) -> bytes:
     raise RecordError(f"id {value!r} is not a UUID (16 bytes or text like {uuid.UUID(int=0)})")
 
 
-def validate(raw: Any, *, node: str, ts_corrected: int | None = None) -> Accepted:
+def validate(
+    raw: Any,
+    *,
+    node: str,
+    clock_offset_ns: int = 0,
+    received_ns: int | None = None,
+    clock_uncertain: bool = False,
+) -> Accepted:
     """Check one submitted record and encode its body; raises ``RecordError``.
 
-    ``ts_corrected`` is the event time on the cluster's clock (the caller corrects the producer's
-    ``ts`` for the producer's measured offset); it defaults to ``ts``.
+    ``ts_corrected`` is the event time on the cluster's clock: the producer's ``ts`` plus the
+    producer's measured offset to this node (``clock_offset_ns``), or, for a record without
+    ``ts``, the node's corrected time of receipt (``received_ns``). ``clock_uncertain`` marks
+    records taken while this node's clock disagrees with its peers' by more than the bound.
     """
     if not isinstance(raw, dict):
         raise RecordError(f"a record must be a map, got {type(raw).__name__}")
@@ -91,7 +100,8 @@ def validate(raw: Any, *, node: str, ts_corrected: int | None = None) -> Accepte
     body = cbor2.dumps(
         {
             "ts": ts,
-            "tc": ts_corrected if ts_corrected is not None else ts,
+            "tc": ts + clock_offset_ns if ts is not None else received_ns,
+            "cu": clock_uncertain,
             "lv": LEVELS.index(level),
             "src": source,
             "msg": msg,
@@ -131,6 +141,13 @@ def entry_data(ingest_ts: int, rid: bytes, body: bytes) -> bytes:
     return _HEAD.pack(KIND_RECORD, ingest_ts, rid) + body
 
 
+def entry_ingest_ts(data: bytes) -> int | None:
+    """The leader's ingest time of a record entry, or None for other entries."""
+    if len(data) < HEAD_SIZE or data[0] != KIND_RECORD:
+        return None
+    return int(_HEAD.unpack_from(data)[1])
+
+
 def entry_id(data: bytes) -> bytes | None:
     """The record id of an entry payload, or None for entries that are not records."""
     if len(data) < HEAD_SIZE or data[0] != KIND_RECORD:
@@ -153,6 +170,7 @@ class StoredRecord:
     msg: str
     fields: dict[str, Any]
     node: str
+    clock_uncertain: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -168,6 +186,7 @@ class StoredRecord:
             "fields": self.fields,
             "late": False,
             "node": self.node,
+            "clock_uncertain": self.clock_uncertain,
         }
 
 
@@ -189,4 +208,5 @@ def decode_entry(index: int, term: int, data: bytes) -> StoredRecord | None:
         b["msg"],
         b["f"],
         b["n"],
+        b.get("cu", False),
     )

@@ -51,6 +51,7 @@ from p2plog.client.records import Record, addresses_of, ensure_id, frames
 from p2plog.client.tail import TailStream, query_fields
 from p2plog.config import Config
 
+OFFSET_PROBE_TIMEOUT_S = 1.0
 RETRY_CODES = frozenset({"unavailable", "overloaded", "timeout"})
 FAILOVER_CODES = frozenset({"shutting_down", "storage_failed"})  # retry on another node
 NOT_ACKED = "not acknowledged"  # the node's per-record "not acknowledged; retry" error
@@ -136,8 +137,31 @@ class Client:
                     continue
                 self._next = pos
                 self.connects += 1
+                await self._measure_offset(c)
                 return c
             raise Unreachable(tried)
+
+    async def _measure_offset(self, conn: Connection, probes: int = 3) -> None:
+        """Our clock's offset to the node (best of a few four-timestamp probes), sent with every
+        submit so the node can correct the records' ``ts``. A node that does not answer in time
+        leaves the offset at 0: the records then carry the producer's uncorrected time."""
+        best: tuple[int, int] | None = None
+        with trio.move_on_after(OFFSET_PROBE_TIMEOUT_S):
+            for _ in range(probes):
+                t1 = time.time_ns()
+                try:
+                    r = await conn.request("time", {"t1": t1}, timeout_s=OFFSET_PROBE_TIMEOUT_S)
+                except (ConnectionLost, RequestTimeout):
+                    return  # the submit that follows will see the dead connection and fail over
+                t4 = time.time_ns()
+                if r.get("kind") != "time":
+                    return
+                t2, t3 = int(r["t2"]), int(r["t3"])
+                delay = (t4 - t1) - (t3 - t2)
+                if best is None or delay < best[1]:
+                    best = (((t2 - t1) + (t3 - t4)) // 2, delay)
+        if best is not None:
+            conn.clock_offset_ns = best[0]
 
     def failover(self, conn: Connection | None, reason: str) -> None:
         """Drop ``conn`` (if it is still the current one); the next dial tries the next node."""
@@ -224,7 +248,11 @@ class Client:
                 conn = await self.connection()
                 reply = await conn.request(
                     "submit",
-                    {"ack": ack, "records": [records[i] for i in todo]},
+                    {
+                        "ack": ack,
+                        "records": [records[i] for i in todo],
+                        "clock_offset_ns": conn.clock_offset_ns,
+                    },
                     timeout_s=min(self.options.request_timeout_s, b.remaining_s()),
                 )
             except (Unreachable, ConnectionLost, RequestTimeout) as e:

@@ -72,6 +72,7 @@ class Connection:
         self.ping_interval_s = 15.0
         self.ping_timeout_s = 10.0
         self.frames_sent = 0
+        self.clock_offset_ns = 0  # node clock minus ours, measured after connecting
         self.closed_reason: str | None = None
         self._ws: WebSocketConnection | None = None
         self._reqs = itertools.count(1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -42,6 +41,7 @@ from p2plog.wire.envelope import (
 log = logging.getLogger("p2plog.client_session")
 
 SEND_TIMEOUT_S = 30.0
+MAX_CLIENT_OFFSET_NS = 86_400 * 10**9
 TAIL_PAGE = 1000
 
 
@@ -97,7 +97,8 @@ class Session:
                 self.guard, req, self.send("status", {"req": req, "node": self.node.status()})
             )
         elif kind == "time":
-            nursery.start_soon(self.guard, req, self.reply_time(req, msg, time.time_ns()))
+            t2 = self.node.corrected_now()
+            nursery.start_soon(self.guard, req, self.reply_time(req, msg, t2))
         else:
             nursery.start_soon(
                 self.guard, req, self.error(req, "bad_request", f"unknown kind {kind!r}")
@@ -113,7 +114,8 @@ class Session:
 
     async def reply_time(self, req: int, msg: dict[str, Any], t2: int) -> None:
         t1 = get_int(msg, "t1")
-        await self.send("time", {"req": req, "t1": t1, "t2": t2, "t3": time.time_ns()})
+        t3 = self.node.corrected_now()
+        await self.send("time", {"req": req, "t1": t1, "t2": t2, "t3": t3})
 
     # -------------------------------------------------------------- submit
 
@@ -131,11 +133,22 @@ class Session:
                 req, "overloaded", f"over {limit} records in flight on this connection"
             )
             return
+        offset = get_int(msg, "clock_offset_ns", 0)
+        if abs(offset) > MAX_CLIENT_OFFSET_NS:
+            raise ProtocolError(f"submit: clock_offset_ns {offset} is beyond one day")
+        received = self.node.corrected_now()
+        uncertain = self.node.clock_uncertain()
         accepted: list[tuple[int, bytes, bytes]] = []
         errors: list[dict[str, Any]] = []
         for i, r in enumerate(records):
             try:
-                a = validate(r, node=self.node.me.id)
+                a = validate(
+                    r,
+                    node=self.node.me.id,
+                    clock_offset_ns=offset,
+                    received_ns=received,
+                    clock_uncertain=uncertain,
+                )
             except RecordError as e:
                 errors.append({"i": i, "error": f"record {i}: {e}"})
                 continue

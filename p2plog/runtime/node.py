@@ -21,6 +21,9 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
+from p2plog.clock.estimator import ClockEstimator
+from p2plog.clock.ntp_poller import NtpPoller, steady_wall_clock
+from p2plog.clock.peer_skew import PeerSkew
 from p2plog.config import Config, NodeConfig
 from p2plog.errors import P2PLogError
 from p2plog.net.peer_link import MAX_MESSAGE_BYTES, RECEIVE_BUFFER, PeerLink
@@ -38,6 +41,8 @@ from p2plog.wire.envelope import ProtocolError, decode, encode, get_int, get_lis
 log = logging.getLogger("p2plog.node")
 
 SUBMIT_TIMEOUT_S = 10.0
+PEER_PROBE_INTERVAL_S = 1.0
+FIRST_NTP_ROUND_S = 5.0
 HELLO_TIMEOUT_S = 5.0
 RETRY_AFTER_MS = 100
 
@@ -72,6 +77,26 @@ class Node:
         self._forwards: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
         self.port = me.port
         self._cancel = trio.CancelScope()
+        # Time: one steady local clock (never steps), NTP-corrected by the estimator; peers'
+        # offsets measured with four-timestamp probes on the peer links.
+        self.local_ns = steady_wall_clock()
+        self.estimator = ClockEstimator()
+        self.skew = PeerSkew(me.id)
+        self.poller = NtpPoller(
+            config.ntp.servers,
+            self.estimator,
+            poll_interval_s=config.ntp.poll_interval_s,
+            local_ns=self.local_ns,
+            node=me.id,
+        )
+
+    def corrected_now(self) -> int:
+        """This node's best estimate of true time, ns since the epoch; never steps back."""
+        return self.estimator.corrected_now(self.local_ns())
+
+    def clock_uncertain(self) -> bool:
+        """True while this node's clock is off from its peers' median by > max_offset_ms."""
+        return self.skew.clock_uncertain(self.config.cluster.max_offset_ms, self.corrected_now())
 
     # -------------------------------------------------------------- running
 
@@ -97,6 +122,7 @@ class Node:
             on_applied=self._on_applied,
             tick_s=c.tick_ms / 1000,
             limiter=self.limiter,
+            wall_ns=self.corrected_now,
         )
         for p in self.peers:
             hello = wp.encode_hello(c.name, self.me.id, p.id)
@@ -104,7 +130,12 @@ class Node:
         try:
             with self._cancel:
                 async with trio.open_nursery() as nursery:
+                    await nursery.start(self.poller.run)
+                    with trio.move_on_after(FIRST_NTP_ROUND_S):
+                        # Stamp no time before the clock had its chance to step into place.
+                        await self.poller.wait_first_round()
                     nursery.start_soon(self.loop.run)
+                    nursery.start_soon(self._probe_peers)
                     for link in self.links.values():
                         nursery.start_soon(link.run)
                     server = await nursery.start(
@@ -324,8 +355,28 @@ class Node:
             raise ProtocolError(f"peer {node!r} dialed {to!r} but reached {self.me.id!r}")
         return NodeId(node)
 
+    async def _probe_peers(self) -> None:
+        """Send every peer a time probe each second; its reply (``tpr``) gives the offset."""
+        while True:
+            for link in self.links.values():
+                if link.connected:
+                    link.send_nowait(encode("tp", {"t1": self.corrected_now()}))
+            await trio.sleep(PEER_PROBE_INTERVAL_S)
+
     def _on_peer_message(self, src: NodeId, msg: dict[str, Any], nursery: trio.Nursery) -> None:
         kind = msg["kind"]
+        if kind == "tp":
+            t2 = self.corrected_now()
+            link = self.links.get(src)
+            if link is not None:
+                reply = {"t1": get_int(msg, "t1"), "t2": t2, "t3": self.corrected_now()}
+                link.send_nowait(encode("tpr", reply))
+            return
+        if kind == "tpr":
+            t4 = self.corrected_now()
+            t1, t2, t3 = (get_int(msg, k) for k in ("t1", "t2", "t3"))
+            self.skew.add(src, t1, t2, t3, t4)
+            return
         assert self.loop is not None
         if kind in wp.RAFT_KINDS:
             m = wp.decode_raft(msg)
@@ -382,7 +433,20 @@ class Node:
             "inflight_records": self.inflight,
             "tail_subscribers": len(self.tail_hub.subs),
             "uptime_s": round(time.time() - self.started_at, 1),
+            "clock": self.clock_status(),
         }
+
+    def clock_status(self) -> dict[str, Any]:
+        now = self.corrected_now()
+        st = self.estimator.status(self.local_ns())
+        if not self.config.ntp.servers:
+            st["source"] = "system clock (no [ntp] servers configured)"
+        st["peer_offsets_ms"] = {
+            p: round(o.offset_ns / 1e6, 3) for p, o in self.skew.offsets(now).items()
+        }
+        st["offset_to_majority_ms"] = round(self.skew.offset_to_majority(now) / 1e6, 3)
+        st["clock_uncertain"] = self.clock_uncertain()
+        return st
 
 
 def partial_serve(handler: Any, host: str, port: int) -> Any:

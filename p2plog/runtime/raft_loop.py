@@ -22,13 +22,14 @@ from random import Random
 
 import trio
 
+from p2plog.clock.hlc import HLC
 from p2plog.errors import DiskFull, StorageFailed
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import Message
 from p2plog.raft.node import RaftNode, Ready, Status
 from p2plog.raft.progress import ProgressState
 from p2plog.raft.types import Entry, Index, NodeId, Role, SoftState
-from p2plog.record import entry_data
+from p2plog.record import entry_data, entry_ingest_ts
 from p2plog.runtime.proposals import Proposal, RecordAck, Waiter
 from p2plog.state.applier import Applied, Applier
 from p2plog.storage.segmented_log import SegmentedLog
@@ -80,7 +81,7 @@ class RaftLoop:
         self.stopped = trio.Event()
         self.role_changed = trio.Event()  # set (and replaced) whenever role or leader changes
         self.fsync_s: list[float] = []
-        self._last_ingest = 0
+        self.hlc = HLC()
         self._status = self.node.status()
 
     # ---------------------------------------------------------- other tasks
@@ -201,10 +202,9 @@ class RaftLoop:
             self.pending_ids[rid] = index
 
     def _ingest_ts(self) -> int:
-        """Leader ingest time: wall clock, but strictly increasing (HLC-like)."""
-        ts = max(self.wall_ns(), self._last_ingest + 1)
-        self._last_ingest = ts
-        return ts
+        """Leader ingest time from the hybrid logical clock: unique, increasing across leaders
+        (every appended entry's ingest time advanced the HLC), close to corrected time."""
+        return self.hlc.now(self.wall_ns())
 
     def _fail_all(self, code: str, message: str) -> None:
         for w in self.waiters.values():
@@ -222,6 +222,7 @@ class RaftLoop:
                 self.send(m)
             if rd.entries or rd.hard_state is not None:
                 await self._persist(rd)
+                self._observe_ingest(rd.entries)
             for m in rd.messages_after_persist:
                 self.send(m)
             if rd.entries and self.node.role is Role.LEADER:
@@ -262,6 +263,13 @@ class RaftLoop:
             if len(self.fsync_s) > 1024:
                 del self.fsync_s[:512]
             return
+
+    def _observe_ingest(self, entries: Sequence[Entry]) -> None:
+        for e in reversed(entries):
+            ts = entry_ingest_ts(e.data)
+            if ts is not None:
+                self.hlc.update(ts, self.wall_ns())
+                return
 
     def _ack_persisted(self, entries: Sequence[Entry]) -> None:
         for e in entries:

@@ -2,8 +2,11 @@
 integer that every reply to them echoes; many requests may be in flight on one connection.
 
 Client -> node
-- ``submit {req, ack: "quorum"|"leader", records: [record, ...]}``; a record is the map
-  described in ``p2plog.record`` (``id`` required). At most ``MAX_BATCH_RECORDS`` records and
+- ``submit {req, ack: "quorum"|"leader", records: [record, ...], clock_offset_ns?}``; a record
+  is the map described in ``p2plog.record`` (``id`` required). ``clock_offset_ns`` is the
+  producer clock's offset to this node (node minus producer, from ``time`` probes); the node
+  stores ``ts_corrected = ts + clock_offset_ns`` (its own corrected receive time when a record
+  has no ``ts``). At most ``MAX_BATCH_RECORDS`` records and
   ``MAX_BATCH_BYTES`` bytes per submit.
 - ``query {req, from_index?, to_index?, since?, until?, level?, source?, grep?, limit?, order?}``
   (``since``/``until`` in ns since the epoch, ``level`` = minimum level, ``source`` exact,
@@ -11,7 +14,8 @@ Client -> node
 - ``tail {req, from_index?, level?, source?, grep?, order?}``: replay from ``from_index`` (default:
   only new records) then follow live. ``cancel {req}`` stops it.
 - ``status {req}``.
-- ``time {req, t1}``: clock offset probe (``t1`` = client send time, ns).
+- ``time {req, t1}``: clock offset probe (``t1`` = client send time, ns); the node answers with
+  its NTP-corrected time, so the offset a client measures is to the cluster's clock.
 
 Node -> client
 - ``ack {req, acks: [{i, id, index, term, dup}], errors: [{i, error}]}``: ``i`` is the record's

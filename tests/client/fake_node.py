@@ -3,6 +3,7 @@ real cluster gives only under faults (unavailable, lost acks, garbage frames).""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,13 @@ class FakeNode:
         try:
             while True:
                 msg = cbor2.loads(await ws.get_message())
+                if msg.get("kind") == "time":
+                    # Answered like a real node, outside the script: the client probes its
+                    # clock offset right after connecting.
+                    now = time.time_ns()
+                    reply = {"req": msg["req"], "t1": msg["t1"], "t2": now, "t3": now}
+                    await ws.send_message(encode("time", reply))
+                    continue
                 self.requests.append(msg)
                 for reply in self.script(msg):
                     if isinstance(reply, bytes):
