@@ -45,6 +45,8 @@ class ClusterConfig:
     disk_budget_bytes: int = 0  # 0: no budget beyond the volume
     max_inflight_records: int = 100_000
     max_conn_inflight_records: int = 20_000
+    reorder_max_records: int = 200_000
+    reorder_max_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ _CLUSTER_INTS = {
     "disk_budget_bytes": (0, 1 << 60),
     "max_inflight_records": (1, 10_000_000),
     "max_conn_inflight_records": (1, 10_000_000),
+    "reorder_max_records": (1, 100_000_000),
+    "reorder_max_bytes": (1 << 20, 1 << 40),
 }
 
 
@@ -101,6 +105,12 @@ def load(path: str | Path) -> Config:
         raise ConfigError(
             f"{p}: no such file; pass --config FILE or create peers.toml (see README)"
         ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory; pass --config with the peers.toml file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read it: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p.name}: not valid TOML: {e}") from None
     return parse(raw, p)

@@ -10,7 +10,8 @@ travels as bytes; the leader only prepends its ingest time. Entry data in the Ra
 
     kind(1) = 0x01 | ingest_ts (i64 LE, ns) | id (16) | body (CBOR)
 
-so dedup at apply reads the id at a fixed offset without decoding CBOR.
+so dedup at apply reads the id at a fixed offset without decoding CBOR. A leader time tick is
+``kind(1) = 0x02 | ingest_ts``; the empty entry is the Raft no-op.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ MAX_BATCH_RECORDS = 10_000
 MAX_SOURCE_CHARS = 256
 MAX_FIELDS = 256
 KIND_RECORD = 0x01
+KIND_TICK = 0x02
 _HEAD = struct.Struct("<Bq16s")
 HEAD_SIZE = _HEAD.size  # 25
 _RECORD_KEYS = {"id", "ts", "level", "source", "msg", "fields"}
@@ -129,7 +131,11 @@ def _check_fields(fields: Any) -> None:
     for k, v in fields.items():
         if not isinstance(k, str):
             raise RecordError(f"field name {k!r} must be text")
-        if not isinstance(v, _FIELD_TYPES) or (isinstance(v, int) and not _in64(v)):
+        if isinstance(v, int) and not isinstance(v, bool) and not _in64(v):
+            raise RecordError(
+                f"field {k!r} = {v} is outside the 64-bit integer range; send it as text"
+            )
+        if not isinstance(v, _FIELD_TYPES):
             raise RecordError(
                 f"field {k!r} has a {type(v).__name__} value; fields are flat: text, number "
                 f"or bool (nest by naming keys like 'http.status')"
@@ -141,11 +147,26 @@ def entry_data(ingest_ts: int, rid: bytes, body: bytes) -> bytes:
     return _HEAD.pack(KIND_RECORD, ingest_ts, rid) + body
 
 
-def entry_ingest_ts(data: bytes) -> int | None:
-    """The leader's ingest time of a record entry, or None for other entries."""
-    if len(data) < HEAD_SIZE or data[0] != KIND_RECORD:
+_TICK = struct.Struct("<Bq")
+
+
+def tick_data(ingest_ts: int) -> bytes:
+    """A leader time tick: no record, only the leader's time, so the event-time watermark
+    (a function of the committed log) advances when no records arrive."""
+    return _TICK.pack(KIND_TICK, ingest_ts)
+
+
+def entry_tick_ts(data: bytes) -> int | None:
+    if len(data) != _TICK.size or data[0] != KIND_TICK:
         return None
-    return int(_HEAD.unpack_from(data)[1])
+    return int(_TICK.unpack(data)[1])
+
+
+def entry_ingest_ts(data: bytes) -> int | None:
+    """The leader's time of a record or tick entry, or None for other entries."""
+    if len(data) >= HEAD_SIZE and data[0] == KIND_RECORD:
+        return int(_HEAD.unpack_from(data)[1])
+    return entry_tick_ts(data)
 
 
 def entry_id(data: bytes) -> bytes | None:

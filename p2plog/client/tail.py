@@ -103,6 +103,11 @@ class TailStream:
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame["kind"]
         if kind == "batch":
+            if self._fields.get("order") == "event":
+                # Event-time order is not index order; the node's stream is already exactly
+                # once per subscription, and a resubscription follows it from now.
+                self._buf.extend(frame["records"])
+                return
             nxt = self.next_index or 1
             for rec in frame["records"]:
                 if rec["index"] >= nxt:

@@ -54,24 +54,25 @@ class PeerLink:
         while True:
             try:
                 await self._session()
-                delay = BACKOFF_MIN_S
             except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as e:
                 if self.connected:
                     log.warning("%s: link to %s lost: %s", self.me, self.peer, _reason(e))
                 else:
                     log.debug("%s: cannot reach %s: %s", self.me, self.peer, _reason(e))
             finally:
+                if self.connected:
+                    delay = BACKOFF_MIN_S  # it was up: redial soon, back off only if it stays down
                 self.connected = False
-            # Frames queued while disconnected are stale: Raft will resend what is needed.
-            while True:
-                try:
-                    self._rx.receive_nowait()
-                except trio.WouldBlock:
-                    break
             await trio.sleep(delay * (0.5 + self._rng.random()))
             delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def _session(self) -> None:
+        # Frames queued while we were disconnected are stale: Raft resends what matters.
+        while True:
+            try:
+                self._rx.receive_nowait()
+            except trio.WouldBlock:
+                break
         async with open_websocket(
             self.host,
             self.port,

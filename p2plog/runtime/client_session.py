@@ -23,6 +23,7 @@ from p2plog.record import (
     decode_entry,
     validate,
 )
+from p2plog.runtime.event_stream import emitted_json
 from p2plog.runtime.node import RETRY_AFTER_MS, Node
 from p2plog.runtime.reads import MAX_LIMIT, Filter, record_json, scan_chunk
 from p2plog.wire.client import MAX_CLIENT_FRAME
@@ -220,12 +221,15 @@ class Session:
         recs, nxt = await self.scan(flt.from_index, hi, flt, limit)
         rows = [record_json(r) for r in recs]
         if get_str(msg, "order", "index") == "event":
-            rows.sort(key=lambda d: (d["ts_corrected"] or d["ingest_ts"], d["index"]))
+            rows.sort(key=_event_key)
         done = nxt >= hi
         await self.send("batch", {"req": req, "records": rows, "next_index": nxt, "done": done})
 
     async def tail(self, req: int, msg: dict[str, Any], scope: trio.CancelScope) -> None:
         flt = self.filter(msg)
+        if get_str(msg, "order", "index") == "event":
+            await self.tail_events(req, flt, scope)
+            return
         loop = self.node.loop
         assert loop is not None
         sub = self.node.tail_hub.subscribe()
@@ -272,8 +276,45 @@ class Session:
             self.node.tail_hub.unsubscribe(sub)
             self.tails.pop(req, None)
 
+    async def tail_events(self, req: int, flt: Filter, scope: trio.CancelScope) -> None:
+        """Follow the event-time ordered stream from now (it is the same on every node).
+        ``from_index`` does not apply: event order is not index order."""
+        sub = self.node.events.subscribe()
+        try:
+            with scope:
+                while True:
+                    if sub.behind:
+                        await self.send(
+                            "end",
+                            {
+                                "req": req,
+                                "code": "behind",
+                                "msg": "this reader fell behind the event-time stream; tail "
+                                "again to follow it from now",
+                                "resume_index": None,
+                            },
+                        )
+                        return
+                    if sub.buf:
+                        items = list(sub.buf)
+                        sub.buf.clear()
+                        rows = [emitted_json(em) for em in items if flt.matches(em.payload)]
+                        if rows:
+                            await self.batch(req, rows)
+                        continue
+                    sub.wakeup = trio.Event()
+                    await sub.wakeup.wait()
+        finally:
+            self.node.events.unsubscribe(sub)
+            self.tails.pop(req, None)
+
     async def batch(self, req: int, rows: list[dict[str, Any]]) -> None:
         await self.send("batch", {"req": req, "records": rows, "done": False})
+
+
+def _event_key(d: dict[str, Any]) -> tuple[int, int]:
+    tc = d["ts_corrected"]
+    return (d["ingest_ts"] if tc is None else tc, d["index"])
 
 
 async def serve_client(node: Node, ws: WebSocketConnection) -> None:

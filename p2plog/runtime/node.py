@@ -30,6 +30,7 @@ from p2plog.net.peer_link import MAX_MESSAGE_BYTES, RECEIVE_BUFFER, PeerLink
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import Message
 from p2plog.raft.types import Entry, NodeId, Role
+from p2plog.runtime.event_stream import EventStream
 from p2plog.runtime.proposals import Proposal, RecordAck
 from p2plog.runtime.raft_loop import RaftLoop
 from p2plog.runtime.tail_hub import TailHub
@@ -66,6 +67,11 @@ class Node:
             max_apply_bytes=1 << 20,  # bounded work per Ready keeps the event loop responsive
         )
         self.tail_hub = TailHub()
+        self.events = EventStream(
+            reorder_window_ms=c.reorder_window_ms,
+            max_records=c.reorder_max_records,
+            max_bytes=c.reorder_max_bytes,
+        )
         self.limiter = trio.CapacityLimiter(1)
         self.accepting = True
         self.inflight = 0
@@ -123,6 +129,8 @@ class Node:
             tick_s=c.tick_ms / 1000,
             limiter=self.limiter,
             wall_ns=self.corrected_now,
+            wants_time_tick=self.events.wants_time_tick,
+            time_tick_s=max(0.05, c.reorder_window_ms / 4000),
         )
         for p in self.peers:
             hello = wp.encode_hello(c.name, self.me.id, p.id)
@@ -181,6 +189,7 @@ class Node:
             link.send_nowait(wp.encode_raft(m))
 
     def _on_applied(self, items: Sequence[tuple[Entry, Applied | None]]) -> None:
+        self.events.feed(items)
         if self.tail_hub.subs:
             self.tail_hub.publish([e for e, a in items if a is not None and not a.dup])
 
@@ -434,6 +443,7 @@ class Node:
             "tail_subscribers": len(self.tail_hub.subs),
             "uptime_s": round(time.time() - self.started_at, 1),
             "clock": self.clock_status(),
+            "reorder": self.events.statistics(self.corrected_now()),
         }
 
     def clock_status(self) -> dict[str, Any]:

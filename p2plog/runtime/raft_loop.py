@@ -29,7 +29,7 @@ from p2plog.raft.messages import Message
 from p2plog.raft.node import RaftNode, Ready, Status
 from p2plog.raft.progress import ProgressState
 from p2plog.raft.types import Entry, Index, NodeId, Role, SoftState
-from p2plog.record import entry_data, entry_ingest_ts
+from p2plog.record import entry_data, entry_ingest_ts, tick_data
 from p2plog.runtime.proposals import Proposal, RecordAck, Waiter
 from p2plog.state.applier import Applied, Applier
 from p2plog.storage.segmented_log import SegmentedLog
@@ -63,6 +63,8 @@ class RaftLoop:
         tick_s: float,
         limiter: trio.CapacityLimiter,
         wall_ns: Callable[[], int] = time.time_ns,
+        wants_time_tick: Callable[[], bool] = lambda: False,
+        time_tick_s: float = 0.25,
     ) -> None:
         self.id = node_id
         self.storage = storage
@@ -72,6 +74,9 @@ class RaftLoop:
         self.tick_s = tick_s
         self.limiter = limiter
         self.wall_ns = wall_ns
+        self.wants_time_tick = wants_time_tick
+        self.time_tick_s = time_tick_s
+        self._last_leader_time = 0.0
         self.node = RaftNode(raft_config, node_id, voters, storage.hard_state(), storage, Random())
         self._tx, self._rx = trio.open_memory_channel[Event](INBOX_SIZE)
         self.waiters: dict[int, Waiter] = {}
@@ -95,6 +100,9 @@ class RaftLoop:
 
     def submit_nowait(self, p: Proposal) -> bool:
         """Queue a proposal; False when the inbox is full (reply ``overloaded``)."""
+        if self.failed is not None:
+            p.fail("storage_failed", self.failed)
+            return True
         try:
             self._tx.send_nowait(p)
         except trio.WouldBlock:
@@ -119,6 +127,13 @@ class RaftLoop:
             self.failed = str(e)
             self._fail_all("storage_failed", self.failed)
             log.error("%s term=%d: raft loop stopped: %s", self.id, self.node.term, e)
+            while True:  # proposals still queued would otherwise wait for their timeout
+                try:
+                    ev = self._rx.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if isinstance(ev, Proposal):
+                    ev.fail("storage_failed", self.failed)
         finally:
             self.stopped.set()
 
@@ -141,6 +156,7 @@ class RaftLoop:
                 next_tick = max(next_tick + behind * self.tick_s, now)
             for ev in events:
                 self._handle(ev)
+            self._maybe_time_tick(now)
             await self._drain_ready()
             self._status = self.node.status()
 
@@ -192,6 +208,7 @@ class RaftLoop:
             fresh.append((pos, rid))
         if not datas:
             return
+        self._last_leader_time = trio.current_time()
         first = self.node.propose_many(datas)
         if first is None:
             p.fail("overloaded", "too many uncommitted records on the leader; retry shortly")
@@ -200,6 +217,15 @@ class RaftLoop:
             index = first + k
             self.waiters[index] = Waiter(rid, p.ack, [(p, pos)])
             self.pending_ids[rid] = index
+
+    def _maybe_time_tick(self, now: float) -> None:
+        """While the event-time buffer holds records and no new ones come, the leader commits
+        its time now and then, so every node's watermark moves and the buffer drains."""
+        if self.node.role is not Role.LEADER or now - self._last_leader_time < self.time_tick_s:
+            return
+        if self.wants_time_tick() and self.failed is None and not self.disk_full:
+            self.node.propose(tick_data(self._ingest_ts()))
+            self._last_leader_time = now
 
     def _ingest_ts(self) -> int:
         """Leader ingest time from the hybrid logical clock: unique, increasing across leaders

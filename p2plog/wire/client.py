@@ -12,7 +12,9 @@ Client -> node
   (``since``/``until`` in ns since the epoch, ``level`` = minimum level, ``source`` exact,
   ``grep`` substring of ``msg``, ``order`` "index" (default) or "event").
 - ``tail {req, from_index?, level?, source?, grep?, order?}``: replay from ``from_index`` (default:
-  only new records) then follow live. ``cancel {req}`` stops it.
+  only new records) then follow live. With ``order: "event"`` it follows the event-time ordered
+  stream from now (records carry ``late``/``early``/``absurd`` flags; ``from_index`` does not
+  apply). ``cancel {req}`` stops it.
 - ``status {req}``.
 - ``time {req, t1}``: clock offset probe (``t1`` = client send time, ns); the node answers with
   its NTP-corrected time, so the offset a client measures is to the cluster's clock.

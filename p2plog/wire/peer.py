@@ -120,8 +120,8 @@ def _entry(raw: Any) -> Entry:
     if (
         not isinstance(raw, list)
         or len(raw) != 3
-        or not isinstance(raw[0], int)
-        or not isinstance(raw[1], int)
+        or type(raw[0]) is not int
+        or type(raw[1]) is not int
         or not isinstance(raw[2], bytes)
         or raw[0] < 0
         or raw[1] < 1

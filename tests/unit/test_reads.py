@@ -1,0 +1,215 @@
+"""scan_chunk over a real SegmentedLog filled with record entries (and a few no-ops)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2plog.raft.types import Entry, HardState, Index, NodeId, Term
+from p2plog.record import LEVELS, entry_data, validate
+from p2plog.runtime import reads
+from p2plog.runtime.reads import Filter, record_json, scan_chunk
+from p2plog.storage.segmented_log import SegmentedLog
+
+S = 1_000_000_000
+SOURCES = ("web", "db", "cron")
+
+
+def no_dups(_: int) -> bool:
+    return False
+
+
+def rid(i: int) -> bytes:
+    return uuid.UUID(int=i).bytes
+
+
+def make_entries(n: int) -> list[Entry]:
+    """Index 1 is a leader no-op; index i >= 2 is record i with a predictable shape:
+    level LEVELS[i % 5], source SOURCES[i % 3], msg "event i" (+ " disk" when i % 4 == 0),
+    ts_corrected i s, except every 7th record has no ts (falls back to ingest_ts = 1000 s + i s).
+    """
+    out = [Entry(Term(1), Index(1), b"")]
+    for i in range(2, n + 1):
+        ts = None if i % 7 == 0 else i * S
+        a = validate(
+            {
+                "id": rid(i),
+                "ts": ts,
+                "level": LEVELS[i % 5],
+                "source": SOURCES[i % 3],
+                "msg": f"event {i}" + (" disk" if i % 4 == 0 else ""),
+            },
+            node="n1",
+        )
+        out.append(Entry(Term(1 + i // 50), Index(i), entry_data(1000 * S + i * S, a.id, a.body)))
+    return out
+
+
+N = 120
+
+
+def fill(log: SegmentedLog) -> None:
+    """Small batches, so the log rolls over several 4 KiB segments (a batch never splits)."""
+    es = make_entries(N)
+    for k in range(0, N, 10):
+        log.append_batch(es[k : k + 10], HardState(Term(3), NodeId("n1")))
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[SegmentedLog]:
+    log = SegmentedLog(tmp_path / "n1", segment_bytes=4096, node="n1")  # several segments
+    fill(log)
+    yield log
+    log.close()
+
+
+def indexes(storage: SegmentedLog, flt: Filter, **kw: int) -> tuple[list[int], int]:
+    lo = kw.get("lo", 1)
+    hi = kw.get("hi", storage.last_index() + 1)
+    limit = kw.get("limit", 10_000)
+    recs, nxt = scan_chunk(storage, lo, hi, flt, no_dups, limit)
+    return [r.index for r in recs], nxt
+
+
+def test_storage_spans_segments(storage: SegmentedLog) -> None:
+    assert len(storage.segments) > 2
+    assert storage.last_index() == N
+
+
+def test_no_filter_returns_every_record_and_skips_noops(storage: SegmentedLog) -> None:
+    got, nxt = indexes(storage, Filter())
+    assert got == list(range(2, N + 1))
+    assert nxt == N + 1
+
+
+def test_records_are_decoded(storage: SegmentedLog) -> None:
+    recs, _ = scan_chunk(storage, 7, 9, Filter(), no_dups, 10)
+    assert [(r.index, r.level, r.source, r.msg, r.ts, r.ts_corrected) for r in recs] == [
+        (7, LEVELS[2], SOURCES[1], "event 7", None, None),
+        (8, LEVELS[3], SOURCES[2], "event 8 disk", 8 * S, 8 * S),
+    ]
+    assert recs[0].id == rid(7)
+    assert recs[0].term == 1
+    assert recs[0].ingest_ts == 1007 * S
+    assert record_json(recs[1], late=True)["late"] is True
+    assert record_json(recs[1])["index"] == 8
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_level_is_a_minimum(storage: SegmentedLog, level: str) -> None:
+    got, _ = indexes(storage, Filter(level=level))
+    want = [i for i in range(2, N + 1) if i % 5 >= LEVELS.index(level)]
+    assert got == want
+
+
+def test_source_is_exact(storage: SegmentedLog) -> None:
+    got, _ = indexes(storage, Filter(source="db"))
+    assert got == [i for i in range(2, N + 1) if i % 3 == 1]
+    assert indexes(storage, Filter(source="d"))[0] == []
+
+
+def test_grep_is_a_substring_of_msg(storage: SegmentedLog) -> None:
+    got, _ = indexes(storage, Filter(grep="disk"))
+    assert got == [i for i in range(2, N + 1) if i % 4 == 0]
+    assert indexes(storage, Filter(grep="event 11"))[0] == [11, *range(110, 120)]
+    assert indexes(storage, Filter(grep="DISK"))[0] == []  # case matters
+
+
+def event_time(i: int) -> int:
+    return 1000 * S + i * S if i % 7 == 0 else i * S
+
+
+def test_since_until_on_ts_corrected_falling_back_to_ingest_ts(storage: SegmentedLog) -> None:
+    got, _ = indexes(storage, Filter(since=10 * S, until=20 * S))
+    assert got == [i for i in range(10, 20) if i % 7 != 0]  # until is exclusive
+    # records without ts are found by their ingest time instead
+    got, _ = indexes(storage, Filter(since=1000 * S))
+    assert got == [i for i in range(2, N + 1) if i % 7 == 0]
+    got, _ = indexes(storage, Filter(since=1014 * S, until=1022 * S))
+    assert got == [14, 21]
+    got, _ = indexes(storage, Filter(until=3 * S))
+    assert got == [2]
+
+
+def test_filters_combine(storage: SegmentedLog) -> None:
+    flt = Filter(level="warning", source="web", grep="disk", since=20 * S, until=100 * S)
+    got, _ = indexes(storage, flt)
+    want = [
+        i
+        for i in range(2, N + 1)
+        if i % 5 >= 2 and i % 3 == 0 and i % 4 == 0 and 20 * S <= event_time(i) < 100 * S
+    ]
+    assert want  # the test means something
+    assert got == want
+
+
+def test_limit_and_next_index_page_through(storage: SegmentedLog) -> None:
+    flt = Filter(source="cron")  # every 3rd index
+    pages: list[list[int]] = []
+    lo = 1
+    while lo <= N:
+        got, nxt = indexes(storage, flt, lo=lo, limit=7)
+        assert len(got) <= 7
+        if len(got) == 7:
+            assert nxt == got[-1] + 1  # a full page: resume right after its last record
+        else:
+            assert nxt == N + 1  # a short page scanned to the end of the range
+        pages.append(got)
+        assert nxt > lo
+        lo = nxt
+    flat = [i for p in pages for i in p]
+    assert flat == [i for i in range(2, N + 1) if i % 3 == 2]
+
+
+def test_limit_zero_returns_nothing(storage: SegmentedLog) -> None:
+    assert indexes(storage, Filter(), lo=5, limit=0) == ([], 5)
+
+
+def test_range_bounds(storage: SegmentedLog) -> None:
+    assert indexes(storage, Filter(), lo=10, hi=13) == ([10, 11, 12], 13)
+    assert indexes(storage, Filter(), lo=10, hi=10) == ([], 10)
+    # no match in the range: the next index is the end of the range (scanned past)
+    assert indexes(storage, Filter(grep="nothing"), lo=10, hi=50) == ([], 50)
+
+
+def test_dup_indexes_are_skipped(storage: SegmentedLog) -> None:
+    dups = {3, 4, 5, 50}
+    recs, nxt = scan_chunk(storage, 1, 60, Filter(), dups.__contains__, 100)
+    assert [r.index for r in recs] == [i for i in range(2, 60) if i not in dups]
+    assert nxt == 60
+    # a dup at the end of a page still advances the next index past it
+    recs, nxt = scan_chunk(storage, 2, 6, Filter(), dups.__contains__, 100)
+    assert ([r.index for r in recs], nxt) == ([2], 6)
+
+
+def test_scans_in_chunks(storage: SegmentedLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reads, "CHUNK_ENTRIES", 4)
+    monkeypatch.setattr(reads, "CHUNK_BYTES", 1)  # at least one entry per read
+    got, nxt = indexes(storage, Filter(grep="disk"), lo=1, hi=N + 1, limit=5)
+    assert got == [4, 8, 12, 16, 20]
+    assert nxt == 21
+
+
+def test_lo_below_first_index_is_clamped(tmp_path: Path) -> None:
+    log = SegmentedLog(tmp_path / "n1", segment_bytes=4096, node="n1")
+    try:
+        fill(log)
+        assert log.remove_before(Index(60)) > 0  # retention dropped the oldest segments
+        first = log.first_index()
+        assert first > 1
+        got, nxt = indexes(log, Filter(), lo=1)
+        assert got == list(range(first, N + 1))
+        assert nxt == N + 1
+    finally:
+        log.close()
+
+
+def test_empty_log(tmp_path: Path) -> None:
+    log = SegmentedLog(tmp_path / "empty", node="n1")
+    try:
+        assert scan_chunk(log, 1, 1, Filter(), no_dups, 10) == ([], 1)
+    finally:
+        log.close()

@@ -1,0 +1,393 @@
+"""record.validate (what clients submit) and the entry bytes a record has in the Raft log."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2plog.record import (
+    HEAD_SIZE,
+    KIND_RECORD,
+    KIND_TICK,
+    LEVELS,
+    MAX_FIELDS,
+    MAX_RECORD_BYTES,
+    MAX_SOURCE_CHARS,
+    Accepted,
+    RecordError,
+    StoredRecord,
+    decode_entry,
+    entry_data,
+    entry_id,
+    entry_ingest_ts,
+    entry_tick_ts,
+    parse_id,
+    tick_data,
+    validate,
+)
+
+RID = uuid.UUID("12345678-1234-5678-1234-567812345678")
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def good(**over: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {"id": str(RID), "level": "info", "msg": "hello"}
+    rec.update(over)
+    return rec
+
+
+def body_of(a: Accepted) -> dict[str, Any]:
+    decoded = cbor2.loads(a.body)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def reject(raw: Any) -> str:
+    with pytest.raises(RecordError) as ei:
+        validate(raw, node="n1")
+    return str(ei.value)
+
+
+# ------------------------------------------------------------------ accepted
+
+
+def test_minimal_record() -> None:
+    a = validate({"id": str(RID), "msg": "m"}, node="n1")
+    assert a.id == RID.bytes
+    assert body_of(a) == {
+        "ts": None,
+        "tc": None,  # no event time and no receive time given
+        "cu": False,
+        "lv": LEVELS.index("info"),  # level defaults to info
+        "src": "",
+        "msg": "m",
+        "f": {},
+        "n": "n1",
+    }
+
+
+@pytest.mark.parametrize(
+    "rid",
+    [
+        RID.bytes,
+        str(RID),
+        str(RID).upper(),
+        RID.hex,
+        "{" + str(RID) + "}",
+        RID.urn,
+    ],
+)
+def test_id_forms(rid: Any) -> None:
+    assert validate(good(id=rid), node="n1").id == RID.bytes
+
+
+def test_full_record_body() -> None:
+    fields = {"http.status": 200, "ok": True, "ratio": 0.5, "path": "/x", "big": INT64_MAX}
+    a = validate(
+        good(ts=1_700_000_000_000_000_000, level="error", source="web-1", fields=fields),
+        node="n2",
+        clock_offset_ns=123,
+        received_ns=5,  # ignored: the record has its own event time
+        clock_uncertain=True,
+    )
+    b = body_of(a)
+    assert b == {
+        "ts": 1_700_000_000_000_000_000,
+        "tc": 1_700_000_000_000_000_123,
+        "cu": True,
+        "lv": LEVELS.index("error"),
+        "src": "web-1",
+        "msg": "hello",
+        "f": fields,
+        "n": "n2",
+    }
+
+
+def test_ts_corrected() -> None:
+    assert body_of(validate(good(ts=5), node="n1"))["tc"] == 5  # no offset measured
+    assert body_of(validate(good(ts=5), node="n1", clock_offset_ns=-7))["tc"] == -2
+    # without an event time, the node's corrected receive time stands in
+    assert body_of(validate(good(), node="n1", received_ns=99, clock_offset_ns=3))["tc"] == 99
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_every_level(level: str) -> None:
+    assert body_of(validate(good(level=level), node="n1"))["lv"] == LEVELS.index(level)
+
+
+def test_boundaries_accepted() -> None:
+    validate(good(ts=INT64_MIN), node="n1")
+    validate(good(ts=INT64_MAX), node="n1")
+    validate(good(source="s" * MAX_SOURCE_CHARS), node="n1")
+    validate(good(fields={f"k{i}": i for i in range(MAX_FIELDS)}), node="n1")
+    validate(good(msg=""), node="n1")
+    validate(good(ts=None), node="n1")  # explicit null ts means "no event time"
+
+
+def test_size_limit_is_exact() -> None:
+    def fits(n: int) -> bool:
+        try:
+            validate(good(msg="x" * n), node="n1")
+        except RecordError:
+            return False
+        return True
+
+    lo, hi = 0, MAX_RECORD_BYTES  # fits(lo), not fits(hi): binary search the largest msg
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    a = validate(good(msg="x" * lo), node="n1")
+    assert len(a.body) + HEAD_SIZE == MAX_RECORD_BYTES  # the limit itself is allowed
+
+
+# ------------------------------------------------------------------ rejected
+
+
+@pytest.mark.parametrize("raw", [None, [], "rec", 5, b"x"])
+def test_not_a_map(raw: Any) -> None:
+    assert "a record must be a map" in reject(raw)
+
+
+def test_unknown_keys_are_named() -> None:
+    msg = reject(good(lvl="info", extra=1))
+    assert "unknown key(s) ['extra', 'lvl']" in msg
+    assert "allowed: fields, id, level, msg, source, ts" in msg
+
+
+@pytest.mark.parametrize(
+    "rid",
+    [None, "", "not-a-uuid", b"\x00" * 15, b"\x00" * 17, 5, RID.int, "1234", bytearray(16)],
+)
+def test_bad_id(rid: Any) -> None:
+    msg = reject(good(id=rid))
+    assert msg.startswith(f"id {rid!r} is not a UUID")
+    assert "00000000-0000-0000-0000-000000000000" in msg
+
+
+def test_missing_id() -> None:
+    rec = good()
+    del rec["id"]
+    assert reject(rec).startswith("id None is not a UUID")
+
+
+def test_parse_id_directly() -> None:
+    assert parse_id(RID.bytes) == RID.bytes
+    with pytest.raises(RecordError):
+        parse_id(RID)  # a uuid.UUID object is neither bytes nor text
+
+
+@pytest.mark.parametrize("ts", [True, False, 1.5, "1", INT64_MAX + 1, INT64_MIN - 1, [1]])
+def test_bad_ts(ts: Any) -> None:
+    msg = reject(good(ts=ts))
+    assert msg == f"ts {ts!r} must be an integer of nanoseconds since the epoch"
+
+
+@pytest.mark.parametrize("level", ["LOUD", "INFO", "", None, 1, True, ["info"]])
+def test_bad_level(level: Any) -> None:
+    msg = reject(good(level=level))
+    assert msg == f"level {level!r} is not one of debug|info|warning|error|critical"
+
+
+@pytest.mark.parametrize("source", [None, 5, b"web", "s" * (MAX_SOURCE_CHARS + 1)])
+def test_bad_source(source: Any) -> None:
+    assert reject(good(source=source)) == "source must be text of at most 256 characters"
+
+
+@pytest.mark.parametrize(("msg", "tname"), [(None, "NoneType"), (b"x", "bytes"), (5, "int")])
+def test_non_text_msg(msg: Any, tname: str) -> None:
+    assert reject(good(msg=msg)) == f"msg must be text, got {tname}"
+
+
+def test_missing_msg() -> None:
+    rec = good()
+    del rec["msg"]
+    assert reject(rec) == "msg must be text, got NoneType"
+
+
+@pytest.mark.parametrize("fields", [None, [], "a=b", [("a", "b")]])
+def test_fields_not_a_map(fields: Any) -> None:
+    assert reject(good(fields=fields)).startswith("fields must be a map")
+
+
+@pytest.mark.parametrize(
+    ("value", "tname"),
+    [({"a": 1}, "dict"), ([1, 2], "list"), (None, "NoneType"), (b"x", "bytes")],
+)
+def test_nested_or_odd_field_values(value: Any, tname: str) -> None:
+    msg = reject(good(fields={"ok": 1, "http": value}))
+    assert msg.startswith(f"field 'http' has a {tname} value; fields are flat")
+    assert "'http.status'" in msg  # the fix: flatten by naming keys
+
+
+@pytest.mark.parametrize("value", [INT64_MAX + 1, INT64_MIN - 1, 1 << 100])
+def test_out_of_int64_field_value(value: int) -> None:
+    msg = reject(good(fields={"n": value}))
+    assert msg == f"field 'n' = {value} is outside the 64-bit integer range; send it as text"
+
+
+def test_non_text_field_name() -> None:
+    assert reject(good(fields={1: "x"})) == "field name 1 must be text"
+
+
+def test_too_many_fields() -> None:
+    msg = reject(good(fields={f"k{i}": i for i in range(MAX_FIELDS + 1)}))
+    assert msg == f"{MAX_FIELDS + 1} fields, more than the {MAX_FIELDS} allowed"
+
+
+def test_huge_record() -> None:
+    msg = reject(good(msg="x" * (MAX_RECORD_BYTES + 1)))
+    assert "bytes encoded, over the 65536 byte limit" in msg
+    assert "split the message" in msg
+
+
+def test_huge_fields_count_toward_the_limit() -> None:
+    msg = reject(good(fields={f"k{i}": "v" * 1000 for i in range(70)}))
+    assert "over the 65536 byte limit" in msg
+
+
+# ------------------------------------------------------------------ entry bytes
+
+
+def test_entry_layout() -> None:
+    body = b"\xa0"
+    data = entry_data(-7, RID.bytes, body)
+    assert entry_ingest_ts(data) == -7
+    assert len(data) == HEAD_SIZE + 1 == 26
+    assert data[0] == KIND_RECORD
+    assert struct.unpack_from("<q", data, 1)[0] == -7
+    assert data[9:25] == RID.bytes
+    assert data[25:] == body
+    assert entry_id(data) == RID.bytes
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",  # the leader's no-op
+        b"\x01" * (HEAD_SIZE - 1),  # too short to be a record
+        b"\x02" + b"\x00" * 30,  # another kind
+        b"\x00" + b"\x00" * 30,
+    ],
+)
+def test_non_record_data(data: bytes) -> None:
+    assert entry_id(data) is None
+    assert decode_entry(3, 1, data) is None
+
+
+text = st.text(max_size=200)
+field_values = st.one_of(
+    st.text(max_size=50),
+    st.integers(INT64_MIN, INT64_MAX),
+    st.floats(allow_nan=False),
+    st.booleans(),
+)
+records = st.fixed_dictionaries(
+    {"id": st.binary(min_size=16, max_size=16), "msg": text},
+    optional={
+        "ts": st.one_of(st.none(), st.integers(INT64_MIN, INT64_MAX)),
+        "level": st.sampled_from(LEVELS),
+        "source": st.text(max_size=MAX_SOURCE_CHARS),
+        "fields": st.dictionaries(st.text(max_size=20), field_values, max_size=10),
+    },
+)
+
+
+@given(
+    raw=records,
+    node=st.text(min_size=1, max_size=10),
+    offset=st.integers(-86_400 * 10**9, 86_400 * 10**9),
+    received=st.one_of(st.none(), st.integers(0, INT64_MAX)),
+    uncertain=st.booleans(),
+    ingest_ts=st.integers(INT64_MIN, INT64_MAX),
+    index=st.integers(1, 1 << 40),
+    term=st.integers(1, 1 << 40),
+)
+def test_round_trip(
+    raw: dict[str, Any],
+    node: str,
+    offset: int,
+    received: int | None,
+    uncertain: bool,
+    ingest_ts: int,
+    index: int,
+    term: int,
+) -> None:
+    a = validate(
+        raw, node=node, clock_offset_ns=offset, received_ns=received, clock_uncertain=uncertain
+    )
+    data = entry_data(ingest_ts, a.id, a.body)
+    assert entry_id(data) == raw["id"]
+    r = decode_entry(index, term, data)
+    ts = raw.get("ts")
+    assert r == StoredRecord(
+        index=index,
+        term=term,
+        id=raw["id"],
+        ingest_ts=ingest_ts,
+        ts=ts,
+        ts_corrected=ts + offset if ts is not None else received,
+        level=raw.get("level", "info"),
+        source=raw.get("source", ""),
+        msg=raw["msg"],
+        fields=raw.get("fields", {}),
+        node=node,
+        clock_uncertain=uncertain,
+    )
+    assert entry_ingest_ts(data) == ingest_ts
+    # bools stay bools through CBOR (True must not come back as 1)
+    for k, v in raw.get("fields", {}).items():
+        assert type(r.fields[k]) is type(v)
+
+
+def test_to_json() -> None:
+    a = validate(good(ts=10, source="s", fields={"k": "v"}), node="n3")
+    r = decode_entry(4, 2, entry_data(99, a.id, a.body))
+    assert r is not None
+    assert r.to_json() == {
+        "id": str(RID),
+        "index": 4,
+        "term": 2,
+        "ts": 10,
+        "ts_corrected": 10,
+        "ingest_ts": 99,
+        "level": "info",
+        "source": "s",
+        "msg": "hello",
+        "fields": {"k": "v"},
+        "late": False,
+        "node": "n3",
+        "clock_uncertain": False,
+    }
+
+
+def test_body_without_clock_flag_decodes_as_certain() -> None:
+    # Records written before the clock_uncertain flag existed have no "cu" key.
+    body = cbor2.dumps({"ts": 1, "tc": 1, "lv": 1, "src": "", "msg": "old", "f": {}, "n": "n1"})
+    r = decode_entry(1, 1, entry_data(2, RID.bytes, body))
+    assert r is not None
+    assert r.clock_uncertain is False
+    assert r.msg == "old"
+
+
+@pytest.mark.parametrize("ts", [0, 1, -1, INT64_MAX, INT64_MIN])
+def test_leader_tick_entries_are_not_records(ts: int) -> None:
+    data = tick_data(ts)
+    assert data[0] == KIND_TICK
+    assert entry_tick_ts(data) == ts
+    assert entry_ingest_ts(data) == ts  # ticks carry the leader's time like records do
+    assert entry_id(data) is None
+    assert decode_entry(5, 1, data) is None
+
+
+def test_ingest_ts_of_other_entries() -> None:
+    assert entry_ingest_ts(b"") is None  # the Raft no-op
+    assert entry_tick_ts(b"") is None
+    assert entry_tick_ts(entry_data(5, RID.bytes, b"\xa0")) is None
+    assert entry_tick_ts(tick_data(5) + b"x") is None  # a tick has exactly 9 bytes
+    assert entry_ingest_ts(b"\x03" + b"\x00" * 30) is None
