@@ -8,7 +8,7 @@ The node that takes a submission validates each record once and encodes it once 
 CBOR map that also carries ``ts_corrected`` and the taking ``node``). From then on the record
 travels as bytes; the leader only prepends its ingest time. Entry data in the Raft log::
 
-    kind(1) = 0x01 | ingest_ts (i64 LE, ns) | id (16) | body (CBOR)
+    kind(1) = 0x01 | ingest_ts (i64 LE, ns) | id (16) | body = ts_corrected (i64) + CBOR
 
 so dedup at apply reads the id at a fixed offset without decoding CBOR. A leader time tick is
 ``kind(1) = 0x02 | ingest_ts``; the empty entry is the Raft no-op.
@@ -33,6 +33,8 @@ KIND_RECORD = 0x01
 KIND_TICK = 0x02
 _HEAD = struct.Struct("<Bq16s")
 HEAD_SIZE = _HEAD.size  # 25
+_TC = struct.Struct("<q")  # ts_corrected, first in the body: the event-time key without CBOR
+NO_TS = -(1 << 63)
 _RECORD_KEYS = {"id", "ts", "level", "source", "msg", "fields"}
 _FIELD_TYPES = (str, int, float, bool)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -99,10 +101,14 @@ def validate(
         raise RecordError(f"msg must be text, got {type(msg).__name__}")
     fields = raw.get("fields", {})
     _check_fields(fields)
-    body = cbor2.dumps(
+    tc = ts + clock_offset_ns if ts is not None else received_ns
+    if tc is not None and (not _in64(tc) or tc == NO_TS):  # NO_TS itself means "no ts"
+        raise RecordError(
+            f"ts {ts} corrected by the producer's clock offset leaves the int64 range"
+        )
+    body = _TC.pack(NO_TS if tc is None else tc) + cbor2.dumps(
         {
             "ts": ts,
-            "tc": ts + clock_offset_ns if ts is not None else received_ns,
             "cu": clock_uncertain,
             "lv": LEVELS.index(level),
             "src": source,
@@ -162,6 +168,12 @@ def entry_tick_ts(data: bytes) -> int | None:
     return int(_TICK.unpack(data)[1])
 
 
+def entry_ts_corrected(data: bytes) -> int | None:
+    """The event-time key of a record entry (None if the record has no event time)."""
+    tc = int(_TC.unpack_from(data, HEAD_SIZE)[0])
+    return None if tc == NO_TS else tc
+
+
 def entry_ingest_ts(data: bytes) -> int | None:
     """The leader's time of a record or tick entry, or None for other entries."""
     if len(data) >= HEAD_SIZE and data[0] == KIND_RECORD:
@@ -216,14 +228,15 @@ def decode_entry(index: int, term: int, data: bytes) -> StoredRecord | None:
     if len(data) < HEAD_SIZE or data[0] != KIND_RECORD:
         return None
     _, ingest_ts, rid = _HEAD.unpack_from(data)
-    b = cbor2.loads(data[HEAD_SIZE:])
+    tc = _TC.unpack_from(data, HEAD_SIZE)[0]
+    b = cbor2.loads(data[HEAD_SIZE + _TC.size :])
     return StoredRecord(
         index,
         term,
         rid,
         ingest_ts,
         b["ts"],
-        b["tc"],
+        None if tc == NO_TS else tc,
         LEVELS[b["lv"]],
         b["src"],
         b["msg"],

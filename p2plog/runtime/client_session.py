@@ -23,7 +23,7 @@ from p2plog.record import (
     decode_entry,
     validate,
 )
-from p2plog.runtime.event_stream import emitted_json
+from p2plog.runtime.event_stream import emitted_json, emitted_record
 from p2plog.runtime.node import RETRY_AFTER_MS, Node
 from p2plog.runtime.reads import MAX_LIMIT, Filter, record_json, scan_chunk
 from p2plog.wire.client import MAX_CLIENT_FRAME
@@ -298,7 +298,11 @@ class Session:
                     if sub.buf:
                         items = list(sub.buf)
                         sub.buf.clear()
-                        rows = [emitted_json(em) for em in items if flt.matches(em.payload)]
+                        rows = []
+                        for em in items:
+                            r = emitted_record(em)
+                            if flt.matches(r):
+                                rows.append(emitted_json(em, r))
                         if rows:
                             await self.batch(req, rows)
                         continue

@@ -18,7 +18,13 @@ import trio
 
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.types import Entry
-from p2plog.record import StoredRecord, decode_entry, entry_tick_ts
+from p2plog.record import (
+    StoredRecord,
+    decode_entry,
+    entry_ingest_ts,
+    entry_tick_ts,
+    entry_ts_corrected,
+)
 from p2plog.state.applier import Applied
 
 SUBSCRIBER_BUFFER = 20_000
@@ -26,7 +32,7 @@ SUBSCRIBER_BUFFER = 20_000
 
 @dataclass(eq=False)
 class EventSubscriber:
-    buf: deque[Emitted[StoredRecord]] = field(default_factory=deque)
+    buf: deque[Emitted[Entry]] = field(default_factory=deque)
     wakeup: trio.Event = field(default_factory=trio.Event)
     behind: bool = False
     limit: int = SUBSCRIBER_BUFFER
@@ -34,20 +40,22 @@ class EventSubscriber:
 
 class EventStream:
     def __init__(self, *, reorder_window_ms: int, max_records: int, max_bytes: int) -> None:
-        self.buffer: ReorderBuffer[StoredRecord] = ReorderBuffer(
+        self.buffer: ReorderBuffer[Entry] = ReorderBuffer(
             reorder_window_ms=reorder_window_ms, max_records=max_records, max_bytes=max_bytes
         )
         self.subs: set[EventSubscriber] = set()
 
     def feed(self, items: Sequence[tuple[Entry, Applied | None]]) -> None:
-        out: list[Emitted[StoredRecord]] = []
+        out: list[Emitted[Entry]] = []
         for e, a in items:
             if a is not None:
                 if a.dup:
                     continue  # the applier's duplicate copy: readers never see it
-                r = decode_entry(e.index, e.term, e.data)
-                assert r is not None, f"applied record at {e.index} does not decode"
-                out += self.buffer.add_record(e.index, r.ts_corrected, r.ingest_ts, r, len(e.data))
+                # Keyed from the fixed binary prefix: no CBOR decode per record on this path.
+                tc = entry_ts_corrected(e.data)
+                ingest = entry_ingest_ts(e.data)
+                assert ingest is not None, f"applied record at {e.index} has no ingest time"
+                out += self.buffer.add_record(e.index, tc, ingest, e, len(e.data))
                 continue
             ts = entry_tick_ts(e.data)
             if ts is not None:
@@ -59,7 +67,7 @@ class EventStream:
         """Records are waiting for the watermark: the leader should commit its time."""
         return self.buffer.depth > 0
 
-    def _publish(self, out: list[Emitted[StoredRecord]]) -> None:
+    def _publish(self, out: list[Emitted[Entry]]) -> None:
         for s in list(self.subs):
             if s.behind:
                 continue
@@ -84,8 +92,15 @@ class EventStream:
         return st
 
 
-def emitted_json(em: Emitted[StoredRecord]) -> dict[str, Any]:
-    d = em.payload.to_json()
+def emitted_record(em: Emitted[Entry]) -> StoredRecord:
+    e = em.payload
+    r = decode_entry(e.index, e.term, e.data)
+    assert r is not None, f"emitted entry {e.index} is not a record"
+    return r
+
+
+def emitted_json(em: Emitted[Entry], r: StoredRecord) -> dict[str, Any]:
+    d = r.to_json()
     d["late"] = em.late or em.early or em.absurd
     d["early"] = em.early
     d["absurd"] = em.absurd

@@ -19,6 +19,7 @@ from p2plog.record import (
     MAX_FIELDS,
     MAX_RECORD_BYTES,
     MAX_SOURCE_CHARS,
+    NO_TS,
     Accepted,
     RecordError,
     StoredRecord,
@@ -43,8 +44,11 @@ def good(**over: Any) -> dict[str, Any]:
 
 
 def body_of(a: Accepted) -> dict[str, Any]:
-    decoded = cbor2.loads(a.body)
+    """The body as a map, with its binary ts_corrected prefix put back under "tc"."""
+    (tc,) = struct.unpack_from("<q", a.body)
+    decoded = cbor2.loads(a.body[8:])
     assert isinstance(decoded, dict)
+    decoded["tc"] = None if tc == NO_TS else tc
     return decoded
 
 
@@ -122,12 +126,18 @@ def test_every_level(level: str) -> None:
 
 
 def test_boundaries_accepted() -> None:
-    validate(good(ts=INT64_MIN), node="n1")
+    validate(good(ts=INT64_MIN + 1), node="n1")  # INT64_MIN itself marks "no event time"
     validate(good(ts=INT64_MAX), node="n1")
     validate(good(source="s" * MAX_SOURCE_CHARS), node="n1")
     validate(good(fields={f"k{i}": i for i in range(MAX_FIELDS)}), node="n1")
     validate(good(msg=""), node="n1")
     validate(good(ts=None), node="n1")  # explicit null ts means "no event time"
+
+
+def test_ts_that_collides_with_the_no_ts_marker_is_refused() -> None:
+    assert "int64 range" in reject(good(ts=INT64_MIN))
+    with pytest.raises(RecordError):
+        validate(good(ts=INT64_MAX), node="n1", clock_offset_ns=1)  # corrected: past int64
 
 
 def test_size_limit_is_exact() -> None:
@@ -368,7 +378,9 @@ def test_to_json() -> None:
 
 def test_body_without_clock_flag_decodes_as_certain() -> None:
     # Records written before the clock_uncertain flag existed have no "cu" key.
-    body = cbor2.dumps({"ts": 1, "tc": 1, "lv": 1, "src": "", "msg": "old", "f": {}, "n": "n1"})
+    body = struct.pack("<q", 1) + cbor2.dumps(
+        {"ts": 1, "lv": 1, "src": "", "msg": "old", "f": {}, "n": "n1"}
+    )
     r = decode_entry(1, 1, entry_data(2, RID.bytes, body))
     assert r is not None
     assert r.clock_uncertain is False
