@@ -58,6 +58,8 @@ class TailStream:
         return self
 
     async def __aenter__(self) -> TailStream:
+        # Subscribe now, not at the first read: "from now" means from entering the block.
+        await self._subscribe()
         return self
 
     async def __aexit__(

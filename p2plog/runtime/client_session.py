@@ -15,17 +15,20 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from p2plog.order.reorder import Emitted
+from p2plog.raft.types import Entry
 from p2plog.record import (
     LEVELS,
     MAX_BATCH_BYTES,
     MAX_BATCH_RECORDS,
     RecordError,
+    StoredRecord,
     decode_entry,
     validate,
 )
 from p2plog.runtime.event_stream import emitted_json, emitted_record
 from p2plog.runtime.node import RETRY_AFTER_MS, Node
-from p2plog.runtime.reads import MAX_LIMIT, Filter, record_json, scan_chunk
+from p2plog.runtime.reads import MAX_LIMIT, Filter, event_scan, record_json, scan_chunk
 from p2plog.wire.client import MAX_CLIENT_FRAME
 from p2plog.wire.envelope import (
     ProtocolError,
@@ -209,19 +212,43 @@ class Session:
             limiter=self.node.limiter,
         )
 
+    async def event_scan(
+        self, lo: int, hi: int, applied: int
+    ) -> list[tuple[StoredRecord, Emitted[Entry]]]:
+        loop = self.node.loop
+        storage = self.node.storage
+        assert loop is not None
+        assert storage is not None
+        dups = loop.applier.dup_indexes
+        window = self.node.config.cluster.reorder_window_ms
+        return await trio.to_thread.run_sync(
+            lambda: event_scan(storage, lo, hi, applied, dups.__contains__, window_ms=window),
+            limiter=self.node.limiter,
+        )
+
     async def query(self, req: int, msg: dict[str, Any]) -> None:
         flt = self.filter(msg)
         limit = min(get_int(msg, "limit", 1000), MAX_LIMIT)
         if limit < 1:
             raise ProtocolError("query: limit must be at least 1")
         assert self.node.loop is not None
-        hi = self.node.loop.applier.applied_index + 1
+        applied = self.node.loop.applier.applied_index
+        hi = applied + 1
         if flt.to_index is not None:
             hi = min(hi, flt.to_index + 1)
+        if get_str(msg, "order", "index") == "event":
+            # The event-time stream's order and flags for the records of one index range (at
+            # most ``limit`` indexes, so at most ``limit`` rows); page on with next_index.
+            end = hi
+            hi = min(end, flt.from_index + limit)
+            pairs = await self.event_scan(flt.from_index, hi, applied)
+            rows = [emitted_json(em, r) for r, em in pairs if flt.matches(r)]
+            await self.send(
+                "batch", {"req": req, "records": rows, "next_index": hi, "done": hi >= end}
+            )
+            return
         recs, nxt = await self.scan(flt.from_index, hi, flt, limit)
         rows = [record_json(r) for r in recs]
-        if get_str(msg, "order", "index") == "event":
-            rows.sort(key=_event_key)
         done = nxt >= hi
         await self.send("batch", {"req": req, "records": rows, "next_index": nxt, "done": done})
 
@@ -314,11 +341,6 @@ class Session:
 
     async def batch(self, req: int, rows: list[dict[str, Any]]) -> None:
         await self.send("batch", {"req": req, "records": rows, "done": False})
-
-
-def _event_key(d: dict[str, Any]) -> tuple[int, int]:
-    tc = d["ts_corrected"]
-    return (d["ingest_ts"] if tc is None else tc, d["index"])
 
 
 async def serve_client(node: Node, ws: WebSocketConnection) -> None:

@@ -1,4 +1,5 @@
-"""Reads from the committed log: filtered, paged scans (``query``) in a worker thread.
+"""Reads from the committed log: filtered, paged scans (``query``) in a worker thread, in index
+order or in the event-time stream's order (``event_scan``).
 
 Only applied (committed) records are visible (the high-watermark rule); duplicates the applier
 marked are skipped. Scans go through the storage limiter in bounded chunks, so a large query
@@ -11,8 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2plog.raft.types import Index
-from p2plog.record import LEVELS, StoredRecord, decode_entry
+from p2plog.order.reorder import DAY_MS, Emitted, ReorderBuffer
+from p2plog.raft.types import Entry, Index
+from p2plog.record import (
+    LEVELS,
+    StoredRecord,
+    decode_entry,
+    entry_id,
+    entry_ingest_ts,
+    entry_ts_corrected,
+)
 from p2plog.storage.segmented_log import SegmentedLog
 
 CHUNK_ENTRIES = 4096
@@ -75,3 +84,95 @@ def record_json(r: StoredRecord, late: bool = False) -> dict[str, Any]:
     d = r.to_json()
     d["late"] = late
     return d
+
+
+def event_scan(
+    storage: SegmentedLog,
+    lo: int,
+    hi: int,
+    applied: int,
+    dups: Callable[[int], bool],
+    *,
+    window_ms: int,
+    absurd_after_ms: int = DAY_MS,
+) -> list[tuple[StoredRecord, Emitted[Entry]]]:
+    """The records of ``[lo, hi)`` in the order the event-time stream emits them, each with how
+    the stream emitted it (its late/early/absurd flags).
+
+    Why a partial replay is exact: ``ingest_ts`` grows with the index, so the watermark after
+    any entry depends only on the last entry before it that carries a time. A fresh buffer is
+    seeded with that time, fed the records of the range, and fed every later entry only as a
+    watermark move (skipping duplicates and absurd records, as the live stream does) until the
+    range has drained. Records still inside the window at the end of the log come last, in
+    key order, unflagged. Only a buffer-full early release in the live stream (which depends on
+    records outside the range) can differ.
+    """
+    buf: ReorderBuffer[Entry] = ReorderBuffer(
+        reorder_window_ms=window_ms,
+        max_records=1 << 62,
+        max_bytes=1 << 62,
+        absurd_after_ms=absurd_after_ms,
+    )
+    absurd_ns = absurd_after_ms * 1_000_000
+    seed = _last_time_before(storage, lo, dups, absurd_ns)
+    if seed is not None:
+        buf.add_tick(seed)
+    out: list[tuple[StoredRecord, Emitted[Entry]]] = []
+
+    def take(emitted: list[Emitted[Entry]]) -> None:
+        for em in emitted:
+            e = em.payload
+            r = decode_entry(e.index, e.term, e.data)
+            assert r is not None
+            out.append((r, em))
+
+    pos = max(lo, storage.first_index())
+    end = applied + 1
+    while pos < end and (pos < hi or buf.depth):
+        entries = storage.entries(Index(pos), Index(min(end, pos + CHUNK_ENTRIES)), CHUNK_BYTES)
+        if not entries:
+            break
+        for e in entries:
+            pos = e.index + 1
+            if e.index < hi and entry_id(e.data) is not None and not dups(e.index):
+                # In the range: fed as the live stream feeds it (absurd ones are emitted flagged).
+                ingest = entry_ingest_ts(e.data)
+                assert ingest is not None
+                take(buf.add_record(e.index, entry_ts_corrected(e.data), ingest, e, len(e.data)))
+            else:
+                t = _time_of(e, dups, absurd_ns)
+                if t is not None:
+                    take(buf.add_tick(t))
+            if pos >= hi and not buf.depth:
+                break
+    take(buf.flush_all())
+    return out
+
+
+def _time_of(e: Entry, dups: Callable[[int], bool], absurd_ns: int) -> int | None:
+    """The time an entry moves the live stream's watermark to (None: it does not)."""
+    if dups(e.index):
+        return None
+    t = entry_ingest_ts(e.data)
+    if t is None or entry_id(e.data) is None:
+        return t  # a leader tick (or None for a no-op)
+    tc = entry_ts_corrected(e.data)
+    if tc is not None and abs(tc - t) > absurd_ns:
+        return None  # an absurd record is emitted at once and moves nothing
+    return t
+
+
+def _last_time_before(
+    storage: SegmentedLog, lo: int, dups: Callable[[int], bool], absurd_ns: int
+) -> int | None:
+    hi = lo
+    first = storage.first_index()
+    while hi > first:
+        start = max(first, hi - CHUNK_ENTRIES)
+        entries = storage.entries(Index(start), Index(hi), CHUNK_BYTES * 4)
+        for e in reversed(entries):
+            t = _time_of(e, dups, absurd_ns)
+            if t is not None:
+                return t
+        hi = start
+    return None

@@ -228,13 +228,18 @@ async def test_query_pages_and_filters(cluster: LocalCluster) -> None:
 
 
 async def test_query_event_order(cluster: LocalCluster) -> None:
-    now = 1_800_000_000_000_000_000
+    now = time.time_ns()
     recs = [make_record(f"e{i}", ts=now - i * 1000) for i in range(5)]
+    # A year ahead of its ingest time: absurd, so emitted at once (flagged), never waited for.
+    absurd = make_record("absurd", ts=now + 365 * 86_400 * 10**9)
     with trio.fail_after(TIMEOUT_S):
         async with open_client(cluster.addresses) as c:
-            first = (await c.submit(recs))[0].index
+            first = (await c.submit([*recs, absurd]))[0].index
             rows = await c.query(from_index=first, order="event")
-    assert [r["msg"] for r in rows] == ["e4", "e3", "e2", "e1", "e0"]
+    assert [r["msg"] for r in rows] == ["absurd", "e4", "e3", "e2", "e1", "e0"]
+    assert rows[0]["absurd"] is True
+    assert rows[0]["late"] is True
+    assert not any(r["late"] for r in rows[1:])
 
 
 async def test_status_and_clock_offset(cluster: LocalCluster) -> None:

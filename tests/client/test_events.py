@@ -53,3 +53,31 @@ async def test_status_reports_the_reorder_buffer(cluster: LocalCluster) -> None:
             st = await c.status()
     reorder = st["reorder"]
     assert {"depth", "late", "watermark_lag_ms"} <= set(reorder)
+
+
+async def test_event_query_matches_the_live_stream_on_every_node(cluster: LocalCluster) -> None:
+    """query --order event replays the stream for an index range: the same order and the same
+    late flags the live tail delivered, on every node."""
+    now = time.time_ns()
+    offsets_ms = [500, -20_000, 100, 800, 0, -30_000, 300]  # two of them older than the window
+    recs = [make_record(f"q{k}", ts=now + k * MS) for k in offsets_ms]
+    live: list[dict[str, object]] = []
+    with trio.fail_after(TIMEOUT_S):
+        async with open_client(cluster.addresses) as c, c.tail(order="event") as t:
+            await trio.sleep(0.2)
+            acks = [(await c.submit([r]))[0] for r in recs]
+            async for row in t:
+                live.append(row)
+                if len(live) == len(recs):
+                    break
+        first, last = acks[0].index, acks[-1].index
+        per_node = []
+        for address in cluster.addresses:
+            async with open_client([address]) as one:
+                rows = await one.query(from_index=first, to_index=last, order="event")
+            per_node.append([(row["msg"], row["late"]) for row in rows])
+    expected = [(row["msg"], row["late"]) for row in live]
+    assert sorted(m for m, _ in expected) == sorted(r["msg"] for r in recs)
+    assert {m for m, late in expected if late} == {"q-20000", "q-30000"}
+    for got in per_node:
+        assert got == expected
