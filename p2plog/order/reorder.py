@@ -119,7 +119,7 @@ class ReorderBuffer(Generic[P]):
         key = ingest_ts if ts_corrected is None else ts_corrected
         before = self.watermark_ns
         late = before is not None and key < before
-        if abs(key - ingest_ts) > self.absurd_after_ns:
+        if self.is_absurd(ts_corrected, ingest_ts):
             self.absurd += 1
             self.late += late
             return [self._emit(key, index, ingest_ts, payload, late=late, absurd=True)]
@@ -133,6 +133,10 @@ class ReorderBuffer(Generic[P]):
         while len(self._heap) > self.max_records or self._bytes > self.max_bytes:
             out.append(self._pop(early=True))
         return out
+
+    def is_absurd(self, ts_corrected: int | None, ingest_ts: int) -> bool:
+        """Is this event time too far from its ingest time to wait for (or to move anything)?"""
+        return ts_corrected is not None and abs(ts_corrected - ingest_ts) > self.absurd_after_ns
 
     def add_tick(self, ingest_ts: int) -> list[Emitted[P]]:
         """Feed the ingest time of a committed leader tick (or no-op) that carries a time; it

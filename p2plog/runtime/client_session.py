@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -29,6 +30,7 @@ from p2plog.record import (
 from p2plog.runtime.event_stream import emitted_json, emitted_record
 from p2plog.runtime.node import RETRY_AFTER_MS, Node
 from p2plog.runtime.reads import MAX_LIMIT, Filter, event_scan, record_json, scan_chunk
+from p2plog.storage.segmented_log import SegmentedLog
 from p2plog.wire.client import MAX_CLIENT_FRAME
 from p2plog.wire.envelope import (
     ProtocolError,
@@ -43,6 +45,7 @@ from p2plog.wire.envelope import (
 )
 
 log = logging.getLogger("p2plog.client_session")
+R = TypeVar("R")
 
 SEND_TIMEOUT_S = 30.0
 MAX_CLIENT_OFFSET_NS = 86_400 * 10**9
@@ -201,29 +204,25 @@ class Session:
             grep=get_opt_str(msg, "grep"),
         )
 
-    async def scan(self, lo: int, hi: int, flt: Filter, limit: int) -> tuple[list[Any], int]:
+    async def read(self, fn: Callable[[SegmentedLog, Callable[[int], bool]], R]) -> R:
+        """Run ``fn(storage, is_dup)`` in the storage worker thread (reads and appends share
+        one limiter, so a read never races an append)."""
         loop = self.node.loop
         storage = self.node.storage
         assert loop is not None
         assert storage is not None
-        dups = loop.applier.dup_indexes
-        return await trio.to_thread.run_sync(
-            lambda: scan_chunk(storage, lo, hi, flt, dups.__contains__, limit),
-            limiter=self.node.limiter,
-        )
+        is_dup = loop.applier.dup_indexes.__contains__
+        return await trio.to_thread.run_sync(lambda: fn(storage, is_dup), limiter=self.node.limiter)
+
+    async def scan(self, lo: int, hi: int, flt: Filter, limit: int) -> tuple[list[Any], int]:
+        return await self.read(lambda st, dup: scan_chunk(st, lo, hi, flt, dup, limit))
 
     async def event_scan(
         self, lo: int, hi: int, applied: int
     ) -> list[tuple[StoredRecord, Emitted[Entry]]]:
-        loop = self.node.loop
-        storage = self.node.storage
-        assert loop is not None
-        assert storage is not None
-        dups = loop.applier.dup_indexes
         window = self.node.config.cluster.reorder_window_ms
-        return await trio.to_thread.run_sync(
-            lambda: event_scan(storage, lo, hi, applied, dups.__contains__, window_ms=window),
-            limiter=self.node.limiter,
+        return await self.read(
+            lambda st, dup: event_scan(st, lo, hi, applied, dup, window_ms=window)
         )
 
     async def query(self, req: int, msg: dict[str, Any]) -> None:
@@ -306,11 +305,11 @@ class Session:
     async def tail_events(self, req: int, flt: Filter, scope: trio.CancelScope) -> None:
         """Follow the event-time ordered stream from now (it is the same on every node).
         ``from_index`` does not apply: event order is not index order."""
-        sub = self.node.events.subscribe()
+        sub = self.node.events.hub.subscribe()
         try:
             with scope:
                 while True:
-                    if sub.behind:
+                    if sub.behind_at is not None:
                         await self.send(
                             "end",
                             {
@@ -336,7 +335,7 @@ class Session:
                     sub.wakeup = trio.Event()
                     await sub.wakeup.wait()
         finally:
-            self.node.events.unsubscribe(sub)
+            self.node.events.hub.unsubscribe(sub)
             self.tails.pop(req, None)
 
     async def batch(self, req: int, rows: list[dict[str, Any]]) -> None:

@@ -3,39 +3,53 @@
 Every node feeds one ``ReorderBuffer`` with every applied entry from index 1 (records, and the
 leader's time ticks that move the watermark when no records come). The stream is therefore a
 pure function of the committed log: every node emits the same records in the same order with
-the same ``late``/``early``/``absurd`` flags. Subscribers get what is emitted from the moment
-they subscribe; each has a bounded buffer and is cut off, not waited for, when it falls behind.
+the same ``late``/``early``/``absurd`` flags. ``feed_entry`` is the one rule for how an entry
+feeds a buffer; the query replay (``reads.event_scan``) uses it too, so the two cannot drift
+apart. Subscribers get what is emitted from the moment they subscribe, through a ``TailHub``
+(bounded per-subscriber buffers; a reader that falls behind is cut off, not waited for).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
-
-import trio
 
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.types import Entry
 from p2plog.record import (
     StoredRecord,
     decode_entry,
+    entry_id,
     entry_ingest_ts,
-    entry_tick_ts,
     entry_ts_corrected,
 )
+from p2plog.runtime.tail_hub import TailHub
 from p2plog.state.applier import Applied
 
-SUBSCRIBER_BUFFER = 20_000
+
+def feed_entry(
+    buf: ReorderBuffer[Entry], e: Entry, *, dup: bool, as_record: bool = True
+) -> list[Emitted[Entry]]:
+    """Feed one committed entry: a record (``as_record``; keyed from the body's binary prefix,
+    no CBOR decode), or only the watermark move it causes (a record outside a replayed range,
+    or a leader tick). Duplicates and no-ops feed nothing; an absurd record moves nothing."""
+    if as_record and not dup and entry_id(e.data) is not None:
+        ingest = entry_ingest_ts(e.data)
+        assert ingest is not None, f"record at {e.index} has no ingest time"
+        return buf.add_record(e.index, entry_ts_corrected(e.data), ingest, e, len(e.data))
+    t = watermark_time(buf, e, dup=dup)
+    return [] if t is None else buf.add_tick(t)
 
 
-@dataclass(eq=False)
-class EventSubscriber:
-    buf: deque[Emitted[Entry]] = field(default_factory=deque)
-    wakeup: trio.Event = field(default_factory=trio.Event)
-    behind: bool = False
-    limit: int = SUBSCRIBER_BUFFER
+def watermark_time(buf: ReorderBuffer[Entry], e: Entry, *, dup: bool) -> int | None:
+    """The time this entry advances the stream's watermark to, or None if it does not."""
+    if dup:
+        return None
+    ingest = entry_ingest_ts(e.data)
+    if ingest is None or entry_id(e.data) is None:
+        return ingest  # a leader tick, or None for a no-op
+    # An absurd record is emitted at once, flagged; it must not drag the watermark along.
+    return None if buf.is_absurd(entry_ts_corrected(e.data), ingest) else ingest
 
 
 class EventStream:
@@ -43,52 +57,22 @@ class EventStream:
         self.buffer: ReorderBuffer[Entry] = ReorderBuffer(
             reorder_window_ms=reorder_window_ms, max_records=max_records, max_bytes=max_bytes
         )
-        self.subs: set[EventSubscriber] = set()
+        self.hub: TailHub[Emitted[Entry]] = TailHub()
 
     def feed(self, items: Sequence[tuple[Entry, Applied | None]]) -> None:
         out: list[Emitted[Entry]] = []
         for e, a in items:
-            if a is not None:
-                if a.dup:
-                    continue  # the applier's duplicate copy: readers never see it
-                # Keyed from the fixed binary prefix: no CBOR decode per record on this path.
-                tc = entry_ts_corrected(e.data)
-                ingest = entry_ingest_ts(e.data)
-                assert ingest is not None, f"applied record at {e.index} has no ingest time"
-                out += self.buffer.add_record(e.index, tc, ingest, e, len(e.data))
-                continue
-            ts = entry_tick_ts(e.data)
-            if ts is not None:
-                out += self.buffer.add_tick(ts)
+            out += feed_entry(self.buffer, e, dup=a is not None and a.dup)
         if out:
-            self._publish(out)
+            self.hub.publish(out)
 
     def wants_time_tick(self) -> bool:
         """Records are waiting for the watermark: the leader should commit its time."""
         return self.buffer.depth > 0
 
-    def _publish(self, out: list[Emitted[Entry]]) -> None:
-        for s in list(self.subs):
-            if s.behind:
-                continue
-            if len(s.buf) + len(out) > s.limit:
-                s.behind = True
-                s.buf.clear()
-            else:
-                s.buf.extend(out)
-            s.wakeup.set()
-
-    def subscribe(self) -> EventSubscriber:
-        s = EventSubscriber()
-        self.subs.add(s)
-        return s
-
-    def unsubscribe(self, s: EventSubscriber) -> None:
-        self.subs.discard(s)
-
     def statistics(self, now_ns: int) -> dict[str, Any]:
         st = self.buffer.statistics(now_ns)
-        st["subscribers"] = len(self.subs)
+        st["subscribers"] = len(self.hub.subs)
         return st
 
 

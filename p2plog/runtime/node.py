@@ -66,7 +66,7 @@ class Node:
             heartbeat_ticks=c.heartbeat_ticks,
             max_apply_bytes=1 << 20,  # bounded work per Ready keeps the event loop responsive
         )
-        self.tail_hub = TailHub()
+        self.tail_hub: TailHub[Entry] = TailHub()
         self.events = EventStream(
             reorder_window_ms=c.reorder_window_ms,
             max_records=c.reorder_max_records,

@@ -14,14 +14,8 @@ from typing import Any
 
 from p2plog.order.reorder import DAY_MS, Emitted, ReorderBuffer
 from p2plog.raft.types import Entry, Index
-from p2plog.record import (
-    LEVELS,
-    StoredRecord,
-    decode_entry,
-    entry_id,
-    entry_ingest_ts,
-    entry_ts_corrected,
-)
+from p2plog.record import LEVELS, StoredRecord, decode_entry
+from p2plog.runtime.event_stream import emitted_record, feed_entry, watermark_time
 from p2plog.storage.segmented_log import SegmentedLog
 
 CHUNK_ENTRIES = 4096
@@ -113,18 +107,13 @@ def event_scan(
         max_bytes=1 << 62,
         absurd_after_ms=absurd_after_ms,
     )
-    absurd_ns = absurd_after_ms * 1_000_000
-    seed = _last_time_before(storage, lo, dups, absurd_ns)
+    seed = _last_time_before(storage, buf, lo, dups)
     if seed is not None:
         buf.add_tick(seed)
     out: list[tuple[StoredRecord, Emitted[Entry]]] = []
 
     def take(emitted: list[Emitted[Entry]]) -> None:
-        for em in emitted:
-            e = em.payload
-            r = decode_entry(e.index, e.term, e.data)
-            assert r is not None
-            out.append((r, em))
+        out.extend((emitted_record(em), em) for em in emitted)
 
     pos = max(lo, storage.first_index())
     end = applied + 1
@@ -134,44 +123,25 @@ def event_scan(
             break
         for e in entries:
             pos = e.index + 1
-            if e.index < hi and entry_id(e.data) is not None and not dups(e.index):
-                # In the range: fed as the live stream feeds it (absurd ones are emitted flagged).
-                ingest = entry_ingest_ts(e.data)
-                assert ingest is not None
-                take(buf.add_record(e.index, entry_ts_corrected(e.data), ingest, e, len(e.data)))
-            else:
-                t = _time_of(e, dups, absurd_ns)
-                if t is not None:
-                    take(buf.add_tick(t))
+            # Inside the range, records are fed as records; after it, only as watermark moves.
+            take(feed_entry(buf, e, dup=dups(e.index), as_record=e.index < hi))
             if pos >= hi and not buf.depth:
                 break
     take(buf.flush_all())
     return out
 
 
-def _time_of(e: Entry, dups: Callable[[int], bool], absurd_ns: int) -> int | None:
-    """The time an entry moves the live stream's watermark to (None: it does not)."""
-    if dups(e.index):
-        return None
-    t = entry_ingest_ts(e.data)
-    if t is None or entry_id(e.data) is None:
-        return t  # a leader tick (or None for a no-op)
-    tc = entry_ts_corrected(e.data)
-    if tc is not None and abs(tc - t) > absurd_ns:
-        return None  # an absurd record is emitted at once and moves nothing
-    return t
-
-
 def _last_time_before(
-    storage: SegmentedLog, lo: int, dups: Callable[[int], bool], absurd_ns: int
+    storage: SegmentedLog, buf: ReorderBuffer[Entry], lo: int, dups: Callable[[int], bool]
 ) -> int | None:
+    """The watermark time of the last entry before ``lo`` that moves the watermark."""
     hi = lo
     first = storage.first_index()
     while hi > first:
         start = max(first, hi - CHUNK_ENTRIES)
         entries = storage.entries(Index(start), Index(hi), CHUNK_BYTES * 4)
         for e in reversed(entries):
-            t = _time_of(e, dups, absurd_ns)
+            t = watermark_time(buf, e, dup=dups(e.index))
             if t is not None:
                 return t
         hi = start
