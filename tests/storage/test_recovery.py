@@ -30,28 +30,11 @@ from p2plog.storage.frame import Status
 from p2plog.storage.segment import HEADER_SIZE as SEG_HEADER
 from p2plog.storage.segmented_log import SegmentedLog
 
-PAYLOAD = 100
+from .logdata import PAYLOAD, ent, read_all, run, seg_files
+
 PER_SEG = 32
 SEG = SEG_HEADER + PER_SEG * (frame.HEADER_SIZE + PAYLOAD)  # exactly full: any frame rolls
 REPAIR = "python -m p2plog verify --repair"
-
-
-def ent(term: int, index: int, data: bytes | None = None) -> Entry:
-    if data is None:
-        data = f"{index}:{term}:".encode().ljust(PAYLOAD, b".")
-    return Entry(Term(term), Index(index), data)
-
-
-def run(start: int, n: int, term: int = 1) -> list[Entry]:
-    return [ent(term, i) for i in range(start, start + n)]
-
-
-def read_all(log: SegmentedLog) -> list[Entry]:
-    return log.entries(log.first_index(), Index(log.last_index() + 1), 1 << 40)
-
-
-def seg_files(d: Path) -> list[Path]:
-    return sorted((d / "log").glob("*.seg"))
 
 
 def frame_bounds(raw: bytes) -> list[tuple[int, int, int]]:

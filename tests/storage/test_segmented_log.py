@@ -19,28 +19,12 @@ from p2plog.storage import segmented_log as seglog_mod
 from p2plog.storage.segment import HEADER_SIZE as SEG_HEADER
 from p2plog.storage.segmented_log import SegmentedLog
 
+from .logdata import PAYLOAD, ent, read_all, run, seg_files
+
 FRAME = 24  # frame header bytes
 SEG = 4096
-PAYLOAD = 100  # 124-byte frames: 32 per 4096-byte segment (32 + 32 * 124 = 4000)
+# PAYLOAD = 100 (logdata): 124-byte frames: 32 per 4096-byte segment (32 + 32 * 124 = 4000)
 PER_SEG = (SEG - SEG_HEADER) // (FRAME + PAYLOAD)
-
-
-def ent(term: int, index: int, data: bytes | None = None) -> Entry:
-    if data is None:
-        data = f"{index}:{term}:".encode().ljust(PAYLOAD, b".")
-    return Entry(Term(term), Index(index), data)
-
-
-def run(start: int, n: int, term: int = 1) -> list[Entry]:
-    return [ent(term, i) for i in range(start, start + n)]
-
-
-def read_all(log: SegmentedLog) -> list[Entry]:
-    return log.entries(log.first_index(), Index(log.last_index() + 1), 1 << 40)
-
-
-def seg_files(d: Path) -> list[Path]:
-    return sorted((d / "log").glob("*.seg"))
 
 
 def disk_bytes(d: Path) -> int:
