@@ -1,8 +1,9 @@
 """Coalescing of single-record submits into frames (a Kafka producer's linger).
 
-Callers hand one record each to ``submit_one``; the batcher task collects records for up to
-``linger_s`` after the first one (or until a frame is full by count or bytes), then sends the
-frame in its own task, up to ``max_inflight`` frames at once. While every frame slot is busy,
+Callers hand one record each to ``submit_one``; while frames are in flight, the batcher task
+collects records for up to ``linger_s`` after the first one (or until a frame is full by count
+or bytes); with none in flight it sends what is queued at once. Each frame goes out in its own
+task, up to ``max_inflight`` frames at once. While every frame slot is busy,
 records keep queueing (a bounded channel), so under load frames grow by themselves. Records of
 different ``ack`` modes never share a frame. Every caller gets the outcome of its own record.
 """
@@ -47,6 +48,7 @@ class Batcher:
         self.max_bytes = max_bytes
         self._tx, self._rx = trio.open_memory_channel[tuple[str, _Item]](queue_records)
         self._slots = trio.Semaphore(max_inflight)
+        self.max_inflight = max_inflight
         self.frames = 0
         self.records = 0
 
@@ -89,10 +91,20 @@ class Batcher:
             _fail(stranded)
 
     async def _collect(self, nursery: trio.Nursery, buckets: dict[str, list[_Item]]) -> None:
+        """Gather records for a frame. With no frame in flight, take only what is already
+        queued and go: a lone record does not wait for the linger (its latency is the round
+        trip). While frames are in flight, linger: the records that gather form the next
+        frame (the batch grows with the load, like Nagle without the delay at low load)."""
         sizes = {ack: FRAME_OVERHEAD_BYTES + b[0].size for ack, b in buckets.items()}
-        with trio.move_on_after(self.linger_s):
+        idle = self._slots.value == self.max_inflight
+        with trio.move_on_after(0 if idle else self.linger_s):
             while True:
-                ack, item = await self._rx.receive()
+                try:
+                    ack, item = self._rx.receive_nowait()
+                except trio.WouldBlock:
+                    if idle:
+                        return
+                    ack, item = await self._rx.receive()
                 bucket = buckets.setdefault(ack, [])
                 size = sizes.get(ack, FRAME_OVERHEAD_BYTES)
                 if bucket and (

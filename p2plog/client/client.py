@@ -252,6 +252,7 @@ class Client:
                         "ack": ack,
                         "records": [records[i] for i in todo],
                         "clock_offset_ns": conn.clock_offset_ns,
+                        "compact": True,
                     },
                     timeout_s=min(self.options.request_timeout_s, b.remaining_s()),
                 )
@@ -288,6 +289,11 @@ class Client:
         self, reply: Reply, records: list[Record], todo: list[int], out: list[Outcome | None]
     ) -> list[int]:
         """Fill ``out`` from an ``ack`` reply; returns the records to send again."""
+        for i0, n, index0, term in reply.get("runs", []):
+            for k in range(n):
+                pos = todo[i0 + k]
+                out[pos] = Ack(ensure_id(records[pos]), index0 + k, term, False)
+            self.last_acked_index = max(self.last_acked_index, index0 + n - 1)
         for a in reply.get("acks", []):
             pos = todo[a["i"]]
             got = Ack(str(a["id"]), int(a["index"]), int(a["term"]), bool(a["dup"]))
@@ -332,7 +338,7 @@ class Client:
         with trio.move_on_after(timeout_s):
             while True:
                 st = await self.call("status", {})
-                applied = int(st["node"]["applied_index"])
+                applied = int(st["node"]["record_index"])
                 self._applied_seen = (self._conn, applied)
                 if applied >= index:
                     return True

@@ -144,7 +144,7 @@ class TailStream:
                     reply = await conn.request("status", {}, timeout_s=timeout)
                     if reply["kind"] == "error":
                         raise ConnectionLost(f"status: {reply.get('msg')}")
-                    self.next_index = int(reply["node"]["applied_index"]) + 1
+                    self.next_index = int(reply["node"]["record_index"]) + 1
                 fields = {**self._fields, "from_index": self.next_index}
                 self._stream = await conn.open_stream("tail", fields, timeout_s=timeout)
                 self.subscriptions += 1

@@ -39,7 +39,7 @@ NS_PER_MS = 1_000_000
 DAY_MS = 86_400_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Emitted(Generic[P]):
     """One record as the event-time stream delivers it."""
 
@@ -54,13 +54,6 @@ class Emitted(Generic[P]):
     @property
     def flagged(self) -> bool:
         return self.late or self.early or self.absurd
-
-
-@dataclass(frozen=True, slots=True)
-class _Held(Generic[P]):
-    ingest_ts: int
-    payload: P
-    size_bytes: int
 
 
 class ReorderBuffer(Generic[P]):
@@ -80,10 +73,15 @@ class ReorderBuffer(Generic[P]):
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.absurd_after_ns = absurd_after_ms * NS_PER_MS
-        self._heap: list[tuple[int, int, _Held[P]]] = []
+        # (key time, index, ingest_ts, payload, size): (key, index) is unique, so the payload
+        # is never compared
+        self._heap: list[tuple[int, int, int, P, int]] = []
         self._bytes = 0
         self._max_ingest: int | None = None
         self._last_index = 0
+        # True while nobody reads the output (no event-tail subscriber): records are still
+        # ordered, flagged and counted the same, but not materialized as ``Emitted``.
+        self.discard_output = False
         self.emitted = 0
         self.late = 0
         self.early = 0
@@ -109,29 +107,34 @@ class ReorderBuffer(Generic[P]):
         ingest_ts: int,
         payload: P,
         size_bytes: int,
+        out: list[Emitted[P]] | None = None,
     ) -> list[Emitted[P]]:
-        """Feed the committed record at ``index``; returns what is emitted now, in order."""
+        """Feed the committed record at ``index``; returns what is emitted now, in order
+        (appended to ``out`` when given, so a batch's output collects in one list)."""
         assert index > self._last_index, (
             f"records out of index order: {index} after {self._last_index}"
         )
         assert size_bytes >= 0
+        if out is None:
+            out = []
         self._last_index = index
         key = ingest_ts if ts_corrected is None else ts_corrected
-        before = self.watermark_ns
-        late = before is not None and key < before
-        if self.is_absurd(ts_corrected, ingest_ts):
+        mx = self._max_ingest
+        late = mx is not None and key < mx - self.window_ns
+        if ts_corrected is not None and abs(ts_corrected - ingest_ts) > self.absurd_after_ns:
             self.absurd += 1
             self.late += late
-            return [self._emit(key, index, ingest_ts, payload, late=late, absurd=True)]
+            self._out(out, key, index, ingest_ts, payload, late=late, absurd=True)
+            return out
         if late:
             self.late += 1
-            out = [self._emit(key, index, ingest_ts, payload, late=True)]
-            return out + self._advance(ingest_ts)
-        heapq.heappush(self._heap, (key, index, _Held(ingest_ts, payload, size_bytes)))
-        self._bytes += size_bytes
-        out = self._advance(ingest_ts)
+            self._out(out, key, index, ingest_ts, payload, late=True)
+        else:
+            heapq.heappush(self._heap, (key, index, ingest_ts, payload, size_bytes))
+            self._bytes += size_bytes
+        self._advance(ingest_ts, out)
         while len(self._heap) > self.max_records or self._bytes > self.max_bytes:
-            out.append(self._pop(early=True))
+            self._pop(out, early=True)
         return out
 
     def is_absurd(self, ts_corrected: int | None, ingest_ts: int) -> bool:
@@ -141,30 +144,34 @@ class ReorderBuffer(Generic[P]):
     def add_tick(self, ingest_ts: int) -> list[Emitted[P]]:
         """Feed the ingest time of a committed leader tick (or no-op) that carries a time; it
         advances the watermark, so an idle cluster still flushes."""
-        return self._advance(ingest_ts)
+        return self._advance(ingest_ts, [])
 
     def flush_all(self) -> list[Emitted[P]]:
         """Emit everything still buffered, in key order (shutdown, end of a query). Unflagged:
         these are in order with everything emitted before."""
-        return [self._pop(early=False) for _ in range(len(self._heap))]
+        out: list[Emitted[P]] = []
+        for _ in range(len(self._heap)):
+            self._pop(out, early=False)
+        return out
 
-    def _advance(self, ingest_ts: int) -> list[Emitted[P]]:
+    def _advance(self, ingest_ts: int, out: list[Emitted[P]]) -> list[Emitted[P]]:
         if self._max_ingest is None or ingest_ts > self._max_ingest:
             self._max_ingest = ingest_ts
         w = self._max_ingest - self.window_ns
-        out: list[Emitted[P]] = []
-        while self._heap and self._heap[0][0] < w:
-            out.append(self._pop(early=False))
+        heap = self._heap
+        while heap and heap[0][0] < w:
+            self._pop(out, early=False)
         return out
 
-    def _pop(self, *, early: bool) -> Emitted[P]:
-        key, index, held = heapq.heappop(self._heap)
-        self._bytes -= held.size_bytes
+    def _pop(self, out: list[Emitted[P]], *, early: bool) -> None:
+        key, index, ingest_ts, payload, size = heapq.heappop(self._heap)
+        self._bytes -= size
         self.early += early
-        return self._emit(key, index, held.ingest_ts, held.payload, early=early)
+        self._out(out, key, index, ingest_ts, payload, early=early)
 
-    def _emit(
+    def _out(
         self,
+        out: list[Emitted[P]],
         key: int,
         index: int,
         ingest_ts: int,
@@ -173,9 +180,10 @@ class ReorderBuffer(Generic[P]):
         late: bool = False,
         early: bool = False,
         absurd: bool = False,
-    ) -> Emitted[P]:
+    ) -> None:
         self.emitted += 1
-        return Emitted(index, key, ingest_ts, payload, late, early, absurd)
+        if not self.discard_output:
+            out.append(Emitted(index, key, ingest_ts, payload, late, early, absurd))
 
     def statistics(self, now_ns: int | None = None) -> dict[str, Any]:
         """Counters for ``status``. ``watermark_lag_ms`` (given the current time) grows while

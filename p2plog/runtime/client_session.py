@@ -17,19 +17,18 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from p2plog.order.reorder import Emitted
-from p2plog.raft.types import Entry
 from p2plog.record import (
     LEVELS,
     MAX_BATCH_BYTES,
     MAX_BATCH_RECORDS,
+    Rec,
     RecordError,
     StoredRecord,
-    decode_entry,
     validate,
 )
 from p2plog.runtime.event_stream import emitted_json, emitted_record
 from p2plog.runtime.node import RETRY_AFTER_MS, Node
-from p2plog.runtime.reads import MAX_LIMIT, Filter, event_scan, record_json, scan_chunk
+from p2plog.runtime.reads import MAX_LIMIT, Filter, Span, event_scan, record_json, scan_chunk
 from p2plog.storage.segmented_log import SegmentedLog
 from p2plog.wire.client import MAX_CLIENT_FRAME
 from p2plog.wire.envelope import (
@@ -140,6 +139,7 @@ class Session:
                 req, "overloaded", f"over {limit} records in flight on this connection"
             )
             return
+        compact = get_bool(msg, "compact", False)
         offset = get_int(msg, "clock_offset_ns", 0)
         if abs(offset) > MAX_CLIENT_OFFSET_NS:
             raise ProtocolError(f"submit: clock_offset_ns {offset} is beyond one day")
@@ -170,9 +170,17 @@ class Session:
             if res.error is not None:
                 await self.error(req, *res.error)
                 return
+            runs: list[list[int]] | None = [] if compact else None
             for (i, _, _), got in zip(accepted, res.acks, strict=True):
                 if got is None:
                     errors.append({"i": i, "error": f"record {i}: not acknowledged; retry"})
+                    continue
+                if runs is not None and not got.dup:
+                    r = runs[-1] if runs else None
+                    if r and r[0] + r[1] == i and r[2] + r[1] == got.index and r[3] == got.term:
+                        r[1] += 1
+                    else:
+                        runs.append([i, 1, got.index, got.term])
                     continue
                 acks.append(
                     {
@@ -183,6 +191,9 @@ class Session:
                         "dup": got.dup,
                     }
                 )
+            if runs is not None:
+                await self.send("ack", {"req": req, "runs": runs, "acks": acks, "errors": errors})
+                return
         await self.send("ack", {"req": req, "acks": acks, "errors": errors})
 
     # --------------------------------------------------------------- reads
@@ -214,41 +225,41 @@ class Session:
         is_dup = loop.applier.dup_indexes.__contains__
         return await trio.to_thread.run_sync(lambda: fn(storage, is_dup), limiter=self.node.limiter)
 
-    async def scan(self, lo: int, hi: int, flt: Filter, limit: int) -> tuple[list[Any], int]:
-        return await self.read(lambda st, dup: scan_chunk(st, lo, hi, flt, dup, limit))
+    def span(self, lo: int, hi: int) -> Span:
+        """Record indexes ``[lo, hi)`` capped at what is applied, and where the log holds them."""
+        applier = self.node.loop.applier if self.node.loop else None
+        assert applier is not None
+        hi = min(hi, applier.record_index + 1)
+        return Span(lo, hi, applier.locate(lo), applier.applied_index + 1)
 
-    async def event_scan(
-        self, lo: int, hi: int, applied: int
-    ) -> list[tuple[StoredRecord, Emitted[Entry]]]:
+    async def scan(self, span: Span, flt: Filter, limit: int) -> tuple[list[Any], int]:
+        return await self.read(lambda st, dup: scan_chunk(st, span, flt, dup, limit))
+
+    async def event_scan(self, span: Span) -> list[tuple[StoredRecord, Emitted[Rec]]]:
         window = self.node.config.cluster.reorder_window_ms
-        return await self.read(
-            lambda st, dup: event_scan(st, lo, hi, applied, dup, window_ms=window)
-        )
+        return await self.read(lambda st, dup: event_scan(st, span, dup, window_ms=window))
 
     async def query(self, req: int, msg: dict[str, Any]) -> None:
         flt = self.filter(msg)
         limit = min(get_int(msg, "limit", 1000), MAX_LIMIT)
         if limit < 1:
             raise ProtocolError("query: limit must be at least 1")
-        assert self.node.loop is not None
-        applied = self.node.loop.applier.applied_index
-        hi = applied + 1
-        if flt.to_index is not None:
-            hi = min(hi, flt.to_index + 1)
+        span = self.span(flt.from_index, (flt.to_index or 1 << 62) + 1)
         if get_str(msg, "order", "index") == "event":
             # The event-time stream's order and flags for the records of one index range (at
             # most ``limit`` indexes, so at most ``limit`` rows); page on with next_index.
-            end = hi
-            hi = min(end, flt.from_index + limit)
-            pairs = await self.event_scan(flt.from_index, hi, applied)
+            end = span.hi
+            span = self.span(flt.from_index, min(end, flt.from_index + limit))
+            pairs = await self.event_scan(span)
             rows = [emitted_json(em, r) for r, em in pairs if flt.matches(r)]
             await self.send(
-                "batch", {"req": req, "records": rows, "next_index": hi, "done": hi >= end}
+                "batch",
+                {"req": req, "records": rows, "next_index": span.hi, "done": span.hi >= end},
             )
             return
-        recs, nxt = await self.scan(flt.from_index, hi, flt, limit)
+        recs, nxt = await self.scan(span, flt, limit)
         rows = [record_json(r) for r in recs]
-        done = nxt >= hi
+        done = nxt >= span.hi
         await self.send("batch", {"req": req, "records": rows, "next_index": nxt, "done": done})
 
     async def tail(self, req: int, msg: dict[str, Any], scope: trio.CancelScope) -> None:
@@ -259,7 +270,7 @@ class Session:
         loop = self.node.loop
         assert loop is not None
         sub = self.node.tail_hub.subscribe()
-        pos = get_opt_int(msg, "from_index") or loop.applier.applied_index + 1
+        pos = get_opt_int(msg, "from_index") or loop.applier.record_index + 1
         try:
             with scope:
                 while True:
@@ -275,10 +286,11 @@ class Session:
                             },
                         )
                         return
-                    applied = loop.applier.applied_index
+                    applied = loop.applier.record_index
                     first_buffered = sub.buf[0].index if sub.buf else applied + 1
                     if pos < first_buffered and pos <= applied:
-                        recs, pos = await self.scan(pos, first_buffered, flt, TAIL_PAGE)
+                        span = self.span(pos, first_buffered)
+                        recs, pos = await self.scan(span, flt, TAIL_PAGE)
                         if recs:
                             await self.batch(req, [record_json(r) for r in recs])
                         continue
@@ -286,11 +298,11 @@ class Session:
                         items = list(sub.buf)
                         sub.buf.clear()
                         rows = []
-                        for e in items:
-                            if e.index < pos:
+                        for rec in items:
+                            if rec.index < pos:
                                 continue
-                            r = decode_entry(e.index, e.term, e.data)
-                            if r is not None and flt.matches(r):
+                            r = rec.decode()
+                            if flt.matches(r):
                                 rows.append(record_json(r))
                         pos = max(pos, items[-1].index + 1)
                         if rows:

@@ -1,7 +1,7 @@
 """The event-time ordered stream of committed records, and its live subscribers.
 
-Every node feeds one ``ReorderBuffer`` with every applied entry from index 1 (records, and the
-leader's time ticks that move the watermark when no records come). The stream is therefore a
+Every node feeds one ``ReorderBuffer`` with every applied record and every leader time tick
+(which moves the watermark when no records come), in log order. The stream is therefore a
 pure function of the committed log: every node emits the same records in the same order with
 the same ``late``/``early``/``absurd`` flags. ``feed_entry`` is the one rule for how an entry
 feeds a buffer; the query replay (``reads.event_scan``) uses it too, so the two cannot drift
@@ -11,58 +11,93 @@ apart. Subscribers get what is emitted from the moment they subscribe, through a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.types import Entry
-from p2plog.record import (
-    StoredRecord,
-    decode_entry,
-    entry_id,
-    entry_ingest_ts,
-    entry_ts_corrected,
-)
+from p2plog.record import NO_TS, Rec, StoredRecord, entry_tick_ts, parse_batch
 from p2plog.runtime.tail_hub import TailHub
 from p2plog.state.applier import Applied
 
+IsDup = Callable[[int], bool]
+_TC = struct.Struct("<q")  # a body's ts_corrected prefix (see p2plog.record)
+
+
+def _never(_index: int) -> bool:
+    return False
+
 
 def feed_entry(
-    buf: ReorderBuffer[Entry], e: Entry, *, dup: bool, as_record: bool = True
-) -> list[Emitted[Entry]]:
-    """Feed one committed entry: a record (``as_record``; keyed from the body's binary prefix,
-    no CBOR decode), or only the watermark move it causes (a record outside a replayed range,
-    or a leader tick). Duplicates and no-ops feed nothing; an absurd record moves nothing."""
-    if as_record and not dup and entry_id(e.data) is not None:
-        ingest = entry_ingest_ts(e.data)
-        assert ingest is not None, f"record at {e.index} has no ingest time"
-        return buf.add_record(e.index, entry_ts_corrected(e.data), ingest, e, len(e.data))
-    t = watermark_time(buf, e, dup=dup)
-    return [] if t is None else buf.add_tick(t)
+    buf: ReorderBuffer[Rec],
+    e: Entry,
+    *,
+    dup: IsDup = _never,
+    lo: int = 0,
+    hi: int | None = None,
+) -> list[Emitted[Rec]]:
+    """Feed one committed entry, record by record in index order: the records of ``[lo, hi)``
+    as records (keyed from the body's binary prefix, no CBOR decode), the others only as the
+    watermark move they cause (records outside a replayed range). Duplicates feed nothing; an
+    absurd record moves nothing; a leader tick moves the watermark."""
+    b = parse_batch(e.data)
+    if b is None:
+        t = entry_tick_ts(e.data)
+        return [] if t is None else buf.add_tick(t)
+    out: list[Emitted[Rec]] = []
+    ingest = b.ingest_ts
+    add = buf.add_record
+    unpack = _TC.unpack_from
+    base, term = b.base, e.term
+    ids = b.ids()
+    for k, body in enumerate(b.bodies()):
+        i = base + k
+        if dup(i):
+            continue
+        tc: int | None = unpack(body)[0]
+        if tc == NO_TS:
+            tc = None
+        if lo <= i and (hi is None or i < hi):
+            add(i, tc, ingest, Rec(i, term, ingest, ids[k], body), len(body), out)
+        elif not buf.is_absurd(tc, ingest):
+            out += buf.add_tick(ingest)
+    return out
 
 
-def watermark_time(buf: ReorderBuffer[Entry], e: Entry, *, dup: bool) -> int | None:
-    """The time this entry advances the stream's watermark to, or None if it does not."""
-    if dup:
-        return None
-    ingest = entry_ingest_ts(e.data)
-    if ingest is None or entry_id(e.data) is None:
-        return ingest  # a leader tick, or None for a no-op
-    # An absurd record is emitted at once, flagged; it must not drag the watermark along.
-    return None if buf.is_absurd(entry_ts_corrected(e.data), ingest) else ingest
+def watermark_time(
+    buf: ReorderBuffer[Rec], e: Entry, *, dup: IsDup = _never, below: int | None = None
+) -> int | None:
+    """The time this entry (only its records before ``below``) advances the stream's watermark
+    to, or None if it does not."""
+    b = parse_batch(e.data)
+    if b is None:
+        return entry_tick_ts(e.data)  # a leader tick, or None for a no-op
+    for r in b.records(e.term):
+        if below is not None and r.index >= below:
+            break
+        # An absurd record is emitted at once, flagged; it must not drag the watermark along.
+        if not dup(r.index) and not buf.is_absurd(r.ts_corrected, b.ingest_ts):
+            return b.ingest_ts
+    return None
 
 
 class EventStream:
     def __init__(self, *, reorder_window_ms: int, max_records: int, max_bytes: int) -> None:
-        self.buffer: ReorderBuffer[Entry] = ReorderBuffer(
+        self.buffer: ReorderBuffer[Rec] = ReorderBuffer(
             reorder_window_ms=reorder_window_ms, max_records=max_records, max_bytes=max_bytes
         )
-        self.hub: TailHub[Emitted[Entry]] = TailHub()
+        self.hub: TailHub[Emitted[Rec]] = TailHub()
 
     def feed(self, items: Sequence[tuple[Entry, Applied | None]]) -> None:
-        out: list[Emitted[Entry]] = []
+        self.buffer.discard_output = not self.hub.subs
+        out: list[Emitted[Rec]] = []
         for e, a in items:
-            out += feed_entry(self.buffer, e, dup=a is not None and a.dup)
+            if a is not None and a.dups:
+                dups = {a.batch.base + k for k in a.dups}
+                out += feed_entry(self.buffer, e, dup=dups.__contains__)
+            else:
+                out += feed_entry(self.buffer, e)
         if out:
             self.hub.publish(out)
 
@@ -76,14 +111,11 @@ class EventStream:
         return st
 
 
-def emitted_record(em: Emitted[Entry]) -> StoredRecord:
-    e = em.payload
-    r = decode_entry(e.index, e.term, e.data)
-    assert r is not None, f"emitted entry {e.index} is not a record"
-    return r
+def emitted_record(em: Emitted[Rec]) -> StoredRecord:
+    return em.payload.decode()
 
 
-def emitted_json(em: Emitted[Entry], r: StoredRecord) -> dict[str, Any]:
+def emitted_json(em: Emitted[Rec], r: StoredRecord) -> dict[str, Any]:
     d = r.to_json()
     d["late"] = em.late or em.early or em.absurd
     d["early"] = em.early

@@ -30,6 +30,7 @@ from p2plog.net.peer_link import MAX_MESSAGE_BYTES, RECEIVE_BUFFER, PeerLink
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import Message
 from p2plog.raft.types import Entry, NodeId, Role
+from p2plog.record import Rec
 from p2plog.runtime.event_stream import EventStream
 from p2plog.runtime.proposals import Proposal, RecordAck
 from p2plog.runtime.raft_loop import RaftLoop
@@ -37,7 +38,7 @@ from p2plog.runtime.tail_hub import TailHub
 from p2plog.state.applier import Applied, Applier
 from p2plog.storage.segmented_log import SegmentedLog
 from p2plog.wire import peer as wp
-from p2plog.wire.envelope import ProtocolError, decode, encode, get_int, get_list, get_str
+from p2plog.wire.envelope import ProtocolError, decode, encode, get_int, get_str
 
 log = logging.getLogger("p2plog.node")
 
@@ -66,7 +67,7 @@ class Node:
             heartbeat_ticks=c.heartbeat_ticks,
             max_apply_bytes=1 << 20,  # bounded work per Ready keeps the event loop responsive
         )
-        self.tail_hub: TailHub[Entry] = TailHub()
+        self.tail_hub: TailHub[Rec] = TailHub()
         self.events = EventStream(
             reorder_window_ms=c.reorder_window_ms,
             max_records=c.reorder_max_records,
@@ -191,7 +192,12 @@ class Node:
     def _on_applied(self, items: Sequence[tuple[Entry, Applied | None]]) -> None:
         self.events.feed(items)
         if self.tail_hub.subs:
-            self.tail_hub.publish([e for e, a in items if a is not None and not a.dup])
+            recs: list[Rec] = []
+            for e, a in items:
+                if a is not None:
+                    dups = a.dups
+                    recs += (r for k, r in enumerate(a.batch.records(e.term)) if k not in dups)
+            self.tail_hub.publish(recs)
 
     # -------------------------------------------------------------- submit
 
@@ -262,10 +268,15 @@ class Node:
         if "code" in reply:
             code = get_str(reply, "code")
             return SubmitResult([], (code, get_str(reply, "msg", "")))
-        acks: list[RecordAck | None] = [None] * len(recs)
-        for a in get_list(reply, "acks", len(recs)):
-            pos, rid, index, term, dup = a
-            acks[pos] = RecordAck(rid, index, term, dup)
+        try:
+            got = wp.decode_forward_acks(reply, len(recs))
+        except ProtocolError as e:
+            log.warning("%s: malformed forward reply from %s: %s", self.me.id, leader, e)
+            return SubmitResult([], ("unavailable", f"bad reply from the leader {leader}; retry"))
+        acks = [
+            None if a is None else RecordAck(recs[k][0], a[0], a[1], a[2])
+            for k, a in enumerate(got)
+        ]
         return SubmitResult(acks)
 
     async def _wait_reply_or_leader_change(self, done: trio.Event, leader: NodeId) -> None:
@@ -294,14 +305,13 @@ class Node:
         if res.error is not None:
             code, text = res.error
             reply = {"fid": fid, "code": code, "msg": text, "retry_after_ms": RETRY_AFTER_MS}
+            frame = encode("fwda", reply)
         else:
-            reply = {
-                "fid": fid,
-                "acks": [[i, a.id, a.index, a.term, a.dup] for i, a in enumerate(res.acks) if a],
-            }
+            acks = [None if a is None else (a.index, a.term, a.dup) for a in res.acks]
+            frame = wp.encode_forward_acks(fid, acks)
         link = self.links.get(src)
         if link is not None:
-            link.send_nowait(encode("fwda", reply))
+            link.send_nowait(frame)
 
     # ----------------------------------------------------------- listener
 
@@ -432,6 +442,7 @@ class Node:
             "last_index": st.last_index,
             "first_index": self.storage.first_index(),
             "records": loop.applier.records,
+            "record_index": loop.applier.record_index,
             "peers": peers,
             "fsync_ms_p50": round(statistics.median(fs) * 1000, 3),
             "fsync_ms_p99": round(fs[int(len(fs) * 0.99) - 1 if len(fs) > 1 else 0] * 1000, 3),

@@ -28,11 +28,13 @@ class Proposal:
     results: list[RecordAck | None] = field(default_factory=list)
     error: tuple[str, str] | None = None  # (code, message) for the whole proposal
     remaining: int = 0
+    size: int = 0
     done: trio.Event = field(default_factory=trio.Event)
 
     def __post_init__(self) -> None:
         self.results = [None] * len(self.recs)
         self.remaining = len(self.recs)
+        self.size = sum(len(b) + 20 for _, b in self.recs)
         if not self.recs:
             self.done.set()
 
@@ -51,8 +53,12 @@ class Proposal:
 
 @dataclass(slots=True)
 class Waiter:
-    """The proposals waiting on one log index (several if a retry joined a pending record)."""
+    """The proposals waiting on one batch entry: ``slots[k]`` is the submission of the
+    record at position ``k``; ``joiners`` are retries of a record already in the batch
+    (proposal, position in it, position ``k`` in the batch)."""
 
-    id: bytes
-    ack: str
-    listeners: list[tuple[Proposal, int]]
+    term: int
+    base: int
+    ids: list[bytes]
+    slots: list[tuple[Proposal, int]]
+    joiners: list[tuple[Proposal, int, int]]

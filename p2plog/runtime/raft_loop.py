@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from random import Random
 
@@ -29,7 +29,13 @@ from p2plog.raft.messages import Message
 from p2plog.raft.node import RaftNode, Ready, Status
 from p2plog.raft.progress import ProgressState
 from p2plog.raft.types import Entry, Index, NodeId, Role, SoftState
-from p2plog.record import entry_data, entry_ingest_ts, tick_data
+from p2plog.record import (
+    MAX_ENTRY_RECORDS,
+    batch_data,
+    entry_ingest_ts,
+    parse_batch,
+    tick_data,
+)
 from p2plog.runtime.proposals import Proposal, RecordAck, Waiter
 from p2plog.state.applier import Applied, Applier
 from p2plog.storage.segmented_log import SegmentedLog
@@ -38,6 +44,19 @@ log = logging.getLogger("p2plog.raft_loop")
 
 INBOX_SIZE = 8192
 MAX_EVENTS_PER_ROUND = 4096
+MAX_ENTRY_BYTES = 1 << 20  # a round's submissions are split into entries of about this size
+
+
+@dataclass(slots=True)
+class _Building:
+    """A batch entry being assembled from one round's proposals."""
+
+    ids: list[bytes] = field(default_factory=list)
+    recs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    slots: list[tuple[Proposal, int]] = field(default_factory=list)
+    joiners: list[tuple[Proposal, int, int]] = field(default_factory=list)
+    size: int = 0
+    base: int = 0
 
 
 @dataclass(slots=True)
@@ -79,8 +98,10 @@ class RaftLoop:
         self._last_leader_time = 0.0
         self.node = RaftNode(raft_config, node_id, voters, storage.hard_state(), storage, Random())
         self._tx, self._rx = trio.open_memory_channel[Event](INBOX_SIZE)
-        self.waiters: dict[int, Waiter] = {}
-        self.pending_ids: dict[bytes, int] = {}
+        self.waiters: dict[int, Waiter] = {}  # Raft index -> the batch proposed there
+        self.pending_ids: dict[bytes, tuple[int, int]] = {}  # id -> (Raft index, position)
+        self._next_record = 0
+        self._next_record_term = -1
         self.failed: str | None = None
         self.disk_full = False
         self.stopped = trio.Event()
@@ -154,16 +175,20 @@ class RaftLoop:
                 for _ in range(min(behind, 3)):  # after a long stall, don't fire a burst
                     self.node.tick()
                 next_tick = max(next_tick + behind * self.tick_s, now)
+            props: list[Proposal] = []
             for ev in events:
-                self._handle(ev)
+                if isinstance(ev, Proposal):
+                    props.append(ev)
+                else:
+                    self._handle(ev)
+            if props:
+                self._propose_round(props)
             self._maybe_time_tick(now)
             await self._drain_ready()
             self._status = self.node.status()
 
-    def _handle(self, ev: Event) -> None:
-        if isinstance(ev, Proposal):
-            self._propose(ev)
-        elif isinstance(ev, Transfer):
+    def _handle(self, ev: Message | Transfer) -> None:
+        if isinstance(ev, Transfer):
             self._transfer(ev.to)
         else:
             self.node.step(ev)
@@ -182,41 +207,93 @@ class RaftLoop:
 
     # ------------------------------------------------------------ proposals
 
-    def _propose(self, p: Proposal) -> None:
+    def _propose_round(self, props: list[Proposal]) -> None:
+        """Gatekeep every record of this round's proposals, then propose the fresh ones as
+        one batch entry (several when over ``MAX_ENTRY_BYTES``/``MAX_ENTRY_RECORDS``)."""
+        code: tuple[str, str] | None = None
         if self.failed is not None:
-            p.fail("storage_failed", self.failed)
+            code = ("storage_failed", self.failed)
+        elif self.node.role is not Role.LEADER:
+            code = ("not_leader", self.node.leader or "")
+        elif self.disk_full:
+            code = ("disk_full", "the leader's disk is full; retry when space returns")
+        if code is not None:
+            for p in props:
+                p.fail(*code)
             return
-        if self.node.role is not Role.LEADER:
-            leader = self.node.leader
-            p.fail("not_leader", leader or "")
-            return
-        if self.disk_full:
-            p.fail("disk_full", "the leader's disk is full; retry when space returns")
-            return
-        datas: list[bytes] = []
-        fresh: list[tuple[int, bytes]] = []
-        for pos, (rid, body) in enumerate(p.recs):
-            orig = self.applier.window.get(rid)
-            if orig is not None:
-                p.resolve(pos, RecordAck(rid, orig, self.storage.term(Index(orig)), True))
-                continue
-            pending = self.pending_ids.get(rid)
-            if pending is not None:
-                self.waiters[pending].listeners.append((p, pos))
-                continue
-            datas.append(entry_data(self._ingest_ts(), rid, body))
-            fresh.append((pos, rid))
-        if not datas:
+        window = self.applier.window
+        pending = self.pending_ids
+        batches: list[_Building] = [_Building()]
+        here: dict[bytes, tuple[int, int]] = {}  # id -> (batch number, position) this round
+        for p in props:
+            cur = batches[-1]
+            if cur.ids and (
+                cur.size + p.size > MAX_ENTRY_BYTES
+                or len(cur.ids) + len(p.recs) > MAX_ENTRY_RECORDS
+            ):
+                cur = _Building()
+                batches.append(cur)
+            for pos, (rid, body) in enumerate(p.recs):
+                orig = window.get(rid)
+                if orig is not None:
+                    p.resolve(pos, RecordAck(rid, orig, self.applier.term_of(orig), True))
+                    continue
+                pend = pending.get(rid)
+                if pend is not None:
+                    self.waiters[pend[0]].joiners.append((p, pos, pend[1]))
+                    continue
+                same = here.get(rid)
+                if same is not None:
+                    batches[same[0]].joiners.append((p, pos, same[1]))
+                    continue
+                here[rid] = (len(batches) - 1, len(cur.ids))
+                cur.ids.append(rid)
+                cur.recs.append((rid, body))
+                cur.slots.append((p, pos))
+                cur.size += len(body)
+        batches = [b for b in batches if b.ids]
+        if not batches:
             return
         self._last_leader_time = trio.current_time()
+        nxt = self._next_record_index()
+        datas = []
+        ts = self._ingest_ts()
+        for b in batches:
+            b.base = nxt
+            datas.append(batch_data(ts, nxt, b.recs))
+            nxt += len(b.ids)
         first = self.node.propose_many(datas)
         if first is None:
-            p.fail("overloaded", "too many uncommitted records on the leader; retry shortly")
+            for p in props:
+                p.fail("overloaded", "too many uncommitted records on the leader; retry shortly")
             return
-        for k, (pos, rid) in enumerate(fresh):
+        self._next_record = nxt
+        term = self.node.term
+        for k, b in enumerate(batches):
             index = first + k
-            self.waiters[index] = Waiter(rid, p.ack, [(p, pos)])
-            self.pending_ids[rid] = index
+            self.waiters[index] = Waiter(term, b.base, b.ids, b.slots, b.joiners)
+            for pos, rid in enumerate(b.ids):
+                pending[rid] = (index, pos)
+
+    def _next_record_index(self) -> int:
+        """One past the last record in this leader's log: the base of its next batch. Found
+        once per term by reading back from the end of the log to the applied index (past
+        no-ops and ticks); the applier knows the applied part."""
+        if self._next_record_term == self.node.term:
+            return self._next_record
+        nxt = self.applier.record_index + 1
+        applied = self.applier.applied_index
+        hi = self.node.log.last_index() + 1
+        while hi > applied + 1:  # the applier knows the rest
+            lo = max(applied + 1, hi - 64)
+            tail = self.node.log.entries(Index(lo), Index(hi), 1 << 62)
+            last = next((b for e in reversed(tail) if (b := parse_batch(e.data))), None)
+            if last is not None:
+                nxt = last.base + last.n
+                break
+            hi = lo
+        self._next_record, self._next_record_term = nxt, self.node.term
+        return nxt
 
     def _maybe_time_tick(self, now: float) -> None:
         """While the event-time buffer holds records and no new ones come, the leader commits
@@ -234,7 +311,9 @@ class RaftLoop:
 
     def _fail_all(self, code: str, message: str) -> None:
         for w in self.waiters.values():
-            for p, _ in w.listeners:
+            for p, _ in w.slots:
+                p.fail(code, message)
+            for p, _, _ in w.joiners:
                 p.fail(code, message)
         self.waiters.clear()
         self.pending_ids.clear()
@@ -300,27 +379,46 @@ class RaftLoop:
     def _ack_persisted(self, entries: Sequence[Entry]) -> None:
         for e in entries:
             w = self.waiters.get(e.index)
-            if w is not None and w.ack == "leader":
-                for p, pos in w.listeners:
-                    p.resolve(pos, RecordAck(w.id, e.index, e.term, False))
+            if w is None or w.term != e.term:
+                continue
+            for k, (p, pos) in enumerate(w.slots):
+                if p.ack == "leader":
+                    p.resolve(pos, RecordAck(w.ids[k], w.base + k, e.term, False))
+            for p, pos, k in w.joiners:
+                if p.ack == "leader":
+                    p.resolve(pos, RecordAck(w.ids[k], w.base + k, e.term, False))
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         out: list[tuple[Entry, Applied | None]] = []
+        pending = self.pending_ids
         for e in entries:
             a = self.applier.apply(e)
             out.append((e, a))
             w = self.waiters.pop(e.index, None)
             if w is None:
                 continue
-            self.pending_ids.pop(w.id, None)
-            if a is None or a.id != w.id:
-                for p, _ in w.listeners:
+            for rid in w.ids:
+                pending.pop(rid, None)
+            if a is None or e.term != w.term:
+                for p, _ in w.slots:
+                    p.fail("unavailable", "the leader changed before the record committed")
+                for p, _, _ in w.joiners:
                     p.fail("unavailable", "the leader changed before the record committed")
                 continue
-            term = e.term if not a.dup else self.node.log.term(Index(a.orig_index))
-            for p, pos in w.listeners:
-                p.resolve(pos, RecordAck(w.id, a.orig_index, term, a.dup))
+            self._resolve(w, a)
         self.on_applied(out)
+
+    def _resolve(self, w: Waiter, a: Applied) -> None:
+        ids, base, term, dups = w.ids, w.base, a.term, a.dups
+        for k, (p, pos) in enumerate(w.slots):
+            orig = dups.get(k) if dups else None
+            if orig is None:
+                p.resolve(pos, RecordAck(ids[k], base + k, term, False))
+            else:
+                p.resolve(pos, RecordAck(ids[k], orig, self.applier.term_of(orig), True))
+        for p, pos, k in w.joiners:
+            orig = dups.get(k, base + k)
+            p.resolve(pos, RecordAck(ids[k], orig, self.applier.term_of(orig), orig != base + k))
 
     def _soft_state_changed(self, ss: SoftState) -> None:
         self.role_changed.set()

@@ -8,14 +8,13 @@ never holds the storage for long.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from p2plog.order.reorder import DAY_MS, Emitted, ReorderBuffer
-from p2plog.raft.types import Entry, Index
-from p2plog.record import LEVELS, StoredRecord, decode_entry
-from p2plog.runtime.event_stream import emitted_record, feed_entry, watermark_time
+from p2plog.raft.types import Index
+from p2plog.record import LEVELS, Rec, StoredRecord, parse_batch
+from p2plog.runtime.event_stream import IsDup, feed_entry, watermark_time
 from p2plog.storage.segmented_log import SegmentedLog
 
 CHUNK_ENTRIES = 4096
@@ -33,6 +32,11 @@ class Filter:
     source: str | None = None
     grep: str | None = None
 
+    def raw_needles(self) -> list[bytes]:
+        """Byte strings a matching record's encoded body must contain: a cheap test that
+        skips the CBOR decode of most records a ``grep`` or ``source`` filter rejects."""
+        return [x.encode() for x in (self.grep, self.source) if x]
+
     def matches(self, r: StoredRecord) -> bool:
         if self.level is not None and LEVELS.index(r.level) < LEVELS.index(self.level):
             return False
@@ -46,31 +50,54 @@ class Filter:
         return not (self.until is not None and t >= self.until)
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where a read runs: record indexes ``[lo, hi)``, found in the log from Raft index
+    ``start`` (``Applier.locate(lo)``) up to, not including, Raft index ``end``."""
+
+    lo: int
+    hi: int
+    start: int
+    end: int
+
+
 def scan_chunk(
-    storage: SegmentedLog,
-    lo: int,
-    hi: int,
-    flt: Filter,
-    dups: Callable[[int], bool],
-    limit: int,
+    storage: SegmentedLog, span: Span, flt: Filter, dups: IsDup, limit: int
 ) -> tuple[list[StoredRecord], int]:
-    """Matching records in ``[lo, hi)``, at most ``limit``; returns (records, next index)."""
+    """Matching records in ``span``, at most ``limit``; returns (records, next record index)."""
     out: list[StoredRecord] = []
-    lo = max(lo, storage.first_index())
-    while lo < hi and len(out) < limit:
-        stop = min(hi, lo + CHUNK_ENTRIES)
-        entries = storage.entries(Index(lo), Index(stop), CHUNK_BYTES)
-        for e in entries:
-            lo = e.index + 1
-            if dups(e.index):
-                continue
-            r = decode_entry(e.index, e.term, e.data)
-            if r is not None and flt.matches(r):
-                out.append(r)
-                if len(out) >= limit:
-                    break
+    lo, hi = span.lo, span.hi
+    if limit <= 0 or lo >= hi:
+        return out, lo
+    raw = flt.raw_needles()
+    pos = max(span.start, storage.first_index())
+    while pos < span.end:
+        entries = storage.entries(
+            Index(pos), Index(min(span.end, pos + CHUNK_ENTRIES)), CHUNK_BYTES
+        )
         if not entries:
             break
+        for e in entries:
+            pos = e.index + 1
+            b = parse_batch(e.data)
+            if b is None or b.base + b.n <= lo:
+                continue
+            if b.base >= hi:
+                return out, hi
+            for r in b.records(e.term):
+                i = r.index
+                if i < lo:
+                    continue
+                if i >= hi:
+                    return out, hi
+                lo = i + 1
+                if dups(i) or (raw and not all(n in r.body for n in raw)):
+                    continue
+                d = r.decode()
+                if flt.matches(d):
+                    out.append(d)
+                    if len(out) >= limit:
+                        return out, lo
     return out, lo
 
 
@@ -82,67 +109,64 @@ def record_json(r: StoredRecord, late: bool = False) -> dict[str, Any]:
 
 def event_scan(
     storage: SegmentedLog,
-    lo: int,
-    hi: int,
-    applied: int,
-    dups: Callable[[int], bool],
+    span: Span,
+    dups: IsDup,
     *,
     window_ms: int,
     absurd_after_ms: int = DAY_MS,
-) -> list[tuple[StoredRecord, Emitted[Entry]]]:
-    """The records of ``[lo, hi)`` in the order the event-time stream emits them, each with how
+) -> list[tuple[StoredRecord, Emitted[Rec]]]:
+    """The records of ``span`` in the order the event-time stream emits them, each with how
     the stream emitted it (its late/early/absurd flags).
 
     Why a partial replay is exact: ``ingest_ts`` grows with the index, so the watermark after
-    any entry depends only on the last entry before it that carries a time. A fresh buffer is
-    seeded with that time, fed the records of the range, and fed every later entry only as a
-    watermark move (skipping duplicates and absurd records, as the live stream does) until the
-    range has drained. Records still inside the window at the end of the log come last, in
-    key order, unflagged. Only a buffer-full early release in the live stream (which depends on
-    records outside the range) can differ.
+    any record depends only on the last record (or tick) before it that moved the watermark. A
+    fresh buffer is seeded with that time, fed the records of the range, and fed every other
+    record only as a watermark move (skipping duplicates and absurd records, as the live stream
+    does) until the range has drained. Records still inside the window at the end of the log
+    come last, in key order, unflagged. Only a buffer-full early release in the live stream
+    (which depends on records outside the range) can differ.
     """
-    buf: ReorderBuffer[Entry] = ReorderBuffer(
+    buf: ReorderBuffer[Rec] = ReorderBuffer(
         reorder_window_ms=window_ms,
         max_records=1 << 62,
         max_bytes=1 << 62,
         absurd_after_ms=absurd_after_ms,
     )
-    seed = _last_time_before(storage, buf, lo, dups)
+    seed = _last_time_before(storage, buf, span.start, dups)
     if seed is not None:
         buf.add_tick(seed)
-    out: list[tuple[StoredRecord, Emitted[Entry]]] = []
-
-    def take(emitted: list[Emitted[Entry]]) -> None:
-        out.extend((emitted_record(em), em) for em in emitted)
-
-    pos = max(lo, storage.first_index())
-    end = applied + 1
-    while pos < end and (pos < hi or buf.depth):
-        entries = storage.entries(Index(pos), Index(min(end, pos + CHUNK_ENTRIES)), CHUNK_BYTES)
+    out: list[tuple[StoredRecord, Emitted[Rec]]] = []
+    pos = max(span.start, storage.first_index())
+    done = False
+    while pos < span.end and not done:
+        hi = Index(min(span.end, pos + CHUNK_ENTRIES))
+        entries = storage.entries(Index(pos), hi, CHUNK_BYTES)
         if not entries:
             break
         for e in entries:
             pos = e.index + 1
-            # Inside the range, records are fed as records; after it, only as watermark moves.
-            take(feed_entry(buf, e, dup=dups(e.index), as_record=e.index < hi))
-            if pos >= hi and not buf.depth:
+            emitted = feed_entry(buf, e, dup=dups, lo=span.lo, hi=span.hi)
+            out.extend((em.payload.decode(), em) for em in emitted)
+            b = parse_batch(e.data)
+            if b is not None and b.base + b.n >= span.hi and not buf.depth:
+                done = True
                 break
-    take(buf.flush_all())
+    out.extend((em.payload.decode(), em) for em in buf.flush_all())
     return out
 
 
 def _last_time_before(
-    storage: SegmentedLog, buf: ReorderBuffer[Entry], lo: int, dups: Callable[[int], bool]
+    storage: SegmentedLog, buf: ReorderBuffer[Rec], start: int, dups: IsDup
 ) -> int | None:
-    """The watermark time of the last entry before ``lo`` that moves the watermark."""
-    hi = lo
+    """The watermark time of the last entry before Raft index ``start`` that moves it."""
+    hi = start
     first = storage.first_index()
     while hi > first:
-        start = max(first, hi - CHUNK_ENTRIES)
-        entries = storage.entries(Index(start), Index(hi), CHUNK_BYTES * 4)
+        lo = max(first, hi - CHUNK_ENTRIES)
+        entries = storage.entries(Index(lo), Index(hi), CHUNK_BYTES * 4)
         for e in reversed(entries):
-            t = watermark_time(buf, e, dup=dups(e.index))
+            t = watermark_time(buf, e, dup=dups)
             if t is not None:
                 return t
-        hi = start
+        hi = lo
     return None

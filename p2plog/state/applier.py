@@ -1,49 +1,103 @@
 """Apply committed entries: decide, identically on every node, which records are duplicates.
 
-``apply(entry)`` -> ``Applied`` (or None for no-ops). The first committed copy of a record id
-is the record; a later copy within the dedup window is a duplicate that readers skip, acked
-with the original index. Duplicate indexes are remembered so queries can skip them.
+``apply(entry)`` -> ``Applied`` for a batch entry (None for ticks and no-ops). The first
+committed copy of a record id is the record; a later copy within the dedup window (in a later
+batch or the same one) is a duplicate that readers skip, acked with the original index.
+Duplicate record indexes are remembered so reads can skip them.
+
+The applier also maps record indexes back to the log: ``term_of`` (for acks of duplicates) and
+``locate`` (the Raft index to start reading at for a record index), from small sparse tables.
 """
 
 from __future__ import annotations
 
-import struct
+import bisect
 from dataclasses import dataclass
 
 from p2plog.raft.types import Entry
-from p2plog.record import HEAD_SIZE, KIND_RECORD
+from p2plog.record import Batch, parse_batch
 from p2plog.state.dedup import DedupWindow
 
-_TS = struct.Struct("<q")
+LOCATE_EVERY_ENTRIES = 1024
+LOCATE_EVERY_RECORDS = 65_536
 
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    index: int
+    """What applying one batch entry decided."""
+
+    index: int  # the Raft index of the entry
     term: int
-    id: bytes
-    dup: bool
-    orig_index: int
+    batch: Batch
+    dups: dict[int, int]  # position in the batch -> record index first stored with that id
+
+    def record_index(self, pos: int) -> int:
+        return self.batch.base + pos
 
 
 class Applier:
     def __init__(self, dedup_records: int, dedup_age_ns: int) -> None:
         self.window = DedupWindow(dedup_records, dedup_age_ns)
         self.dup_indexes: set[int] = set()
-        self.applied_index = 0
-        self.records = 0
+        self.applied_index = 0  # Raft index
+        self.record_index = 0  # the last applied record's index
+        self.records = 0  # records stored (duplicates not counted)
+        self._term_at: list[int] = []  # first record index of each run of one term
+        self._terms: list[int] = []
+        self._loc_rec: list[int] = []  # sparse: a batch's base record index ...
+        self._loc_entry: list[int] = []  # ... and its Raft index
+        self._entries_since_loc = 0
 
     def apply(self, e: Entry) -> Applied | None:
         assert e.index == self.applied_index + 1, f"apply {e.index} after {self.applied_index}"
         self.applied_index = e.index
-        data = e.data
-        if len(data) < HEAD_SIZE or data[0] != KIND_RECORD:
+        b = parse_batch(e.data)
+        if b is None:
             return None
-        rid = data[9:25]
-        orig = self.window.get(rid)
-        if orig is not None:
-            self.dup_indexes.add(e.index)
-            return Applied(e.index, e.term, rid, True, orig)
-        self.window.add(rid, e.index, _TS.unpack_from(data, 1)[0])
-        self.records += 1
-        return Applied(e.index, e.term, rid, False, e.index)
+        if self.record_index and b.base != self.record_index + 1:
+            raise AssertionError(
+                f"entry {e.index} starts at record {b.base}, expected {self.record_index + 1}"
+            )
+        self.record_index = b.base + b.n - 1
+        self._index_batch(e, b)
+        get = self.window.get
+        base = b.base
+        dups: dict[int, int] = {}
+        fresh: dict[bytes, int] = {}  # also catches the same id twice in one batch
+        for k, rid in enumerate(b.ids()):
+            orig = get(rid)
+            if orig is None:
+                orig = fresh.get(rid)
+                if orig is None:
+                    fresh[rid] = base + k
+                    continue
+            dups[k] = orig
+            self.dup_indexes.add(base + k)
+        self.window.add_many(fresh, b.ingest_ts)
+        self.records += len(fresh)
+        return Applied(e.index, e.term, b, dups)
+
+    def _index_batch(self, e: Entry, b: Batch) -> None:
+        if not self._terms or self._terms[-1] != e.term:
+            self._term_at.append(b.base)
+            self._terms.append(e.term)
+        self._entries_since_loc += 1
+        if (
+            not self._loc_rec
+            or self._entries_since_loc >= LOCATE_EVERY_ENTRIES
+            or b.base - self._loc_rec[-1] >= LOCATE_EVERY_RECORDS
+        ):
+            self._loc_rec.append(b.base)
+            self._loc_entry.append(e.index)
+            self._entries_since_loc = 0
+
+    def term_of(self, record_index: int) -> int:
+        """The term of the entry that holds an applied record."""
+        k = bisect.bisect_right(self._term_at, record_index) - 1
+        return self._terms[k] if k >= 0 else 0
+
+    def locate(self, record_index: int) -> int:
+        """A Raft index at or before the entry that holds ``record_index`` (at most a bounded
+        number of entries before it): where a read of that record starts."""
+        k = bisect.bisect_right(self._loc_rec, record_index) - 1
+        return self._loc_entry[k] if k >= 0 else 1

@@ -2,8 +2,8 @@
 integer that every reply to them echoes; many requests may be in flight on one connection.
 
 Client -> node
-- ``submit {req, ack: "quorum"|"leader", records: [record, ...], clock_offset_ns?}``; a record
-  is the map described in ``p2plog.record`` (``id`` required). ``clock_offset_ns`` is the
+- ``submit {req, ack: "quorum"|"leader", records: [record, ...], clock_offset_ns?, compact?}``;
+  a record is the map described in ``p2plog.record`` (``id`` required). ``clock_offset_ns`` is the
   producer clock's offset to this node (node minus producer, from ``time`` probes); the node
   stores ``ts_corrected = ts + clock_offset_ns`` (its own corrected receive time when a record
   has no ``ts``). At most ``MAX_BATCH_RECORDS`` records and
@@ -21,7 +21,11 @@ Client -> node
 
 Node -> client
 - ``ack {req, acks: [{i, id, index, term, dup}], errors: [{i, error}]}``: ``i`` is the record's
-  position in the submit. Records in ``errors`` were not stored; the rest were.
+  position in the submit. Records in ``errors`` were not stored; the rest were. A record's
+  ``index`` is its number in the log (1, 2, 3, ...: dense, one per record, not a Raft index).
+  With ``compact: true`` in the submit, fresh records come as ``runs: [[i, n, index, term]]``
+  (records ``i .. i+n-1`` stored at ``index .. index+n-1``, in ``term``) and ``acks`` lists only
+  the rest (duplicates): one small reply for a batch instead of a map per record.
 - ``error {req, code, msg, retry_after_ms?}``; codes: ``unavailable`` (no leader yet),
   ``overloaded``, ``disk_full``, ``storage_failed``, ``shutting_down``, ``timeout``,
   ``bad_request``. The first four come with ``retry_after_ms``; nothing of the request was

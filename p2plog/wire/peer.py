@@ -1,9 +1,10 @@
 """Peer protocol: Raft messages, ``hello``, and the follower-to-leader ``forward``.
 
 Kinds: ``hello {cluster, node, to}`` opens a link; ``rv``/``rvr``/``ae``/``aer``/``hb``/
-``hbr``/``tn`` are the Raft messages; ``fwd {fid, ack, recs: [[id, body], ...]}`` carries
-records a follower accepted to the leader; ``fwda {fid, acks | code, msg, retry_after_ms}``
-returns the outcome. Links are one-way: each node sends on the connection it dialed.
+``hbr``/``tn`` are the Raft messages; ``fwd {fid, ack, ids, bodies}`` carries records a
+follower accepted to the leader (``ids``: their 16-byte ids concatenated); ``fwda {fid, runs,
+acks | code, msg, retry_after_ms}`` returns the outcome (see ``encode_forward_acks``).
+Links are one-way: each node sends on the connection it dialed.
 """
 
 from __future__ import annotations
@@ -135,21 +136,52 @@ def encode_hello(cluster: str, node: str, to: str) -> bytes:
 
 
 def encode_forward(fid: int, ack: str, recs: list[tuple[bytes, bytes]]) -> bytes:
-    return encode("fwd", {"fid": fid, "ack": ack, "recs": [[i, b] for i, b in recs]})
+    ids = b"".join([rid for rid, _ in recs])
+    return encode("fwd", {"fid": fid, "ack": ack, "ids": ids, "bodies": [b for _, b in recs]})
 
 
 def decode_forward(msg: dict[str, Any]) -> tuple[int, str, list[tuple[bytes, bytes]]]:
     ack = get_str(msg, "ack")
     if ack not in ("quorum", "leader"):
         raise ProtocolError(f"fwd: ack must be quorum or leader, got {ack!r}")
-    recs = []
-    for r in get_list(msg, "recs", 100_000):
-        if not (isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes)):
-            raise ProtocolError("fwd: each record must be [id, body]")
-        if len(r[0]) != 16 or not isinstance(r[1], bytes):
-            raise ProtocolError("fwd: record id must be 16 bytes and body bytes")
-        recs.append((r[0], r[1]))
+    bodies = get_list(msg, "bodies", 100_000)
+    ids = get_bytes(msg, "ids")
+    if len(ids) != 16 * len(bodies) or not all(isinstance(b, bytes) for b in bodies):
+        raise ProtocolError("fwd: ids must be 16 bytes per body, and bodies bytes")
+    recs = [(ids[16 * k : 16 * k + 16], b) for k, b in enumerate(bodies)]
     return get_int(msg, "fid"), ack, recs
+
+
+def encode_forward_acks(fid: int, acks: list[tuple[int, int, bool] | None]) -> bytes:
+    """The leader's outcome per forwarded record, (index, term, dup) or None (not acked):
+    runs of fresh records ``[i, n, index, term]`` and single ``[i, index, term, dup]``."""
+    runs: list[list[int]] = []
+    singles: list[list[Any]] = []
+    for i, a in enumerate(acks):
+        if a is None:
+            continue
+        index, term, dup = a
+        r = runs[-1] if runs else None
+        if dup:
+            singles.append([i, index, term, True])
+        elif r and r[0] + r[1] == i and r[2] + r[1] == index and r[3] == term:
+            r[1] += 1
+        else:
+            runs.append([i, 1, index, term])
+    return encode("fwda", {"fid": fid, "runs": runs, "acks": singles})
+
+
+def decode_forward_acks(msg: dict[str, Any], n: int) -> list[tuple[int, int, bool] | None]:
+    out: list[tuple[int, int, bool] | None] = [None] * n
+    try:
+        for i0, k, index, term in get_list(msg, "runs", n):
+            for j in range(k):
+                out[i0 + j] = (index + j, term, False)
+        for i, index, term, dup in get_list(msg, "acks", n):
+            out[i] = (index, term, bool(dup))
+    except (ValueError, TypeError, IndexError) as e:
+        raise ProtocolError(f"fwda: malformed acks: {e}") from None
+    return out
 
 
 def forward_id(msg: dict[str, Any]) -> int:
@@ -160,8 +192,10 @@ __all__ = [
     "MAX_PEER_FRAME",
     "RAFT_KINDS",
     "decode_forward",
+    "decode_forward_acks",
     "decode_raft",
     "encode_forward",
+    "encode_forward_acks",
     "encode_hello",
     "encode_raft",
     "forward_id",

@@ -65,7 +65,7 @@ async def test_send_query_status(
     assert code == 0
     assert len(lines) == 2
     assert all(LINE.match(x) for x in lines), lines
-    assert lines[0].endswith(" INFO cli: hello world #2")
+    assert lines[0].endswith(" INFO cli: hello world #1")
     assert " ERROR web: x #" in lines[1]
     code, out, _ = await run_cli(capsys, "query", "--config", cfg, "--json", "--level", "error")
     rows = [json.loads(x) for x in out.splitlines()]

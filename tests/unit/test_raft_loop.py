@@ -31,7 +31,7 @@ from p2plog.errors import DiskFull, StorageFailed
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import HeartbeatResponse, Message
 from p2plog.raft.types import Entry, HardState, Index, NodeId, Role, Term
-from p2plog.record import decode_entry, entry_id, entry_ingest_ts, entry_tick_ts, validate
+from p2plog.record import Rec, entry_ingest_ts, entry_tick_ts, parse_batch, validate
 from p2plog.runtime import raft_loop as raft_loop_mod
 from p2plog.runtime.proposals import Proposal, RecordAck
 from p2plog.runtime.raft_loop import RaftLoop
@@ -180,17 +180,26 @@ class Cluster:
         return p
 
     def log_records(self, nid: NodeId) -> list[tuple[int, int, bytes]]:
-        """(index, term, record id) of every record entry in ``nid``'s persisted log."""
+        """(record index, term, record id) of every record in ``nid``'s persisted log."""
+        return [(r.index, r.term, r.id) for r in self.log_recs(nid)]
+
+    def log_recs(self, nid: NodeId) -> list[Rec]:
         s = self.storages[nid]
-        out: list[tuple[int, int, bytes]] = []
+        out: list[Rec] = []
         for e in s.entries(s.first_index(), Index(s.last_index() + 1), 1 << 30):
-            rid = entry_id(e.data)
-            if rid is not None:
-                out.append((e.index, e.term, rid))
+            b = parse_batch(e.data)
+            if b is not None:
+                out += b.records(e.term)
         return out
 
     def applied_records(self, nid: NodeId) -> list[tuple[int, bytes, bool]]:
-        return [(e.index, a.id, a.dup) for e, a in self.applied[nid] if a is not None]
+        """(record index, id, dup) of every record ``nid`` applied."""
+        out = []
+        for _, a in self.applied[nid]:
+            if a is not None:
+                for k, rid in enumerate(a.batch.ids()):
+                    out.append((a.record_index(k), rid, k in a.dups))
+        return out
 
 
 @asynccontextmanager
@@ -272,9 +281,7 @@ async def test_quorum_ack_after_commit(autojump_clock: trio.testing.MockClock, e
         assert all(a.term == term and not a.dup for a in acks)
         # acked means committed and applied on the leader. (status() is the snapshot taken at
         # the end of a loop round, and the ack wakes us mid-round: read the node itself.)
-        st = lead.node.status()
-        assert st.commit_index >= acks[-1].index
-        assert st.applied_index >= acks[-1].index
+        assert lead.applier.record_index >= acks[-1].index
         assert lead.waiters == {}
         assert lead.pending_ids == {}
         # every node ends with the same records at the same indexes
@@ -283,12 +290,10 @@ async def test_quorum_ack_after_commit(autojump_clock: trio.testing.MockClock, e
         await c.wait_until(
             lambda: all(c.applied_records(n) == [(a.index, a.id, False) for a in acks] for n in IDS)
         )
-        e = c.storages[c.followers(lead)[0].id].entries(
-            Index(acks[0].index), Index(acks[0].index + 1), 1 << 20
-        )[0]
-        r = decode_entry(e.index, e.term, e.data)
-        assert r is not None
-        assert (r.msg, r.id) == ("m 1", recs[0][0])
+        # one batch entry holds the three records
+        r = c.log_recs(c.followers(lead)[0].id)[0].decode()
+        assert (r.index, r.msg, r.id) == (acks[0].index, "m 1", recs[0][0])
+        assert len({e.index for e, a in c.applied[lead.id] if a is not None}) == 1
 
 
 async def test_many_concurrent_proposals_all_commit_in_order(
@@ -312,8 +317,9 @@ async def test_many_concurrent_proposals_all_commit_in_order(
         await trio.sleep(2 * TICK_S)  # status() and follower_lag() are per-round snapshots
         lag = lead.follower_lag()
         assert set(lag) == {f.id for f in c.followers(lead)}
+        last = lead.node.log.last_index()
         for match, behind, state in lag.values():
-            assert (match, behind, state) == (indexes[-1], 0, "replicate")
+            assert (match, behind, state) == (last, 0, "replicate")
 
 
 async def test_leader_ack_after_persist_before_commit(
@@ -333,8 +339,8 @@ async def test_leader_ack_after_persist_before_commit(
         ack = only_ack(pl)
         assert ack.term == lead.status().term
         assert not ack.dup
-        assert c.storages[lead.id].last_index() >= ack.index  # on the leader's disk
-        assert lead.node.status().commit_index == commit_before < ack.index  # not committed
+        assert c.log_records(lead.id)[-1][0] >= ack.index  # on the leader's disk
+        assert lead.node.status().commit_index == commit_before  # not committed
         assert not pq.done.is_set()  # a quorum ack must wait for the commit
 
 

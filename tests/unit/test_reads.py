@@ -1,4 +1,4 @@
-"""scan_chunk over a real SegmentedLog filled with record entries (and a few no-ops)."""
+"""scan_chunk over a real SegmentedLog filled with batch entries (and a few no-ops)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from p2plog.raft.types import Entry, HardState, Index, NodeId, Term
-from p2plog.record import LEVELS, entry_data, validate
+from p2plog.record import LEVELS, batch_data, parse_batch, validate
 from p2plog.runtime import reads
-from p2plog.runtime.reads import Filter, record_json, scan_chunk
+from p2plog.runtime.reads import Filter, Span, record_json, scan_chunk
 from p2plog.storage.segmented_log import SegmentedLog
 
 S = 1_000_000_000
@@ -27,12 +27,28 @@ def rid(i: int) -> bytes:
 
 
 def make_entries(n: int) -> list[Entry]:
-    """Index 1 is a leader no-op; index i >= 2 is record i with a predictable shape:
-    level LEVELS[i % 5], source SOURCES[i % 3], msg "event i" (+ " disk" when i % 4 == 0),
-    ts_corrected i s, except every 7th record has no ts (falls back to ingest_ts = 1000 s + i s).
+    """Index 1 is a leader no-op, then batch entries holding records 2..n (a batch starts at
+    every record i with i % 3 == 2 or i % 7 == 0, and every 5th entry is a no-op). Record i
+    has a predictable shape: level LEVELS[i % 5], source SOURCES[i % 3], msg "event i" (+
+    " disk" when i % 4 == 0), ts_corrected i s, except every 7th record has no ts (it then
+    falls back to its batch's ingest_ts = 1000 s + i s, as it is first in its batch).
     """
     out = [Entry(Term(1), Index(1), b"")]
+    batch: list[tuple[bytes, bytes]] = []
+    base = 2
+
+    def flush() -> None:
+        if not batch:
+            return
+        if len(out) % 5 == 0:
+            out.append(Entry(Term(1 + base // 50), Index(len(out) + 1), b""))
+        data = batch_data(1000 * S + base * S, base, batch)
+        out.append(Entry(Term(1 + base // 50), Index(len(out) + 1), data))
+
     for i in range(2, n + 1):
+        if i % 3 == 2 or i % 7 == 0:
+            flush()
+            batch, base = [], i
         ts = None if i % 7 == 0 else i * S
         a = validate(
             {
@@ -44,7 +60,8 @@ def make_entries(n: int) -> list[Entry]:
             },
             node="n1",
         )
-        out.append(Entry(Term(1 + i // 50), Index(i), entry_data(1000 * S + i * S, a.id, a.body)))
+        batch.append((a.id, a.body))
+    flush()
     return out
 
 
@@ -54,7 +71,7 @@ N = 120
 def fill(log: SegmentedLog) -> None:
     """Small batches, so the log rolls over several 4 KiB segments (a batch never splits)."""
     es = make_entries(N)
-    for k in range(0, N, 10):
+    for k in range(0, len(es), 10):
         log.append_batch(es[k : k + 10], HardState(Term(3), NodeId("n1")))
 
 
@@ -66,17 +83,25 @@ def storage(tmp_path: Path) -> Iterator[SegmentedLog]:
     log.close()
 
 
+def span(storage: SegmentedLog, lo: int, hi: int) -> Span:
+    return Span(lo, hi, 1, storage.last_index() + 1)
+
+
 def indexes(storage: SegmentedLog, flt: Filter, **kw: int) -> tuple[list[int], int]:
     lo = kw.get("lo", 1)
-    hi = kw.get("hi", storage.last_index() + 1)
+    hi = kw.get("hi", N + 1)
     limit = kw.get("limit", 10_000)
-    recs, nxt = scan_chunk(storage, lo, hi, flt, no_dups, limit)
+    recs, nxt = scan_chunk(storage, span(storage, lo, hi), flt, no_dups, limit)
     return [r.index for r in recs], nxt
 
 
 def test_storage_spans_segments(storage: SegmentedLog) -> None:
     assert len(storage.segments) > 2
-    assert storage.last_index() == N
+    last = parse_batch(
+        storage.entries(storage.last_index(), Index(storage.last_index() + 1), 1 << 20)[0].data
+    )
+    assert last is not None
+    assert last.base + last.n - 1 == N
 
 
 def test_no_filter_returns_every_record_and_skips_noops(storage: SegmentedLog) -> None:
@@ -86,7 +111,7 @@ def test_no_filter_returns_every_record_and_skips_noops(storage: SegmentedLog) -
 
 
 def test_records_are_decoded(storage: SegmentedLog) -> None:
-    recs, _ = scan_chunk(storage, 7, 9, Filter(), no_dups, 10)
+    recs, _ = scan_chunk(storage, span(storage, 7, 9), Filter(), no_dups, 10)
     assert [(r.index, r.level, r.source, r.msg, r.ts, r.ts_corrected) for r in recs] == [
         (7, LEVELS[2], SOURCES[1], "event 7", None, None),
         (8, LEVELS[3], SOURCES[2], "event 8 disk", 8 * S, 8 * S),
@@ -177,11 +202,11 @@ def test_range_bounds(storage: SegmentedLog) -> None:
 
 def test_dup_indexes_are_skipped(storage: SegmentedLog) -> None:
     dups = {3, 4, 5, 50}
-    recs, nxt = scan_chunk(storage, 1, 60, Filter(), dups.__contains__, 100)
+    recs, nxt = scan_chunk(storage, span(storage, 1, 60), Filter(), dups.__contains__, 100)
     assert [r.index for r in recs] == [i for i in range(2, 60) if i not in dups]
     assert nxt == 60
     # a dup at the end of a page still advances the next index past it
-    recs, nxt = scan_chunk(storage, 2, 6, Filter(), dups.__contains__, 100)
+    recs, nxt = scan_chunk(storage, span(storage, 2, 6), Filter(), dups.__contains__, 100)
     assert ([r.index for r in recs], nxt) == ([2], 6)
 
 
@@ -200,8 +225,10 @@ def test_lo_below_first_index_is_clamped(tmp_path: Path) -> None:
         assert log.remove_before(Index(60)) > 0  # retention dropped the oldest segments
         first = log.first_index()
         assert first > 1
+        es = log.entries(first, Index(first + 2), 1 << 20)
+        oldest = next(b for e in es if (b := parse_batch(e.data)))
         got, nxt = indexes(log, Filter(), lo=1)
-        assert got == list(range(first, N + 1))
+        assert got == list(range(oldest.base, N + 1))
         assert nxt == N + 1
     finally:
         log.close()
@@ -210,6 +237,6 @@ def test_lo_below_first_index_is_clamped(tmp_path: Path) -> None:
 def test_empty_log(tmp_path: Path) -> None:
     log = SegmentedLog(tmp_path / "empty", node="n1")
     try:
-        assert scan_chunk(log, 1, 1, Filter(), no_dups, 10) == ([], 1)
+        assert scan_chunk(log, Span(1, 1, 1, 1), Filter(), no_dups, 10) == ([], 1)
     finally:
         log.close()

@@ -12,22 +12,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2plog.record import (
-    HEAD_SIZE,
-    KIND_RECORD,
+    BATCH_HEAD_SIZE,
+    KIND_BATCH,
     KIND_TICK,
     LEVELS,
     MAX_FIELDS,
     MAX_RECORD_BYTES,
     MAX_SOURCE_CHARS,
     NO_TS,
+    PER_RECORD_OVERHEAD,
     Accepted,
+    Rec,
     RecordError,
     StoredRecord,
-    decode_entry,
-    entry_data,
-    entry_id,
+    batch_data,
     entry_ingest_ts,
     entry_tick_ts,
+    parse_batch,
     parse_id,
     tick_data,
     validate,
@@ -153,7 +154,7 @@ def test_size_limit_is_exact() -> None:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     a = validate(good(msg="x" * lo), node="n1")
-    assert len(a.body) + HEAD_SIZE == MAX_RECORD_BYTES  # the limit itself is allowed
+    assert len(a.body) + PER_RECORD_OVERHEAD == MAX_RECORD_BYTES  # the limit itself is allowed
 
 
 # ------------------------------------------------------------------ rejected
@@ -264,30 +265,42 @@ def test_huge_fields_count_toward_the_limit() -> None:
 # ------------------------------------------------------------------ entry bytes
 
 
-def test_entry_layout() -> None:
-    body = b"\xa0"
-    data = entry_data(-7, RID.bytes, body)
+def test_batch_layout() -> None:
+    bodies = [b"\xa0", b"", b"xyz"]
+    ids = [RID.bytes, bytes(16), b"\xff" * 16]
+    data = batch_data(-7, 41, list(zip(ids, bodies, strict=True)))
+    assert data[0] == KIND_BATCH
     assert entry_ingest_ts(data) == -7
-    assert len(data) == HEAD_SIZE + 1 == 26
-    assert data[0] == KIND_RECORD
-    assert struct.unpack_from("<q", data, 1)[0] == -7
-    assert data[9:25] == RID.bytes
-    assert data[25:] == body
-    assert entry_id(data) == RID.bytes
+    assert struct.unpack_from("<qQI", data, 1) == (-7, 41, 3)
+    assert len(data) == BATCH_HEAD_SIZE + 3 * PER_RECORD_OVERHEAD + 4
+    assert data[21 : 21 + 48] == b"".join(ids)
+    assert struct.unpack_from("<3I", data, 69) == (1, 0, 3)
+    assert data[81:] == b"".join(bodies)
+    b = parse_batch(data)
+    assert b is not None
+    assert (b.ingest_ts, b.base, b.n) == (-7, 41, 3)
+    assert b.ids() == ids
+    assert b.bodies() == bodies
+    assert b.records(5) == [Rec(41 + k, 5, -7, ids[k], bodies[k]) for k in range(3)]
 
 
 @pytest.mark.parametrize(
     "data",
     [
         b"",  # the leader's no-op
-        b"\x01" * (HEAD_SIZE - 1),  # too short to be a record
+        b"\x03" * (BATCH_HEAD_SIZE - 1),  # too short to be a batch
         b"\x02" + b"\x00" * 30,  # another kind
-        b"\x00" + b"\x00" * 30,
+        b"\x01" + b"\x00" * 30,
     ],
 )
-def test_non_record_data(data: bytes) -> None:
-    assert entry_id(data) is None
-    assert decode_entry(3, 1, data) is None
+def test_non_batch_data(data: bytes) -> None:
+    assert parse_batch(data) is None
+
+
+def one(index: int, term: int, ingest_ts: int, a: Accepted) -> StoredRecord:
+    b = parse_batch(batch_data(ingest_ts, index, [(a.id, a.body)]))
+    assert b is not None
+    return b.records(term)[0].decode()
 
 
 text = st.text(max_size=200)
@@ -331,9 +344,7 @@ def test_round_trip(
     a = validate(
         raw, node=node, clock_offset_ns=offset, received_ns=received, clock_uncertain=uncertain
     )
-    data = entry_data(ingest_ts, a.id, a.body)
-    assert entry_id(data) == raw["id"]
-    r = decode_entry(index, term, data)
+    r = one(index, term, ingest_ts, a)
     ts = raw.get("ts")
     assert r == StoredRecord(
         index=index,
@@ -349,7 +360,6 @@ def test_round_trip(
         node=node,
         clock_uncertain=uncertain,
     )
-    assert entry_ingest_ts(data) == ingest_ts
     # bools stay bools through CBOR (True must not come back as 1)
     for k, v in raw.get("fields", {}).items():
         assert type(r.fields[k]) is type(v)
@@ -357,8 +367,7 @@ def test_round_trip(
 
 def test_to_json() -> None:
     a = validate(good(ts=10, source="s", fields={"k": "v"}), node="n3")
-    r = decode_entry(4, 2, entry_data(99, a.id, a.body))
-    assert r is not None
+    r = one(4, 2, 99, a)
     assert r.to_json() == {
         "id": str(RID),
         "index": 4,
@@ -381,8 +390,7 @@ def test_body_without_clock_flag_decodes_as_certain() -> None:
     body = struct.pack("<q", 1) + cbor2.dumps(
         {"ts": 1, "lv": 1, "src": "", "msg": "old", "f": {}, "n": "n1"}
     )
-    r = decode_entry(1, 1, entry_data(2, RID.bytes, body))
-    assert r is not None
+    r = one(1, 1, 2, Accepted(RID.bytes, body))
     assert r.clock_uncertain is False
     assert r.msg == "old"
 
@@ -393,13 +401,12 @@ def test_leader_tick_entries_are_not_records(ts: int) -> None:
     assert data[0] == KIND_TICK
     assert entry_tick_ts(data) == ts
     assert entry_ingest_ts(data) == ts  # ticks carry the leader's time like records do
-    assert entry_id(data) is None
-    assert decode_entry(5, 1, data) is None
+    assert parse_batch(data) is None
 
 
 def test_ingest_ts_of_other_entries() -> None:
     assert entry_ingest_ts(b"") is None  # the Raft no-op
     assert entry_tick_ts(b"") is None
-    assert entry_tick_ts(entry_data(5, RID.bytes, b"\xa0")) is None
+    assert entry_tick_ts(batch_data(5, 1, [(RID.bytes, b"\xa0")])) is None
     assert entry_tick_ts(tick_data(5) + b"x") is None  # a tick has exactly 9 bytes
-    assert entry_ingest_ts(b"\x03" + b"\x00" * 30) is None
+    assert entry_ingest_ts(b"\x04" + b"\x00" * 30) is None

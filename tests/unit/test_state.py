@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2plog.raft.types import Entry, Index, Term
-from p2plog.record import entry_data, tick_data
+from p2plog.record import batch_data, tick_data
 from p2plog.runtime.tail_hub import BUFFER_ENTRIES, TailHub
-from p2plog.state.applier import Applied, Applier
+from p2plog.state.applier import Applier
 from p2plog.state.dedup import DedupWindow
 
 S = 1_000_000_000
@@ -105,8 +105,9 @@ def test_window_is_deterministic(
 # ------------------------------------------------------------------ Applier
 
 
-def rec_entry(index: int, n: int, ingest_ts: int = 0, term: int = 1) -> Entry:
-    return Entry(Term(term), Index(index), entry_data(ingest_ts, rid(n), b"\xa0"))
+def batch_entry(index: int, ns: list[int], base: int, ingest_ts: int = 0, term: int = 1) -> Entry:
+    data = batch_data(ingest_ts, base, [(rid(n), b"\0" * 8 + b"\xa0") for n in ns])
+    return Entry(Term(term), Index(index), data)
 
 
 def noop(index: int, term: int = 1) -> Entry:
@@ -115,14 +116,29 @@ def noop(index: int, term: int = 1) -> Entry:
 
 def test_applier_first_copy_is_the_record_second_is_a_dup() -> None:
     ap = Applier(100, 60 * S)
-    assert ap.apply(rec_entry(1, 7)) == Applied(1, 1, rid(7), False, 1)
-    assert ap.apply(rec_entry(2, 8)) == Applied(2, 1, rid(8), False, 2)
-    assert ap.apply(rec_entry(3, 7, term=2)) == Applied(3, 2, rid(7), True, 1)
-    assert ap.dup_indexes == {3}
-    assert ap.records == 2
-    assert ap.applied_index == 3
+    a = ap.apply(batch_entry(1, [7, 8], base=1))
+    assert a is not None
+    assert (a.index, a.term, a.batch.base, a.batch.n, a.dups) == (1, 1, 1, 2, {})
+    a = ap.apply(batch_entry(2, [9, 7], base=3, term=2))
+    assert a is not None
+    assert a.dups == {1: 1}  # position 1 (record 4) repeats record 1
+    assert ap.dup_indexes == {4}
+    assert ap.records == 3
+    assert (ap.applied_index, ap.record_index) == (2, 4)
     # a third copy still points at the original, not at the second copy
-    assert ap.apply(rec_entry(4, 7)) == Applied(4, 1, rid(7), True, 1)
+    a = ap.apply(batch_entry(3, [7], base=5, term=2))
+    assert a is not None
+    assert a.dups == {0: 1}
+    assert ap.dup_indexes == {4, 5}
+    assert [ap.term_of(i) for i in (1, 2, 3, 4, 5)] == [1, 1, 2, 2, 2]
+
+
+def test_applier_same_id_twice_in_one_batch() -> None:
+    ap = Applier(100, 60 * S)
+    a = ap.apply(batch_entry(1, [3, 4, 3, 3], base=1))
+    assert a is not None
+    assert a.dups == {2: 1, 3: 1}
+    assert ap.records == 2
     assert ap.dup_indexes == {3, 4}
 
 
@@ -130,7 +146,7 @@ def test_applier_skips_noops_and_other_kinds() -> None:
     ap = Applier(100, 60 * S)
     assert ap.apply(noop(1)) is None
     assert ap.apply(Entry(Term(1), Index(2), b"\x02" + b"\x00" * 40)) is None
-    assert ap.apply(Entry(Term(1), Index(3), b"\x01short")) is None
+    assert ap.apply(Entry(Term(1), Index(3), b"\x03short")) is None
     assert ap.apply(Entry(Term(1), Index(4), tick_data(10**18))) is None  # a leader time tick
     assert ap.applied_index == 4
     assert ap.records == 0
@@ -147,39 +163,76 @@ def test_applier_asserts_contiguous_indexes(bad: int) -> None:
         ap.apply(noop(bad))
 
 
+def test_applier_asserts_contiguous_record_indexes() -> None:
+    ap = Applier(100, 60 * S)
+    ap.apply(batch_entry(1, [1, 2], base=1))
+    with pytest.raises(AssertionError, match="expected 3"):
+        ap.apply(batch_entry(2, [3], base=4))
+
+
 def test_applier_dedup_is_bounded_by_the_window() -> None:
     ap = Applier(2, 60 * S)
-    ap.apply(rec_entry(1, 1))
-    ap.apply(rec_entry(2, 2))
-    ap.apply(rec_entry(3, 3))  # evicts id 1 by count
-    a = ap.apply(rec_entry(4, 1))
+    ap.apply(batch_entry(1, [1], base=1))
+    ap.apply(batch_entry(2, [2], base=2))
+    ap.apply(batch_entry(3, [3], base=3))  # evicts id 1 by count
+    a = ap.apply(batch_entry(4, [1], base=4))
     assert a is not None
-    assert not a.dup  # outside the window: stored again as a new record
-    assert a.orig_index == 4
+    assert a.dups == {}  # outside the window: stored again as a new record
+
+
+def test_applier_evicts_whole_entries() -> None:
+    ap = Applier(3, 60 * S)
+    ap.apply(batch_entry(1, [1, 2], base=1))
+    ap.apply(batch_entry(2, [3, 4], base=3))  # 4 ids > 3: the first entry's ids go
+    assert [ap.window.get(rid(n)) for n in (1, 2, 3, 4)] == [None, None, 3, 4]
 
 
 def test_applier_age_uses_entry_ingest_ts() -> None:
     ap = Applier(100, 10 * S)
-    ap.apply(rec_entry(1, 1, ingest_ts=0))
-    a = ap.apply(rec_entry(2, 1, ingest_ts=10 * S))  # exactly at the horizon: still a dup
+    ap.apply(batch_entry(1, [1], base=1, ingest_ts=0))
+    a = ap.apply(batch_entry(2, [1], base=2, ingest_ts=10 * S))  # at the horizon: still a dup
     assert a is not None
-    assert a.dup
-    ap.apply(rec_entry(3, 2, ingest_ts=10 * S + 1))  # evicts id 1 by age
-    a = ap.apply(rec_entry(4, 1, ingest_ts=10 * S + 2))
+    assert a.dups == {0: 1}
+    ap.apply(batch_entry(3, [2], base=3, ingest_ts=10 * S + 1))  # evicts id 1 by age
+    a = ap.apply(batch_entry(4, [1], base=4, ingest_ts=10 * S + 2))
     assert a is not None
-    assert not a.dup
+    assert a.dups == {}
 
 
-@given(st.lists(st.tuples(st.integers(0, 6), st.booleans()), max_size=60))
-def test_applier_replicas_agree(ops: list[tuple[int, bool]]) -> None:
-    entries = [
-        noop(i) if is_noop else rec_entry(i, n, ingest_ts=i * S)
-        for i, (n, is_noop) in enumerate(ops, start=1)
-    ]
+def test_applier_locate_finds_an_entry_at_or_before_the_record() -> None:
+    ap = Applier(1000, 60 * S)
+    base, index = 1, 1
+    for k in range(3000):
+        ns = list(range(base, base + 1 + k % 5))
+        if k % 7 == 0:
+            ap.apply(noop(index))
+            index += 1
+        ap.apply(batch_entry(index, ns, base=base))
+        base += len(ns)
+        index += 1
+    starts: dict[int, int] = {}
+    for rec in range(1, base):
+        start = ap.locate(rec)
+        assert 1 <= start < index
+        starts[rec] = start
+    assert sorted(starts.values()) == list(starts.values())  # monotone
+    assert len(set(starts.values())) >= 3  # sparse, but not one point
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(0, 6), max_size=4), st.booleans()), max_size=40))
+def test_applier_replicas_agree(ops: list[tuple[list[int], bool]]) -> None:
+    entries = []
+    base = 1
+    for i, (ns, is_noop) in enumerate(ops, start=1):
+        if is_noop or not ns:
+            entries.append(noop(i))
+        else:
+            entries.append(batch_entry(i, ns, base=base, ingest_ts=i * S))
+            base += len(ns)
     a, b = Applier(3, 20 * S), Applier(3, 20 * S)
     assert [a.apply(e) for e in entries] == [b.apply(e) for e in entries]
     assert a.dup_indexes == b.dup_indexes
-    assert a.records + len(a.dup_indexes) == sum(1 for _, is_noop in ops if not is_noop)
+    assert a.records + len(a.dup_indexes) == base - 1
 
 
 # ------------------------------------------------------------------ TailHub

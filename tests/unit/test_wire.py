@@ -393,15 +393,13 @@ def fwd(**change: Any) -> dict[str, Any]:
         ({"ack": "all"}, "fwd: ack must be quorum or leader, got 'all'"),
         ({"ack": None}, "fwd: field 'ack' must be text"),
         ({"ack": _DELETE}, "fwd: field 'ack' must be text"),
-        ({"recs": _DELETE}, "fwd: field 'recs' must be a list"),
-        ({"recs": {}}, "fwd: field 'recs' must be a list"),
-        ({"recs": [[b"\x00" * 16]]}, r"fwd: each record must be \[id, body\]"),
-        ({"recs": [[b"\x00" * 16, b"", b""]]}, r"fwd: each record must be \[id, body\]"),
-        ({"recs": ["x"]}, r"fwd: each record must be \[id, body\]"),
-        ({"recs": [["0" * 16, b"b"]]}, r"fwd: each record must be \[id, body\]"),
-        ({"recs": [[b"\x00" * 15, b"b"]]}, "fwd: record id must be 16 bytes and body bytes"),
-        ({"recs": [[b"\x00" * 17, b"b"]]}, "fwd: record id must be 16 bytes and body bytes"),
-        ({"recs": [[b"\x00" * 16, "b"]]}, "fwd: record id must be 16 bytes and body bytes"),
+        ({"bodies": _DELETE}, "fwd: field 'bodies' must be a list"),
+        ({"bodies": {}}, "fwd: field 'bodies' must be a list"),
+        ({"ids": _DELETE}, "fwd: field 'ids'"),
+        ({"ids": "0" * 16}, "fwd: field 'ids'"),
+        ({"ids": b"\x00" * 15}, "fwd: ids must be 16 bytes per body"),
+        ({"ids": b"\x00" * 32}, "fwd: ids must be 16 bytes per body"),
+        ({"bodies": ["b"]}, "fwd: ids must be 16 bytes per body, and bodies bytes"),
         ({"fid": "1"}, "fwd: field 'fid' must be an integer"),
         ({"fid": True}, "fwd: field 'fid' must be an integer"),
         ({"fid": _DELETE}, "fwd: field 'fid' must be an integer"),
@@ -413,9 +411,33 @@ def test_forward_validation(change: dict[str, Any], match: str) -> None:
 
 
 def test_forward_record_limit() -> None:
-    d = fwd(recs=[[b"\x00" * 16, b""]] * 100_001)
-    with pytest.raises(ProtocolError, match="'recs' has 100001 items, limit 100000"):
+    d = fwd(ids=b"\x00" * 16 * 100_001, bodies=[b""] * 100_001)
+    with pytest.raises(ProtocolError, match="'bodies' has 100001 items, limit 100000"):
         wp.decode_forward(d)
+
+
+@given(
+    acks=st.lists(
+        st.one_of(
+            st.none(),
+            st.tuples(st.integers(1, 1 << 40), st.integers(1, 5), st.booleans()),
+        ),
+        max_size=30,
+    )
+)
+def test_forward_acks_round_trip(acks: list[tuple[int, int, bool] | None]) -> None:
+    msg = env.decode(wp.encode_forward_acks(3, acks), MAX)
+    assert wp.decode_forward_acks(msg, len(acks)) == acks
+
+
+def test_forward_acks_are_runs() -> None:
+    acks: list[tuple[int, int, bool] | None] = [(10 + k, 2, False) for k in range(1000)]
+    acks[500] = (3, 1, True)
+    msg = env.decode(wp.encode_forward_acks(3, acks), MAX)
+    assert msg["runs"] == [[0, 500, 10, 2], [501, 499, 511, 2]]
+    assert msg["acks"] == [[500, 3, 1, True]]
+    with pytest.raises(ProtocolError, match="fwda: malformed acks"):
+        wp.decode_forward_acks({**msg, "runs": [[0, 1, 2]]}, 1000)
 
 
 def test_forward_id_of_a_bad_fid() -> None:
