@@ -293,6 +293,30 @@ class StoredRecord:
         }
 
 
+_LV_TAIL = {0x1B: 9, 0x1A: 5, 0x19: 3, 0x18: 2, 0x3B: 9, 0x3A: 5, 0x39: 3, 0x38: 2}
+
+
+def level_at_least(body: bytes, level_no: int) -> bool:
+    """Is the record's level >= ``level_no``, read from the body bytes without a decode?
+
+    The body's CBOR map is written by ``validate`` as ``{ts, cu, lv, ...}``, so ``lv`` sits
+    after an int-or-null ``ts`` and a bool ``cu``; every marker is checked, and a body of any
+    other shape answers True (the caller then decodes and filters exactly)."""
+    if body[8:12] != b"\xa7\x62ts":
+        return True
+    ib = body[12]
+    n = 1 if ib < 0x18 or 0x20 <= ib < 0x38 or ib == 0xF6 else _LV_TAIL.get(ib, 0)
+    if n == 0:
+        return True
+    p = 12 + n
+    if body[p : p + 3] != b"\x62cu" or body[p + 3] not in (0xF4, 0xF5):
+        return True
+    if body[p + 4 : p + 7] != b"\x62lv":
+        return True
+    lv = body[p + 7]
+    return lv >= level_no if lv < len(LEVELS) else True
+
+
 def decode_body(index: int, term: int, ingest_ts: int, rid: bytes, body: bytes) -> StoredRecord:
     """Decode one record's body (the CBOR after the ``ts_corrected`` prefix)."""
     tc = _TC.unpack_from(body)[0]

@@ -1,7 +1,9 @@
 """One outbound link to one peer: dial with backoff and jitter, say hello, send queued frames.
 
-The queue is bounded; when it is full (a slow or dead peer) new frames are dropped, so a bad
-follower never blocks the leader or its other followers: Raft retransmits what matters.
+The queue is bounded in frames and in bytes; when it is full (a slow or dead peer) new frames
+are dropped, so a bad follower never blocks the leader or grows its memory: Raft retransmits what
+matters. (Bounded by frames alone, 2048 queued AppendEntries of up to 1 MiB let a leader feeding
+a catching-up follower grow to 900 MB.)
 Links are one-way: this node only sends on the connection it dialed. An idle link is pinged
 (websocket ping/pong) so that a dead connection is noticed and redialled within about a second.
 """
@@ -17,6 +19,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket
 log = logging.getLogger("p2plog.net")
 
 QUEUE_FRAMES = 2048
+QUEUE_BYTES = 32 << 20
 CONNECT_TIMEOUT_S = 2.0
 SEND_TIMEOUT_S = 5.0
 KEEPALIVE_S = 0.5
@@ -38,15 +41,25 @@ class PeerLink:
         self.connected = False
         self.dropped = 0
         self.sent = 0
+        self.queued_bytes = 0
         self._rng = Random()
 
     def send_nowait(self, frame: bytes) -> bool:
+        if self.queued_bytes + len(frame) > QUEUE_BYTES and self.queued_bytes:
+            self.dropped += 1
+            return False
         try:
             self._tx.send_nowait(frame)
         except trio.WouldBlock:
             self.dropped += 1
             return False
+        self.queued_bytes += len(frame)
         return True
+
+    def _take_nowait(self) -> bytes:
+        frame = self._rx.receive_nowait()
+        self.queued_bytes -= len(frame)
+        return frame
 
     async def run(self) -> None:
         """Keep a connection up until cancelled."""
@@ -70,7 +83,7 @@ class PeerLink:
         # Frames queued while we were disconnected are stale: Raft resends what matters.
         while True:
             try:
-                self._rx.receive_nowait()
+                self._take_nowait()
             except trio.WouldBlock:
                 break
         async with open_websocket(
@@ -91,6 +104,7 @@ class PeerLink:
                 frame = None
                 with trio.move_on_after(KEEPALIVE_S):
                     frame = await self._rx.receive()
+                    self.queued_bytes -= len(frame)
                 if frame is None:
                     # Idle (two followers never send each other Raft traffic): prove the link
                     # is alive, so a dead one is redialled before an election needs it.

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -28,7 +29,7 @@ from p2plog.record import (
 )
 from p2plog.runtime.event_stream import emitted_json, emitted_record
 from p2plog.runtime.node import RETRY_AFTER_MS, Node
-from p2plog.runtime.reads import MAX_LIMIT, Filter, Span, event_scan, record_json, scan_chunk
+from p2plog.runtime.reads import MAX_LIMIT, Filter, Span, event_scan, record_json, scan_step
 from p2plog.storage.segmented_log import SegmentedLog
 from p2plog.wire.client import MAX_CLIENT_FRAME
 from p2plog.wire.envelope import (
@@ -233,7 +234,15 @@ class Session:
         return Span(lo, hi, applier.locate(lo), applier.applied_index + 1)
 
     async def scan(self, span: Span, flt: Filter, limit: int) -> tuple[list[Any], int]:
-        return await self.read(lambda st, dup: scan_chunk(st, span, flt, dup, limit))
+        """Matches in ``span`` (at most ``limit``): bounded steps, one worker-thread call each,
+        so appends (which share the storage limiter) get in between them."""
+        out: list[Any] = []
+        while True:
+            got, nxt, rest = await self.read(partial(_scan_step, span, flt, limit - len(out)))
+            out += got
+            if rest is None or len(out) >= limit:
+                return out, nxt
+            span = rest
 
     async def event_scan(self, span: Span) -> list[tuple[StoredRecord, Emitted[Rec]]]:
         window = self.node.config.cluster.reorder_window_ms
@@ -352,6 +361,12 @@ class Session:
 
     async def batch(self, req: int, rows: list[dict[str, Any]]) -> None:
         await self.send("batch", {"req": req, "records": rows, "done": False})
+
+
+def _scan_step(
+    span: Span, flt: Filter, limit: int, storage: SegmentedLog, dups: Callable[[int], bool]
+) -> tuple[list[StoredRecord], int, Span | None]:
+    return scan_step(storage, span, flt, dups, limit)
 
 
 async def serve_client(node: Node, ws: WebSocketConnection) -> None:

@@ -13,12 +13,14 @@ from typing import Any
 
 from p2plog.order.reorder import DAY_MS, Emitted, ReorderBuffer
 from p2plog.raft.types import Index
-from p2plog.record import LEVELS, Rec, StoredRecord, parse_batch
+from p2plog.record import LEVELS, Rec, StoredRecord, decode_body, level_at_least, parse_batch
 from p2plog.runtime.event_stream import IsDup, feed_entry, watermark_time
 from p2plog.storage.segmented_log import SegmentedLog
 
 CHUNK_ENTRIES = 4096
 CHUNK_BYTES = 4 << 20
+STEP_RECORDS = 16_384  # records one scan step looks at (tens of ms) before it lets writes in
+STEP_BYTES = 1 << 20
 MAX_LIMIT = 10_000
 
 
@@ -31,6 +33,10 @@ class Filter:
     level: str | None = None
     source: str | None = None
     grep: str | None = None
+
+    @property
+    def level_no(self) -> int:
+        return 0 if self.level is None else LEVELS.index(self.level)
 
     def raw_needles(self) -> list[bytes]:
         """Byte strings a matching record's encoded body must contain: a cheap test that
@@ -64,41 +70,68 @@ class Span:
 def scan_chunk(
     storage: SegmentedLog, span: Span, flt: Filter, dups: IsDup, limit: int
 ) -> tuple[list[StoredRecord], int]:
-    """Matching records in ``span``, at most ``limit``; returns (records, next record index)."""
+    """Matching records in ``span``, at most ``limit``; returns (records, next record index).
+    In one go: the node itself scans step by step (``scan_step``) so writes interleave."""
+    out: list[StoredRecord] = []
+    while True:
+        got, nxt, rest = scan_step(storage, span, flt, dups, limit - len(out))
+        out += got
+        if rest is None or len(out) >= limit:
+            return out, nxt
+        span = rest
+
+
+def scan_step(
+    storage: SegmentedLog,
+    span: Span,
+    flt: Filter,
+    dups: IsDup,
+    limit: int,
+    budget: int = STEP_RECORDS,
+) -> tuple[list[StoredRecord], int, Span | None]:
+    """One bounded step of a scan: at most ``limit`` matches, after looking at about
+    ``budget`` records. Returns (matches, next record index, the span left, or None when the
+    span is done). Bounded so a long filtered scan never holds the storage (which appends
+    share) for long: one unbounded page once stalled every write for 6 s."""
     out: list[StoredRecord] = []
     lo, hi = span.lo, span.hi
     if limit <= 0 or lo >= hi:
-        return out, lo
+        return out, lo, None
     raw = flt.raw_needles()
     pos = max(span.start, storage.first_index())
+    scanned = 0
     while pos < span.end:
-        entries = storage.entries(
-            Index(pos), Index(min(span.end, pos + CHUNK_ENTRIES)), CHUNK_BYTES
-        )
+        entries = storage.entries(Index(pos), Index(min(span.end, pos + CHUNK_ENTRIES)), STEP_BYTES)
         if not entries:
             break
         for e in entries:
-            pos = e.index + 1
             b = parse_batch(e.data)
-            if b is None or b.base + b.n <= lo:
-                continue
-            if b.base >= hi:
-                return out, hi
-            for r in b.records(e.term):
-                i = r.index
-                if i < lo:
-                    continue
-                if i >= hi:
-                    return out, hi
-                lo = i + 1
-                if dups(i) or (raw and not all(n in r.body for n in raw)):
-                    continue
-                d = r.decode()
-                if flt.matches(d):
-                    out.append(d)
-                    if len(out) >= limit:
-                        return out, lo
-    return out, lo
+            if b is not None and b.base + b.n > lo:
+                if b.base >= hi:
+                    return out, hi, None
+                ids = b.ids()
+                base, term, ingest = b.base, e.term, b.ingest_ts
+                for k, body in enumerate(b.bodies()):
+                    i = base + k
+                    if i < lo:
+                        continue
+                    if i >= hi:
+                        return out, hi, None
+                    lo = i + 1
+                    scanned += 1
+                    if dups(i) or (raw and not all(n in body for n in raw)):
+                        continue
+                    if flt.level is not None and not level_at_least(body, flt.level_no):
+                        continue
+                    d = decode_body(i, term, ingest, ids[k], body)
+                    if flt.matches(d) and len(out) < limit:
+                        out.append(d)
+                        if len(out) >= limit:
+                            return out, lo, Span(lo, hi, e.index, span.end)
+            pos = e.index + 1
+            if scanned >= budget:
+                return out, lo, Span(lo, hi, pos, span.end)
+    return out, lo, None
 
 
 def record_json(r: StoredRecord, late: bool = False) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from p2plog.net.peer_link import (
     BACKOFF_MIN_S,
     KEEPALIVE_S,
     KEEPALIVE_TIMEOUT_S,
+    QUEUE_BYTES,
     QUEUE_FRAMES,
     PeerLink,
 )
@@ -173,6 +174,24 @@ def test_send_nowait_drops_when_the_queue_is_full() -> None:
     assert link.dropped == 2
     assert link.sent == 0
     assert not link.connected
+
+
+def test_send_nowait_drops_when_the_queue_is_full_by_bytes() -> None:
+    link = new_link()
+    big = b"x" * (QUEUE_BYTES // 4)
+    assert all(link.send_nowait(big) for _ in range(4))
+    assert link.queued_bytes == QUEUE_BYTES
+    assert not link.send_nowait(b"y")
+    assert link.dropped == 1
+    link._take_nowait()
+    assert link.queued_bytes == 3 * len(big)
+    assert link.send_nowait(b"y")
+
+
+def test_one_frame_over_the_byte_bound_still_goes_on_an_empty_queue() -> None:
+    link = new_link()
+    assert link.send_nowait(b"x" * (QUEUE_BYTES + 1))  # else it could never be sent
+    assert not link.send_nowait(b"y")
 
 
 # ------------------------------------------------------------------ dialing

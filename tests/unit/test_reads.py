@@ -11,7 +11,7 @@ import pytest
 from p2plog.raft.types import Entry, HardState, Index, NodeId, Term
 from p2plog.record import LEVELS, batch_data, parse_batch, validate
 from p2plog.runtime import reads
-from p2plog.runtime.reads import Filter, Span, record_json, scan_chunk
+from p2plog.runtime.reads import Filter, Span, record_json, scan_chunk, scan_step
 from p2plog.storage.segmented_log import SegmentedLog
 
 S = 1_000_000_000
@@ -240,3 +240,37 @@ def test_empty_log(tmp_path: Path) -> None:
         assert scan_chunk(log, Span(1, 1, 1, 1), Filter(), no_dups, 10) == ([], 1)
     finally:
         log.close()
+
+
+def test_scan_steps_are_bounded_and_resume_mid_entry(storage: SegmentedLog) -> None:
+    """Each step looks at about ``budget`` records, then hands back the rest of the span
+    (possibly inside an entry); the steps together give exactly the one-go scan."""
+    flt = Filter(grep="event")
+    rest: Span | None = span(storage, 1, N + 1)
+    got: list[int] = []
+    steps = 0
+    while rest is not None:
+        recs, nxt, rest = scan_step(storage, rest, flt, no_dups, 1000, budget=4)
+        assert len(recs) <= 6  # the budget is checked after each entry (of at most 3)
+        got += [r.index for r in recs]
+        steps += 1
+        assert steps < 100
+    assert nxt == N + 1
+    assert got == list(range(2, N + 1))
+    assert steps >= N // 6
+
+
+def test_level_filter_skips_decoding(
+    storage: SegmentedLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[int] = []
+    real = reads.decode_body
+
+    def spy(i: int, *a: object) -> object:
+        decoded.append(i)
+        return real(i, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reads, "decode_body", spy)
+    got, _ = indexes(storage, Filter(level="critical"))
+    assert got == [i for i in range(2, N + 1) if i % 5 == 4]
+    assert decoded == got  # only the matches were decoded

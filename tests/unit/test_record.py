@@ -8,7 +8,7 @@ from typing import Any
 
 import cbor2
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from p2plog.record import (
@@ -28,6 +28,7 @@ from p2plog.record import (
     batch_data,
     entry_ingest_ts,
     entry_tick_ts,
+    level_at_least,
     parse_batch,
     parse_id,
     tick_data,
@@ -321,6 +322,12 @@ records = st.fixed_dictionaries(
 )
 
 
+def representable(raw: dict[str, Any], offset: int) -> bool:
+    """Is ts + offset a storable corrected time (validate refuses the rest, tested above)?"""
+    ts = raw.get("ts")
+    return ts is None or INT64_MIN < ts + offset <= INT64_MAX
+
+
 @given(
     raw=records,
     node=st.text(min_size=1, max_size=10),
@@ -341,6 +348,7 @@ def test_round_trip(
     index: int,
     term: int,
 ) -> None:
+    assume(representable(raw, offset))
     a = validate(
         raw, node=node, clock_offset_ns=offset, received_ns=received, clock_uncertain=uncertain
     )
@@ -410,3 +418,18 @@ def test_ingest_ts_of_other_entries() -> None:
     assert entry_tick_ts(batch_data(5, 1, [(RID.bytes, b"\xa0")])) is None
     assert entry_tick_ts(tick_data(5) + b"x") is None  # a tick has exactly 9 bytes
     assert entry_ingest_ts(b"\x04" + b"\x00" * 30) is None
+
+
+@given(raw=records, offset=st.integers(-(10**9), 10**9), uncertain=st.booleans())
+def test_level_read_from_the_body_bytes_agrees_with_the_decode(
+    raw: dict[str, Any], offset: int, uncertain: bool
+) -> None:
+    assume(representable(raw, offset))
+    a = validate(raw, node="n1", clock_offset_ns=offset, received_ns=5, clock_uncertain=uncertain)
+    want = LEVELS.index(raw.get("level", "info"))
+    assert [level_at_least(a.body, n) for n in range(5)] == [want >= n for n in range(5)]
+
+
+def test_level_of_an_unexpected_body_shape_is_left_to_the_decode() -> None:
+    odd = struct.pack("<q", 1) + cbor2.dumps({"lv": 0, "ts": 1})
+    assert all(level_at_least(odd, n) for n in range(5))
