@@ -31,6 +31,7 @@ arrival, which is >= every earlier ``W``.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -56,6 +57,9 @@ class Emitted(Generic[P]):
         return self.late or self.early or self.absurd
 
 
+_Item = tuple[int, int, int, P, int]  # key time, index, ingest_ts, payload, size
+
+
 class ReorderBuffer(Generic[P]):
     def __init__(
         self,
@@ -75,7 +79,11 @@ class ReorderBuffer(Generic[P]):
         self.absurd_after_ns = absurd_after_ms * NS_PER_MS
         # (key time, index, ingest_ts, payload, size): (key, index) is unique, so the payload
         # is never compared
-        self._heap: list[tuple[int, int, int, P, int]] = []
+        self._heap: list[_Item[P]] = []
+        # Records mostly commit in event-time order: those that arrive in key order go to a
+        # FIFO run (O(1) in and out); only out-of-order arrivals pay for the heap. The next
+        # record out is always the smaller of the two heads, so the output is the same.
+        self._run: deque[_Item[P]] = deque()
         self._bytes = 0
         self._max_ingest: int | None = None
         self._last_index = 0
@@ -94,7 +102,7 @@ class ReorderBuffer(Generic[P]):
 
     @property
     def depth(self) -> int:
-        return len(self._heap)
+        return len(self._heap) + len(self._run)
 
     @property
     def bytes(self) -> int:
@@ -130,10 +138,15 @@ class ReorderBuffer(Generic[P]):
             self.late += 1
             self._out(out, key, index, ingest_ts, payload, late=True)
         else:
-            heapq.heappush(self._heap, (key, index, ingest_ts, payload, size_bytes))
+            item = (key, index, ingest_ts, payload, size_bytes)
+            run = self._run
+            if not run or item > run[-1]:
+                run.append(item)
+            else:
+                heapq.heappush(self._heap, item)
             self._bytes += size_bytes
         self._advance(ingest_ts, out)
-        while len(self._heap) > self.max_records or self._bytes > self.max_bytes:
+        while len(self._heap) + len(self._run) > self.max_records or self._bytes > self.max_bytes:
             self._pop(out, early=True)
         return out
 
@@ -150,7 +163,7 @@ class ReorderBuffer(Generic[P]):
         """Emit everything still buffered, in key order (shutdown, end of a query). Unflagged:
         these are in order with everything emitted before."""
         out: list[Emitted[P]] = []
-        for _ in range(len(self._heap)):
+        for _ in range(self.depth):
             self._pop(out, early=False)
         return out
 
@@ -158,13 +171,31 @@ class ReorderBuffer(Generic[P]):
         if self._max_ingest is None or ingest_ts > self._max_ingest:
             self._max_ingest = ingest_ts
         w = self._max_ingest - self.window_ns
-        heap = self._heap
-        while heap and heap[0][0] < w:
-            self._pop(out, early=False)
-        return out
+        heap, run = self._heap, self._run
+        while True:
+            if heap and (not run or heap[0] < run[0]):
+                if heap[0][0] >= w:
+                    return out
+                key, index, ingest, payload, size = heapq.heappop(heap)
+            elif run and run[0][0] < w:
+                key, index, ingest, payload, size = run.popleft()
+            else:
+                return out
+            self._bytes -= size
+            self._out(out, key, index, ingest, payload)
+
+    def _head(self) -> _Item[P] | None:
+        heap, run = self._heap, self._run
+        if heap and (not run or heap[0] < run[0]):
+            return heap[0]
+        return run[0] if run else None
 
     def _pop(self, out: list[Emitted[P]], *, early: bool) -> None:
-        key, index, ingest_ts, payload, size = heapq.heappop(self._heap)
+        heap, run = self._heap, self._run
+        if heap and (not run or heap[0] < run[0]):
+            key, index, ingest_ts, payload, size = heapq.heappop(heap)
+        else:
+            key, index, ingest_ts, payload, size = run.popleft()
         self._bytes -= size
         self.early += early
         self._out(out, key, index, ingest_ts, payload, early=early)
@@ -190,9 +221,10 @@ class ReorderBuffer(Generic[P]):
         nothing commits, e.g. when the leader's ticks stop; ``oldest_wait_ms`` is how far the
         newest ingest time is past the oldest buffered record."""
         w = self.watermark_ns
-        oldest = self._heap[0][0] if self._heap else None
+        head = self._head()
+        oldest = head[0] if head else None
         return {
-            "depth": len(self._heap),
+            "depth": self.depth,
             "bytes": self._bytes,
             "emitted": self.emitted,
             "late": self.late,
