@@ -58,9 +58,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import free_ports, proc_cpu_s, system_busy_s  # one copy of the /proc helpers
+
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PUT_PATH = "/v3/kv/put"
 VALUE = (b"etcd-bench-value-" * 13)[:200]  # 200 bytes
 VALUE_B64 = base64.b64encode(VALUE)
@@ -151,37 +152,6 @@ def etcd_version() -> str:
 
 
 # ---------------------------------------------------------------------------- processes
-
-
-def free_ports(n: int) -> list[int]:
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def proc_cpu_s(pid: int) -> float | None:
-    """utime + stime of a live process, in seconds (None once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def system_busy_s() -> float:
-    """CPU seconds all CPUs spent busy since boot (/proc/stat: everything but idle+iowait)."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    return (sum(vals[:8]) - vals[3] - vals[4]) / CLK_TCK
 
 
 def user_procs_cpu_s() -> dict[int, tuple[str, float]]:
