@@ -31,7 +31,7 @@ from p2plog.runtime.event_stream import emitted_json, emitted_record
 from p2plog.runtime.node import RETRY_AFTER_MS, Node
 from p2plog.runtime.reads import MAX_LIMIT, Filter, Span, event_scan, record_json, scan_step
 from p2plog.storage.segmented_log import SegmentedLog
-from p2plog.wire.client import MAX_CLIENT_FRAME
+from p2plog.wire.client import MAX_CLIENT_FRAME, add_to_runs
 from p2plog.wire.envelope import (
     ProtocolError,
     decode,
@@ -177,11 +177,7 @@ class Session:
                     errors.append({"i": i, "error": f"record {i}: not acknowledged; retry"})
                     continue
                 if runs is not None and not got.dup:
-                    r = runs[-1] if runs else None
-                    if r and r[0] + r[1] == i and r[2] + r[1] == got.index and r[3] == got.term:
-                        r[1] += 1
-                    else:
-                        runs.append([i, 1, got.index, got.term])
+                    add_to_runs(runs, i, got.index, got.term)
                     continue
                 acks.append(
                     {

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from p2plog.record import PER_RECORD_OVERHEAD
+
 
 @dataclass(slots=True)
 class RecordAck:
@@ -34,7 +36,7 @@ class Proposal:
     def __post_init__(self) -> None:
         self.results = [None] * len(self.recs)
         self.remaining = len(self.recs)
-        self.size = sum(len(b) + 20 for _, b in self.recs)
+        self.size = sum(len(b) + PER_RECORD_OVERHEAD for _, b in self.recs)
         if not self.recs:
             self.done.set()
 

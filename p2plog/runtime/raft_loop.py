@@ -31,6 +31,7 @@ from p2plog.raft.progress import ProgressState
 from p2plog.raft.types import Entry, Index, NodeId, Role, SoftState
 from p2plog.record import (
     MAX_ENTRY_RECORDS,
+    PER_RECORD_OVERHEAD,
     batch_data,
     entry_ingest_ts,
     parse_batch,
@@ -250,7 +251,7 @@ class RaftLoop:
                 cur.ids.append(rid)
                 cur.recs.append((rid, body))
                 cur.slots.append((p, pos))
-                cur.size += len(body)
+                cur.size += len(body) + PER_RECORD_OVERHEAD
         batches = [b for b in batches if b.ids]
         if not batches:
             return

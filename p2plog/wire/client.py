@@ -50,3 +50,14 @@ ERROR_CODES = (
     "bad_request",
 )
 REQUEST_KINDS = ("submit", "query", "tail", "cancel", "status", "time")
+
+
+def add_to_runs(runs: list[list[int]], i: int, index: int, term: int) -> None:
+    """Record that submitted record ``i`` was stored fresh at ``index`` in ``term``: extends
+    the last run ``[i0, n, index0, term]`` when it continues it, else starts a new one. The
+    compact form of acks, for clients (``compact: true``) and for forwards alike."""
+    r = runs[-1] if runs else None
+    if r and r[0] + r[1] == i and r[2] + r[1] == index and r[3] == term:
+        r[1] += 1
+    else:
+        runs.append([i, 1, index, term])

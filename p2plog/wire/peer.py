@@ -22,6 +22,7 @@ from p2plog.raft.messages import (
     TimeoutNow,
 )
 from p2plog.raft.types import Entry, Index, NodeId, Term
+from p2plog.wire.client import add_to_runs
 from p2plog.wire.envelope import (
     ProtocolError,
     encode,
@@ -161,13 +162,10 @@ def encode_forward_acks(fid: int, acks: list[tuple[int, int, bool] | None]) -> b
         if a is None:
             continue
         index, term, dup = a
-        r = runs[-1] if runs else None
         if dup:
             singles.append([i, index, term, True])
-        elif r and r[0] + r[1] == i and r[2] + r[1] == index and r[3] == term:
-            r[1] += 1
         else:
-            runs.append([i, 1, index, term])
+            add_to_runs(runs, i, index, term)
     return encode("fwda", {"fid": fid, "runs": runs, "acks": singles})
 
 
