@@ -239,6 +239,12 @@ class RaftNode:
         if term != self.term:
             self.term = term
             self.vote = None
+            # Answers still waiting for a persist were made in the old term. An append ack
+            # among them may claim unstable entries that a newer leader's appends are about
+            # to truncate; sent after that truncation's fsync it would tell the old leader
+            # "I hold index i" about entries this node no longer has. Dropping is loss, which
+            # Raft tolerates.
+            self.msgs_after_persist = [m for m in self.msgs_after_persist if m.term >= term]
         self.leader = None
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0

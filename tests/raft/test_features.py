@@ -311,3 +311,21 @@ def test_status_reports_leader_view() -> None:
     follower = c["n2"].status()
     assert (follower.role, follower.leader, follower.progress) == (Role.FOLLOWER, N1, {})
     assert (follower.commit_index, follower.last_index) == (2, 2)
+
+
+def test_append_ack_of_old_term_is_dropped_when_a_new_leader_truncates() -> None:
+    """An append ack waits for its entries' fsync. If a newer leader's append truncates those
+    (still unsynced) entries first, the old ack must not go out after that fsync: it would tell
+    the old leader that this node holds entries it no longer has (found by sim seed
+    95805616584147)."""
+    store = MemoryStore()
+    node = RaftNode(RaftConfig(), N2, [N1, N2, N3], store.hard_state(), store, Random(0))
+    old = tuple(Entry(Term(1), Index(i), b"old") for i in (1, 2, 3))
+    node.step(AppendEntries(N1, N2, Term(1), Index(0), Term(0), old, Index(0)))
+    node.step(AppendEntries(N1, N2, Term(1), Index(3), Term(1), (), Index(0)))  # ack: 3
+    new = (Entry(Term(2), Index(1), b"new"),)
+    node.step(AppendEntries(N3, N2, Term(2), Index(0), Term(0), new, Index(0)))
+    rd = node.ready()
+    assert [e.index for e in rd.entries] == [1]  # the truncation of 1..3, then the new entry
+    acks = [m for m in rd.messages_after_persist if isinstance(m, AppendEntriesResponse)]
+    assert [(m.dst, m.term, m.index) for m in acks] == [(N3, 2, 1)]
