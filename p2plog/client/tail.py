@@ -144,7 +144,11 @@ class TailStream:
                     reply = await conn.request("status", {}, timeout_s=timeout)
                     if reply["kind"] == "error":
                         raise ConnectionLost(f"status: {reply.get('msg')}")
-                    self.next_index = int(reply["node"]["record_index"]) + 1
+                    # "From now" is after the node's last applied record, and never before
+                    # what this client was acked already (a follower learns commits a tick
+                    # later): the tail does not replay the client's own acked writes.
+                    node_index = int(reply["node"]["record_index"])
+                    self.next_index = max(node_index, self._client.last_acked_index) + 1
                 fields = {**self._fields, "from_index": self.next_index}
                 self._stream = await conn.open_stream("tail", fields, timeout_s=timeout)
                 self.subscriptions += 1

@@ -563,7 +563,7 @@ async def test_full_inbox_refuses_proposals_and_drops_messages(
 
 class FlakyAppend:
     """Wraps a SegmentedLog's append_batch: raises ``error`` for the next ``times`` calls that
-    carry entries, recording the virtual time of every call (called from a worker thread)."""
+    carry entries, recording the virtual time of every call (on the loop or a worker thread)."""
 
     def __init__(
         self, storage: SegmentedLog, error: Exception, times: int, token: trio.lowlevel.TrioToken
@@ -575,7 +575,10 @@ class FlakyAppend:
         self.token = token
 
     def __call__(self, entries: Sequence[Entry], hs: HardState | None, **kw: Any) -> None:
-        now = trio.from_thread.run_sync(trio.current_time, trio_token=self.token)
+        try:
+            now = trio.current_time()  # a small write runs on the loop itself
+        except RuntimeError:  # a worker thread
+            now = trio.from_thread.run_sync(trio.current_time, trio_token=self.token)
         if entries and self.left > 0:
             self.left -= 1
             self.calls.append((now, True))
@@ -605,6 +608,7 @@ async def test_disk_full_on_a_follower_retries_with_backoff(
         seen: list[bool] = []
         async with trio.open_nursery() as watch:
             watch.start_soon(watch_flag, lambda: f.disk_full, seen)
+            await trio.sleep(0.01)  # the watcher sees the first value (a small write is inline)
             acks = [only_ack(await c.submit(lead, Proposal([record(i)], "quorum"))) for i in (1, 2)]
             # the other follower carried the commit; the full one is still retrying
             await c.wait_until(lambda: flaky.left == 0 and not f.disk_full)
@@ -638,6 +642,7 @@ async def test_disk_full_on_the_leader_then_success(
         seen: list[bool] = []
         async with trio.open_nursery() as watch:
             watch.start_soon(watch_flag, lambda: lead.disk_full, seen)
+            await trio.sleep(0.01)  # the watcher sees the first value (a small write is inline)
             p = Proposal([record(1)], "quorum")
             assert lead.submit_nowait(p)
             with trio.fail_after(WAIT_S):
@@ -795,3 +800,42 @@ async def test_idle_leader_commits_time_ticks_when_asked(
         kinds = [k for _, k, _ in ingest_times(c, lead.id)]
         assert kinds.count("tick") == n_ticks
         assert kinds.count("record") == 10
+
+
+async def test_small_writes_run_on_the_loop_large_ones_in_a_worker_thread(
+    autojump_clock: trio.testing.MockClock, env: Env
+) -> None:
+    """A small Ready is written and fsync'd on the loop (the thread hop cost more than the
+    fdatasync at low load); a large one goes to a worker thread, as does any write while a
+    read holds the storage."""
+    async with open_cluster(env) as c:
+        lead = await c.wait_leader()
+        storage = c.storages[lead.id]
+        real = storage.append_batch
+        where: list[tuple[int, bool]] = []  # (bytes of entries, on the loop's thread)
+
+        def spy(entries: Sequence[Entry], hs: HardState | None, **kw: Any) -> None:
+            size = sum(len(e.data) for e in entries)
+            where.append((size, threading.current_thread() is threading.main_thread()))
+            real(entries, hs, **kw)
+
+        env.monkeypatch.setattr(storage, "append_batch", spy)
+        only_ack(await c.submit(lead, Proposal([record(1)], "quorum")))
+        big = raft_loop_mod.INLINE_PERSIST_BYTES
+        half = "x" * (big // 2 + 1000)
+        p = await c.submit(lead, Proposal([record(2, half), record(3, half)], "quorum"))
+        assert p.error is None
+        assert len(p.results) == 2
+        with_data = [(size, inline) for size, inline in where if size]
+        assert [inline for size, inline in with_data if size < 1000] == [True]
+        assert [inline for size, inline in with_data if size > big] == [False]
+        before = len(where)
+        async with lead.limiter:  # a read holds the storage: the write waits in a thread
+            p = Proposal([record(4)], "quorum")
+            assert lead.submit_nowait(p)
+            for _ in range(50):  # not a sleep: threads freeze the mock clock (frozen_threads)
+                await trio.lowlevel.checkpoint()
+        with trio.fail_after(WAIT_S):
+            await p.done.wait()
+        only_ack(p)
+        assert [inline for size, inline in where[before:] if size] == [False]
