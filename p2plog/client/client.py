@@ -47,9 +47,18 @@ from p2plog.client.options import (
     ClockOffset,
     server_error,
 )
-from p2plog.client.records import Record, addresses_of, ensure_id, frames
+from p2plog.client.records import (
+    Record,
+    UnencodableRecord,
+    addresses_of,
+    encode_record,
+    ensure_id,
+    frames,
+    id_text,
+)
 from p2plog.client.tail import TailStream, query_fields
 from p2plog.config import Config
+from p2plog.wire.envelope import RawList
 
 OFFSET_PROBE_TIMEOUT_S = 1.0
 RETRY_CODES = frozenset({"unavailable", "overloaded", "timeout"})
@@ -219,26 +228,40 @@ class Client:
             out = await self._batcher.submit_one(records, ack, timeout_s=timeout)
             return _collect([out])
         recs = list(records)
-        for r in recs:
-            ensure_id(r)
         outcomes: list[Outcome | None] = [None] * len(recs)
-        o = self.options
-        for start, frame in frames(recs, o.frame_records, o.frame_bytes):
-            self._frames_direct += 1
-            self._records_direct += len(frame)
+        good: list[int] = []  # positions of the records that encode
+        datas: list[bytes] = []
+        for pos, r in enumerate(recs):
+            ensure_id(r)
             try:
-                got = await self._submit_frame(frame, ack)
+                datas.append(encode_record(r))
+            except UnencodableRecord as e:
+                outcomes[pos] = RecordFailure(pos, id_text(r["id"]), f"record {pos}: {e}")
+                continue
+            good.append(pos)
+        o = self.options
+        for start, end in frames(datas, o.frame_records, o.frame_bytes):
+            where = good[start:end]
+            self._frames_direct += 1
+            self._records_direct += len(where)
+            try:
+                got = await self._submit_frame([recs[p] for p in where], datas[start:end], ack)
             except SubmitFailed as e:
                 acks: list[Ack | None] = [x if isinstance(x, Ack) else None for x in outcomes]
-                acks[start : start + len(e.acks)] = e.acks
+                for p, a in zip(where, e.acks, strict=False):
+                    acks[p] = a
                 raise SubmitFailed(
                     str(e), code=e.code, acks=acks, errors=e.errors, reason=e.reason
                 ) from None
-            outcomes[start : start + len(got)] = got
+            for p, x in zip(where, got, strict=True):
+                outcomes[p] = _renumber(x, p)
         return _collect(outcomes)
 
-    async def _submit_frame(self, records: list[Record], ack: str) -> list[Outcome]:
-        """One frame, retried until every record is acked or refused; per-record outcomes."""
+    async def _submit_frame(
+        self, records: list[Record], datas: list[bytes], ack: str
+    ) -> list[Outcome]:
+        """One frame (``datas``: the records encoded), retried until every record is acked or
+        refused; per-record outcomes."""
         out: list[Outcome | None] = [None] * len(records)
         todo = list(range(len(records)))
         b = Backoff(self.options)
@@ -250,7 +273,7 @@ class Client:
                     "submit",
                     {
                         "ack": ack,
-                        "records": [records[i] for i in todo],
+                        "records": RawList([datas[i] for i in todo]),
                         "clock_offset_ns": conn.clock_offset_ns,
                         "compact": True,
                     },
@@ -292,7 +315,7 @@ class Client:
         for i0, n, index0, term in reply.get("runs", []):
             for k in range(n):
                 pos = todo[i0 + k]
-                out[pos] = Ack(ensure_id(records[pos]), index0 + k, term, False)
+                out[pos] = Ack(id_text(records[pos]["id"]), index0 + k, term, False)
             self.last_acked_index = max(self.last_acked_index, index0 + n - 1)
         for a in reply.get("acks", []):
             pos = todo[a["i"]]
@@ -305,7 +328,7 @@ class Client:
             # "not acknowledged; retry": the node lost track of it (leadership moved); send
             # it again with the same id. Any other per-record error is the record's fault.
             if NOT_ACKED not in text:
-                out[pos] = RecordFailure(pos, ensure_id(records[pos]), text)
+                out[pos] = RecordFailure(pos, id_text(records[pos]["id"]), text)
         return [i for i in todo if out[i] is None]
 
     # ------------------------------------------------------------------- reads
@@ -374,6 +397,13 @@ class Client:
         if self._conn is not None:
             self._conn.close("client closed")
         self._nursery.cancel_scope.cancel()
+
+
+def _renumber(x: Outcome, pos: int) -> Outcome:
+    """A frame's outcome with the record's position in the whole submit."""
+    if isinstance(x, RecordFailure) and x.i != pos:
+        return RecordFailure(pos, x.id, x.error.replace(f"record {x.i}:", f"record {pos}:", 1))
+    return x
 
 
 def _acks(out: Sequence[Outcome | None]) -> list[Ack | None]:

@@ -52,42 +52,54 @@ def make_record(
     return rec
 
 
-def ensure_id(rec: Record) -> str:
-    """The record's id as text, assigning a uuid4 in place if it has none (so a retry of the
-    same dict reuses it)."""
-    rid = rec.get("id")
-    if rid is None:
-        rid = rec["id"] = str(uuid.uuid4())
+def ensure_id(rec: Record) -> None:
+    """Give the record a uuid4 ``id`` in place if it has none (so a retry of the same dict
+    reuses it)."""
+    if rec.get("id") is None:
+        rec["id"] = str(uuid.uuid4())
+
+
+def id_text(rid: Any) -> str:
+    """A record id as acks show it: 16 id bytes as UUID text (hex formatting: ``uuid.UUID``
+    cost a few microseconds per record on the client's hot path), anything else as is."""
     if isinstance(rid, bytes) and len(rid) == 16:
-        return str(uuid.UUID(bytes=rid))
+        h = rid.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return str(rid)
 
 
-def encoded_size(rec: Record) -> int:
-    """Bytes the record adds to a submit frame (exact: CBOR of the map as sent)."""
+class UnencodableRecord(ValueError):
+    """The record holds a value CBOR cannot carry; it is refused before anything is sent."""
+
+
+def encode_record(rec: Record) -> bytes:
+    """The record's CBOR, made once: its size cuts frames and the bytes go into the frame
+    as they are (``wire.envelope.RawList``), so no record is encoded twice."""
     try:
-        return len(cbor2.dumps(rec))
-    except (cbor2.CBOREncodeError, TypeError, ValueError):
-        return 0  # the node rejects it with a per-record error; it costs no frame room
+        return cbor2.dumps(rec)
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as e:
+        raise UnencodableRecord(
+            f"cannot be encoded as CBOR ({e}); use text, numbers, bools and maps of them"
+        ) from None
 
 
 def frames(
-    records: Sequence[Record],
+    datas: Sequence[bytes],
     max_records: int = DEFAULT_FRAME_RECORDS,
     max_bytes: int = DEFAULT_FRAME_BYTES,
-) -> Iterator[tuple[int, list[Record]]]:
-    """Cut ``records`` into consecutive frames; yields (offset of the frame's first record,
-    frame). A record bigger than ``max_bytes`` travels alone (the node will refuse it)."""
+) -> Iterator[tuple[int, int]]:
+    """Cut encoded records into consecutive frames; yields (start, end) offsets. A record
+    bigger than ``max_bytes`` travels alone (the node will refuse it)."""
     start = 0
     size = FRAME_OVERHEAD_BYTES
-    for i, rec in enumerate(records):
-        n = encoded_size(rec)
+    for i, data in enumerate(datas):
+        n = len(data)
         if i > start and (i - start >= max_records or size + n > max_bytes):
-            yield start, list(records[start:i])
+            yield start, i
             start, size = i, FRAME_OVERHEAD_BYTES
         size += n
-    if start < len(records):
-        yield start, list(records[start:])
+    if start < len(datas):
+        yield start, len(datas)
 
 
 def addresses_of(nodes: str | Path | Config | Sequence[str]) -> list[str]:

@@ -20,10 +20,36 @@ class ProtocolError(P2PLogError):
     """The other side sent something that breaks the protocol; close that connection."""
 
 
+class RawList:
+    """A CBOR array of items that are CBOR already (records encoded once by the client):
+    written into the frame as they are instead of being encoded again."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[bytes]) -> None:
+        self.items = items
+
+
+def _write_raw(encoder: cbor2.CBOREncoder, value: Any) -> None:
+    if not isinstance(value, RawList):
+        raise cbor2.CBOREncodeError(f"cannot serialize type {type(value).__name__}")
+    n = len(value.items)
+    if n < 24:
+        head = bytes((0x80 | n,))
+    elif n < 1 << 8:
+        head = bytes((0x98, n))
+    elif n < 1 << 16:
+        head = b"\x99" + n.to_bytes(2, "big")
+    else:
+        head = b"\x9a" + n.to_bytes(4, "big")
+    encoder.write(head)
+    encoder.write(b"".join(value.items))
+
+
 def encode(kind: str, fields: dict[str, Any]) -> bytes:
     fields["v"] = VERSION
     fields["kind"] = kind
-    return cbor2.dumps(fields)
+    return cbor2.dumps(fields, default=_write_raw)
 
 
 def decode(data: bytes | str, max_bytes: int) -> dict[str, Any]:

@@ -84,6 +84,30 @@ async def test_bad_record_is_reported_and_others_are_stored(cluster: LocalCluste
                 await c.submit({"msg": 42})  # a single record through the batcher
 
 
+async def test_unencodable_and_bad_records_in_later_frames_are_named_by_position(
+    cluster: LocalCluster,
+) -> None:
+    """Records are encoded once on the client: one CBOR cannot carry is refused there, by
+    its position in the whole submit, and the others (over several frames) are stored."""
+    opts = ClientOptions(frame_records=2)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_client(cluster.addresses, opts) as c:
+            recs = [make_record(f"ok {i}") for i in range(6)]
+            recs[1] = {**make_record("odd"), "fields": {"when": object()}}
+            recs[4] = {**make_record("bad"), "level": "LOUD"}  # the node refuses it
+            with pytest.raises(RecordsRejected) as info:
+                await c.submit(recs)
+            err = info.value
+            assert [e.i for e in err.errors] == [1, 4]
+            assert "cannot be encoded as CBOR" in err.errors[0].error
+            assert err.errors[1].error.startswith("record 4:")
+            assert [a is not None for a in err.acks] == [True, False, True, True, False, True]
+            stored = await c.query(grep="ok ")
+            assert [r["msg"] for r in stored] == ["ok 0", "ok 2", "ok 3", "ok 5"]
+            with pytest.raises(RecordsRejected, match="cannot be encoded"):
+                await c.submit({**make_record("odd"), "fields": {"x": object()}})
+
+
 async def test_concurrent_single_submits_coalesce_into_few_frames(cluster: LocalCluster) -> None:
     n = 300
     acks: list[Any] = []

@@ -57,6 +57,21 @@ def test_encode_decode_envelope() -> None:
     assert env.decode(data, 1 << 10) == {"req": 7, "v": VERSION, "kind": "status"}
 
 
+@pytest.mark.parametrize("n", [0, 1, 23, 24, 255, 256, 65535, 65536])
+def test_raw_list_is_spliced_as_the_array_it_encodes(n: int) -> None:
+    """Records encoded once by the client go into the frame as they are; the node decodes
+    the same frame as if the list had been encoded with the rest (every CBOR length form)."""
+    items = [{"i": i} for i in range(n)]
+    data = env.encode("submit", {"req": 1, "records": env.RawList([cbor2.dumps(x) for x in items])})
+    assert data == env.encode("submit", {"req": 1, "records": items})
+    assert env.decode(data, 1 << 24)["records"] == items
+
+
+def test_unknown_type_still_fails_to_encode() -> None:
+    with pytest.raises(cbor2.CBOREncodeError):
+        env.encode("submit", {"x": object()})
+
+
 def test_text_frame_rejected() -> None:
     with pytest.raises(ProtocolError, match="text frame"):
         env.decode(frame(v=1, kind="x").decode("latin-1"), MAX)
