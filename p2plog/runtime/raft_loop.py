@@ -346,7 +346,10 @@ class RaftLoop:
     async def _persist(self, rd: Ready) -> None:
         delay = 0.05
         write = partial(self.storage.append_batch, rd.entries, rd.hard_state, sync=rd.must_sync)
-        inline = sum(len(e.data) for e in rd.entries) <= INLINE_PERSIST_BYTES
+        # Inline only when nothing was just queued for the peer links: a leader's appends
+        # must reach the wire while it fsyncs (they overlap its own fsync), and a link task
+        # only runs once the loop yields, which an inline fsync would not.
+        inline = not rd.messages and sum(len(e.data) for e in rd.entries) <= INLINE_PERSIST_BYTES
         while True:
             t0 = time.perf_counter()
             try:
@@ -375,7 +378,9 @@ class RaftLoop:
         """Run a small write + fdatasync on the loop itself when the storage is free: at low
         load the worker-thread hop (~140 us of CPU, and the wake-ups) cost more than the
         fdatasync, and there is no group commit to form while waiting; large rounds still
-        go to a worker thread so the next round's messages are taken in meanwhile."""
+        go to a worker thread so the next round's messages are taken in meanwhile. (Measured
+        at 1 in flight: inline on followers only, p50/p99 2.19/3.33 ms; inline on the leader
+        too, 2.28/4.45 ms: its appends then left only after its own fsync.)"""
         try:
             self.limiter.acquire_nowait()
         except trio.WouldBlock:

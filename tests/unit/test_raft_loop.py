@@ -805,37 +805,50 @@ async def test_idle_leader_commits_time_ticks_when_asked(
 async def test_small_writes_run_on_the_loop_large_ones_in_a_worker_thread(
     autojump_clock: trio.testing.MockClock, env: Env
 ) -> None:
-    """A small Ready is written and fsync'd on the loop (the thread hop cost more than the
-    fdatasync at low load); a large one goes to a worker thread, as does any write while a
-    read holds the storage."""
+    """A follower writes and fsyncs a small Ready on the loop (the thread hop cost more than
+    the fdatasync at low load). Large Readies go to a worker thread, and so does a leader's
+    write while it has appends to send (they must leave while it fsyncs), and any write while
+    a read holds the storage."""
     async with open_cluster(env) as c:
         lead = await c.wait_leader()
-        storage = c.storages[lead.id]
-        real = storage.append_batch
-        where: list[tuple[int, bool]] = []  # (bytes of entries, on the loop's thread)
+        f = next(c.loops[n] for n in IDS if n != lead.id)
+        where: list[tuple[NodeId, int, bool]] = []  # (node, bytes of entries, on the loop)
 
-        def spy(entries: Sequence[Entry], hs: HardState | None, **kw: Any) -> None:
-            size = sum(len(e.data) for e in entries)
-            where.append((size, threading.current_thread() is threading.main_thread()))
-            real(entries, hs, **kw)
+        def spy(nid: NodeId, real: Callable[..., None]) -> Callable[..., None]:
+            def append(entries: Sequence[Entry], hs: HardState | None, **kw: Any) -> None:
+                on_loop = threading.current_thread() is threading.main_thread()
+                where.append((nid, sum(len(e.data) for e in entries), on_loop))
+                real(entries, hs, **kw)
 
-        env.monkeypatch.setattr(storage, "append_batch", spy)
+            return append
+
+        for nid in IDS:
+            storage = c.storages[nid]
+            env.monkeypatch.setattr(storage, "append_batch", spy(nid, storage.append_batch))
+
+        def writes(nid: NodeId, since: int = 0) -> list[tuple[int, bool]]:
+            return [(size, inline) for n, size, inline in where[since:] if n == nid and size]
+
         only_ack(await c.submit(lead, Proposal([record(1)], "quorum")))
+        await c.wait_until(lambda: len(writes(f.id)) == 1)
+        assert [inline for _, inline in writes(lead.id)] == [False]
+        assert [inline for _, inline in writes(f.id)] == [True]
         big = raft_loop_mod.INLINE_PERSIST_BYTES
         half = "x" * (big // 2 + 1000)
+        before = len(where)
         p = await c.submit(lead, Proposal([record(2, half), record(3, half)], "quorum"))
         assert p.error is None
         assert len(p.results) == 2
-        with_data = [(size, inline) for size, inline in where if size]
-        assert [inline for size, inline in with_data if size < 1000] == [True]
-        assert [inline for size, inline in with_data if size > big] == [False]
+        await c.wait_until(lambda: any(size > big for size, _ in writes(f.id, before)))
+        assert [inline for size, inline in writes(f.id, before) if size > big] == [False]
         before = len(where)
-        async with lead.limiter:  # a read holds the storage: the write waits in a thread
+        async with f.limiter:  # a read holds the follower's storage: its write waits in a thread
             p = Proposal([record(4)], "quorum")
             assert lead.submit_nowait(p)
             for _ in range(50):  # not a sleep: threads freeze the mock clock (frozen_threads)
                 await trio.lowlevel.checkpoint()
+        await c.wait_until(lambda: len(writes(f.id, before)) == 1)
+        assert [inline for _, inline in writes(f.id, before)] == [False]
         with trio.fail_after(WAIT_S):
             await p.done.wait()
         only_ack(p)
-        assert [inline for size, inline in where[before:] if size] == [False]
