@@ -85,7 +85,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -123,6 +122,7 @@ from p2plog.client import (  # noqa: E402
     open_client,
 )
 from p2plog.config import ClusterConfig  # noqa: E402
+from p2plog.testing.ports import free_ports  # noqa: E402
 
 NODE_IDS = ("n1", "n2", "n3")
 HOST = "127.0.0.1"
@@ -374,19 +374,6 @@ async def fetch_status(port: int, timeout_s: float = STATUS_TIMEOUT_S) -> dict[s
 
 
 # ---------------------------------------------------------------------------- cluster
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def proc_cpu_s(pid: int) -> float | None:

@@ -35,7 +35,6 @@ import json
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ import trio
 from p2plog.client import open_client
 from p2plog.order.reorder import ReorderBuffer
 from p2plog.testing.clockrig import ChronyServer, faketime_env, need_clock_tools
+from p2plog.testing.ports import free_ports
 
 MS = 1_000_000
 CLOCKS = {"n1": (-5.0, 1.0), "n2": (3.0, 1.0), "n3": (0.0, 1.0001)}
@@ -63,17 +63,6 @@ def pct(xs: list[float]) -> dict[str, float]:
         "max": round(s[-1], 3),
         "n": len(s),
     }
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def bench_reorder(n: int) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,18 +11,6 @@ from p2plog.config import Config, parse
 from p2plog.runtime.node import Node
 
 START_TIMEOUT_S = 10.0
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def cluster_config(tmp_path: Path, ports: list[int], name: str = "test") -> Config:

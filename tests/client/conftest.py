@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from .cluster import LocalCluster, cluster_config, free_ports
+from p2plog.testing.ports import free_ports
+
+from .cluster import LocalCluster, cluster_config
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ import trio
 
 from p2plog.cli import main
 from p2plog.client.commands import format_record, parse_time
+from p2plog.testing.ports import free_ports
 
-from .cluster import LocalCluster, free_ports, write_peers_toml
+from .cluster import LocalCluster, write_peers_toml
 
 TIMEOUT_S = 10.0
 NOW = 1_795_000_000_000_000_000

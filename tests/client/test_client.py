@@ -20,8 +20,9 @@ from p2plog.client import (
     make_record,
     open_client,
 )
+from p2plog.testing.ports import free_ports
 
-from .cluster import LocalCluster, free_ports
+from .cluster import LocalCluster
 from .fake_node import FakeNode, ack_all
 
 TIMEOUT_S = 10.0

@@ -15,8 +15,9 @@ import pytest
 import trio
 
 from p2plog.client import ClientOptions, LogHandler, SyncClient
+from p2plog.testing.ports import free_ports
 
-from .cluster import LocalCluster, free_ports
+from .cluster import LocalCluster
 
 TIMEOUT_S = 10.0
 QUICK = ClientOptions(connect_timeout_s=0.2, submit_deadline_s=0.2, backoff_min_s=0.01)

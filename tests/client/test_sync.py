@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from p2plog.client import ClientClosed, ClientOptions, SyncClient, Unreachable, make_record
+from p2plog.testing.ports import free_ports
 
-from .cluster import LocalCluster, free_ports
+from .cluster import LocalCluster
 
 TIMEOUT_S = 10.0
 

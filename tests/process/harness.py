@@ -21,7 +21,6 @@ import itertools
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ from typing import Any
 import cbor2
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket
+
+from p2plog.testing.ports import free_ports
 
 HOST = "127.0.0.1"
 VERSION = 1
@@ -356,20 +357,6 @@ async def write_records(
 # ---------------------------------------------------------------------------- cluster
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (bound together, so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @dataclass(slots=True)
 class NodeProc:
     id: str
@@ -499,22 +486,27 @@ class Cluster:
         await self.wait_serving(nid, timeout_s=wait_serving_s)
 
     async def stop_all(self) -> None:
-        """Teardown: SIGTERM every started node by pid, wait (bounded), then SIGKILL."""
-        running = [nd for nd in self.nodes.values() if nd.alive]
-        for nd in running:
-            assert nd.proc is not None
-            nd.proc.send_signal(signal.SIGTERM)
-            nd.proc.send_signal(signal.SIGCONT)  # a test may have left it stopped
-        with trio.move_on_after(STOP_TIMEOUT_S):
+        """Teardown: SIGTERM every started node by pid, wait (bounded), then SIGKILL.
+
+        Shielded: it runs in ``finally`` blocks, often while the test's own scope is being
+        cancelled (a ``fail_after`` that fired); unshielded, the first wait raised
+        ``Cancelled`` and nodes that ignored the SIGTERM were left running as orphans."""
+        with trio.CancelScope(shield=True):
+            running = [nd for nd in self.nodes.values() if nd.alive]
             for nd in running:
                 assert nd.proc is not None
-                await nd.proc.wait()
-        for nd in running:
-            assert nd.proc is not None
-            if nd.proc.poll() is None:
-                nd.proc.send_signal(signal.SIGKILL)
-                with trio.move_on_after(STOP_TIMEOUT_S):
+                nd.proc.send_signal(signal.SIGTERM)
+                nd.proc.send_signal(signal.SIGCONT)  # a test may have left it stopped
+            with trio.move_on_after(STOP_TIMEOUT_S):
+                for nd in running:
+                    assert nd.proc is not None
                     await nd.proc.wait()
+            for nd in running:
+                assert nd.proc is not None
+                if nd.proc.poll() is None:
+                    nd.proc.send_signal(signal.SIGKILL)
+                    with trio.move_on_after(STOP_TIMEOUT_S):
+                        await nd.proc.wait()
 
     async def verify_data_dir(self, nid: str, *, timeout_s: float = 30.0) -> tuple[int, str]:
         """``python -m p2plog verify`` on a stopped node's data dir: (exit code, output)."""

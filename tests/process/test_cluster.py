@@ -630,7 +630,7 @@ async def test_ack_leader_records_commit_everywhere(cluster: Cluster) -> None:
 
 
 def test_harness_free_ports_are_distinct() -> None:
-    from .harness import free_ports
+    from p2plog.testing.ports import free_ports
 
     ports = free_ports(3)
     assert len(set(ports)) == 3

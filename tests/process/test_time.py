@@ -199,16 +199,25 @@ async def query_records(cl: Cluster, ids: set[str]) -> dict[str, dict[str, Any]]
 async def probe(c: RawClient, n: int = 5) -> tuple[float, float]:
     """(node corrected clock - true clock, round trip) in ms: the least-delay of ``n`` probes."""
     best: tuple[float, float] | None = None
-    for _ in range(n):
+    lost = 0
+    for attempt in range(n + 3):
+        if best is not None and attempt >= n:
+            break
         t1 = time.time_ns()
-        r = await c.request("time", {"t1": t1}, timeout_s=2.0)
+        try:
+            r = await c.request("time", {"t1": t1}, timeout_s=2.0)
+        except RequestTimeout:
+            # A starved machine (elections, a loaded CI host) can hold one reply back; a lost
+            # probe says nothing about the clock, so it is skipped, not counted as an error.
+            lost += 1
+            continue
         t4 = time.time_ns()
         assert r["kind"] == "time", r
         delay = ((t4 - t1) - (r["t3"] - r["t2"])) / MS
         off = ((r["t2"] - t1) + (r["t3"] - t4)) / 2 / MS
         if best is None or delay < best[1]:
             best = (off, delay)
-    assert best is not None
+    assert best is not None, f"no reply to {lost} time probes"
     return best
 
 
@@ -230,13 +239,14 @@ async def submit_untimed(port: int, tag: str) -> tuple[int, int, dict[str, Any]]
     rec = {"id": rid, "level": "info", "source": tag, "msg": tag}
     before = time.time_ns()
     reply: dict[str, Any] = {}
-    async with open_raw_client(port) as c:
-        for _ in range(50):  # retry the same id (the node dedups) through an election
-            reply = await c.submit([rec], timeout_s=5.0)
-            if reply["kind"] != "error":
-                break
-            RETRIES[reply["code"]] = RETRIES.get(reply["code"], 0) + 1
-            await trio.sleep(reply.get("retry_after_ms", 50) / 1000)
+    with trio.fail_after(30):  # bounded as a whole, not only per attempt
+        async with open_raw_client(port) as c:
+            for _ in range(50):  # retry the same id (the node dedups) through an election
+                reply = await c.submit([rec], timeout_s=5.0)
+                if reply["kind"] != "error":
+                    break
+                RETRIES[reply["code"]] = RETRIES.get(reply["code"], 0) + 1
+                await trio.sleep(reply.get("retry_after_ms", 50) / 1000)
     after = time.time_ns()
     assert reply["kind"] == "ack", reply
     assert len(reply["acks"]) == 1, reply
