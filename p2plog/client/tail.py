@@ -145,8 +145,9 @@ class TailStream:
                     if reply["kind"] == "error":
                         raise ConnectionLost(f"status: {reply.get('msg')}")
                     # "From now" is after the node's last applied record, and never before
-                    # what this client was acked already (a follower learns commits a tick
-                    # later): the tail does not replay the client's own acked writes.
+                    # what this client was acked already (a follower may not have applied
+                    # the client's last write yet): the tail does not replay the client's
+                    # own acked writes.
                     node_index = int(reply["node"]["record_index"])
                     self.next_index = max(node_index, self._client.last_acked_index) + 1
                 fields = {**self._fields, "from_index": self.next_index}

@@ -3,7 +3,8 @@
 One task runs ``run()``: it waits for input (peer messages, proposals, transfers) or the next
 tick, feeds all that arrived into the node, then drains Ready batches: send ``messages`` ->
 persist (one ``append_batch`` = one fsync, in a worker thread, so the inbox keeps filling and the
-next batch is a group commit) -> send ``messages_after_persist`` -> ack ``ack=leader`` records
+next batch is a group commit; a small Ready with nothing for the peer links, on the loop itself:
+see ``_try_inline``) -> send ``messages_after_persist`` -> ack ``ack=leader`` records
 -> apply -> ``advance``. Other tasks only talk to it through its bounded inbox.
 
 Disk full: the append is retried with backoff; the loop stalls (to peers it looks down, so a
@@ -353,9 +354,7 @@ class RaftLoop:
         while True:
             t0 = time.perf_counter()
             try:
-                if inline and self._try_inline(write):
-                    pass
-                else:
+                if not (inline and self._try_inline(write)):
                     await trio.to_thread.run_sync(write, limiter=self.limiter)
             except DiskFull as e:
                 if not self.disk_full:
