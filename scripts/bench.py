@@ -340,13 +340,7 @@ class Conn:
             while True:
                 raw = await self.ws.get_message()
                 assert isinstance(raw, bytes), "p2plog replies are binary frames"
-                msg = cbor2.loads(raw)
-                slot = self._waiting.pop(msg.get("req"), None)
-                if slot is None:
-                    self.unmatched += 1  # a reply that arrived after its request timed out
-                    continue
-                slot.reply = msg
-                slot.done.set()
+                self._deliver(cbor2.loads(raw))
         except ConnectionClosed as e:
             self.closed = f"closed: {e.reason}"
         finally:
@@ -354,6 +348,15 @@ class Conn:
                 self.closed = "reader stopped"
             for slot in self._waiting.values():
                 slot.done.set()
+
+    def _deliver(self, msg: dict[str, Any]) -> None:
+        """Hand one reply to the ``call`` waiting for its ``req``."""
+        slot = self._waiting.pop(msg.get("req"), None)
+        if slot is None:
+            self.unmatched += 1  # a reply that arrived after its request timed out
+            return
+        slot.reply = msg
+        slot.done.set()
 
 
 async def fetch_status(port: int, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:

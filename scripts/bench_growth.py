@@ -96,7 +96,7 @@ from bench import (
     system_busy_s,
     wait_leader,
 )
-from trio_websocket import ConnectionClosed, HandshakeError
+from trio_websocket import HandshakeError
 
 MB = 1_000_000
 GB = 1_000_000_000
@@ -204,30 +204,12 @@ class StreamConn(Conn):
         super().__init__(ws, name)
         self.streams: dict[int, Callable[[dict[str, Any]], None]] = {}
 
-    async def _read(self) -> None:
-        try:
-            while True:
-                raw = await self.ws.get_message()
-                assert isinstance(raw, bytes), "p2plog replies are binary frames"
-                msg = cbor2.loads(raw)
-                req = msg.get("req")
-                cb = self.streams.get(req)
-                if cb is not None:
-                    cb(msg)
-                    continue
-                slot = self._waiting.pop(req, None)
-                if slot is None:
-                    self.unmatched += 1
-                    continue
-                slot.reply = msg
-                slot.done.set()
-        except ConnectionClosed as e:
-            self.closed = f"closed: {e.reason}"
-        finally:
-            if self.closed is None:
-                self.closed = "reader stopped"
-            for slot in self._waiting.values():
-                slot.done.set()
+    def _deliver(self, msg: dict[str, Any]) -> None:
+        cb = self.streams.get(msg.get("req"))
+        if cb is not None:
+            cb(msg)
+        else:
+            super()._deliver(msg)
 
 
 # ---------------------------------------------------------------------------- run state
