@@ -433,29 +433,25 @@ class Cluster:
         nd.starts += 1
         with nd.log_path.open("ab") as f:
             f.write(f"===== harness: start #{nd.starts} of {nid} at {time.time():.3f}\n".encode())
-            cmd = [
-                sys.executable,
-                "-m",
-                "p2plog",
-                "run",
-                "--config",
-                str(self.config_path),
-                "--node",
-                nid,
-                "--log-level",
-                self.log_level,
-            ]
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             # The child keeps its own dup of the log fd; ours closes with the `with`.
             nd.proc = await trio.lowlevel.open_process(
-                cmd,
+                self.node_command(nid),
                 stdin=subprocess.DEVNULL,
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 cwd=self.root,
-                env=env,
+                env=self.node_env(nid),
                 start_new_session=True,
             )
+
+    def node_command(self, nid: str) -> list[str]:
+        """The command line of node ``nid`` (subclasses give nodes other configs)."""
+        cmd = [sys.executable, "-m", "p2plog", "run", "--config", str(self.config_path)]
+        return [*cmd, "--node", nid, "--log-level", self.log_level]
+
+    def node_env(self, nid: str) -> dict[str, str]:
+        """The environment of node ``nid`` (subclasses fake its clock)."""
+        return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     async def start_all(self) -> None:
         for nid in self.nodes:

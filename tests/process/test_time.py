@@ -141,23 +141,12 @@ class ClockCluster(Cluster):
         self.clocks[nid] = (off + by_s, rate)
         write_timestamp_file(self.clock_files[nid], off + by_s, rate)
 
-    async def start(self, nid: str) -> None:
-        nd = self.nodes[nid]
-        assert not nd.alive, f"{nid} is already running"
-        nd.starts += 1
-        with nd.log_path.open("ab") as f:
-            f.write(f"===== harness: start #{nd.starts} of {nid} at {time.time():.3f}\n".encode())
-            cmd = [sys.executable, "-m", "p2plog", "run", "--config", str(self.configs[nid])]
-            cmd += ["--node", nid, "--log-level", self.log_level]
-            nd.proc = await trio.lowlevel.open_process(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                cwd=self.root,
-                env=self.envs[nid],
-                start_new_session=True,
-            )
+    def node_command(self, nid: str) -> list[str]:
+        cmd = [sys.executable, "-m", "p2plog", "run", "--config", str(self.configs[nid])]
+        return [*cmd, "--node", nid, "--log-level", self.log_level]
+
+    def node_env(self, nid: str) -> dict[str, str]:
+        return self.envs[nid]
 
 
 @pytest.fixture
