@@ -26,6 +26,7 @@ import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from typing import Any
 
 import cbor2
@@ -189,15 +190,22 @@ class Batch:
         d = self.data
         return [d[o : o + 16] for o in range(BATCH_HEAD_SIZE, BATCH_HEAD_SIZE + 16 * self.n, 16)]
 
+    def lengths(self) -> tuple[int, ...]:
+        """Each record's body length."""
+        return struct.unpack_from(f"<{self.n}I", self.data, BATCH_HEAD_SIZE + 16 * self.n)
+
+    def offsets(self) -> list[int]:
+        """Where each body starts in ``data``, and (last, ``n + 1``-th) where the last ends."""
+        return list(accumulate(self.lengths(), initial=BATCH_HEAD_SIZE + 20 * self.n))
+
     def bodies(self) -> list[bytes]:
-        d, n = self.data, self.n
-        lens = struct.unpack_from(f"<{n}I", d, BATCH_HEAD_SIZE + 16 * n)
-        out = []
-        o = BATCH_HEAD_SIZE + 20 * n
-        for ln in lens:
-            out.append(d[o : o + ln])
-            o += ln
-        return out
+        d, offs = self.data, self.offsets()
+        return [d[a:b] for a, b in pairwise(offs)]
+
+    def event_times(self, offsets: Sequence[int]) -> list[int]:
+        """Each record's ``ts_corrected`` prefix (``NO_TS``: none), read without a decode."""
+        d, unpack = self.data, _TC.unpack_from
+        return [unpack(d, o)[0] for o in offsets[:-1]]
 
     def records(self, term: int) -> list[Rec]:
         """The records of this batch (index, term, ingest time, id, body), in log order."""
@@ -206,6 +214,30 @@ class Batch:
             Rec(base + k, term, ts, rid, body)
             for k, (rid, body) in enumerate(zip(self.ids(), self.bodies(), strict=True))
         ]
+
+
+class BatchRef:
+    """The records of one committed batch entry, as the event stream buffers them: one object
+    shared by all of the entry's records (not a ``Rec`` each), turned into a ``Rec`` only when
+    a reader takes the record. It keeps the entry's bytes alive only while one of its records
+    is still buffered."""
+
+    __slots__ = ("_offsets", "batch", "term")
+
+    def __init__(self, term: int, batch: Batch, offsets: list[int] | None = None) -> None:
+        self.term = term
+        self.batch = batch
+        self._offsets = offsets
+
+    def rec(self, index: int) -> Rec:
+        b = self.batch
+        k = index - b.base
+        assert 0 <= k < b.n, f"record {index} is not in the batch at {b.base} (+{b.n})"
+        offs = self._offsets
+        if offs is None:
+            offs = self._offsets = b.offsets()
+        o, d = BATCH_HEAD_SIZE + 16 * k, b.data
+        return Rec(index, self.term, b.ingest_ts, d[o : o + 16], d[offs[k] : offs[k + 1]])
 
 
 def parse_batch(data: bytes) -> Batch | None:

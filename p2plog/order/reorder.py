@@ -30,9 +30,12 @@ arrival, which is >= every earlier ``W``.
 
 from __future__ import annotations
 
+import bisect
 import heapq
-from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 P = TypeVar("P")
@@ -58,6 +61,9 @@ class Emitted(Generic[P]):
 
 
 _Item = tuple[int, int, int, P, int]  # key time, index, ingest_ts, payload, size
+_key_of = itemgetter(0)
+_size_of = itemgetter(4)
+RUN_COMPACT_AT = 4096  # drop the run's emitted head once it is this long (and half the list)
 
 
 class ReorderBuffer(Generic[P]):
@@ -82,8 +88,10 @@ class ReorderBuffer(Generic[P]):
         self._heap: list[_Item[P]] = []
         # Records mostly commit in event-time order: those that arrive in key order go to a
         # FIFO run (O(1) in and out); only out-of-order arrivals pay for the heap. The next
-        # record out is always the smaller of the two heads, so the output is the same.
-        self._run: deque[_Item[P]] = deque()
+        # record out is always the smaller of the two heads, so the output is the same. The run
+        # is a sorted list read from ``_head`` on, so a batch can be cut from it by bisection.
+        self._run: list[_Item[P]] = []
+        self._head = 0
         self._bytes = 0
         self._max_ingest: int | None = None
         self._last_index = 0
@@ -102,7 +110,7 @@ class ReorderBuffer(Generic[P]):
 
     @property
     def depth(self) -> int:
-        return len(self._heap) + len(self._run)
+        return len(self._heap) + len(self._run) - self._head
 
     @property
     def bytes(self) -> int:
@@ -138,16 +146,65 @@ class ReorderBuffer(Generic[P]):
             self.late += 1
             self._out(out, key, index, ingest_ts, payload, late=True)
         else:
-            item = (key, index, ingest_ts, payload, size_bytes)
-            run = self._run
-            if not run or item > run[-1]:
-                run.append(item)
-            else:
-                heapq.heappush(self._heap, item)
+            self._push((key, index, ingest_ts, payload, size_bytes))
             self._bytes += size_bytes
         self._advance(ingest_ts, out)
-        while len(self._heap) + len(self._run) > self.max_records or self._bytes > self.max_bytes:
+        while self.depth > self.max_records or self._bytes > self.max_bytes:
             self._pop(out, early=True)
+        return out
+
+    def add_batch(
+        self,
+        indexes: Sequence[int],
+        keys: Sequence[int],
+        ingest_ts: int,
+        payloads: Iterable[P],
+        sizes: Sequence[int],
+        out: list[Emitted[P]] | None = None,
+    ) -> list[Emitted[P]]:
+        """Feed the records of one log entry (all with the entry's ``ingest_ts``), exactly as
+        ``add_record`` would one by one; ``keys`` are their key times (``ts_corrected``, or
+        ``ingest_ts`` for a record without one).
+
+        Why it is cheaper: within one entry the watermark moves at most once, at the first
+        record that is not absurd. So when no record is absurd, late, or overflows the buffer
+        (the common case, checked with a few whole-list operations), the sequential result is:
+        advance the watermark, then append the records. Otherwise each record goes through
+        ``add_record``, so the two agree always (a property test feeds both)."""
+        if out is None:
+            out = []
+        n = len(keys)
+        if n == 0:
+            return out
+        assert n == len(indexes) == len(sizes)
+        lo, hi = min(keys), max(keys)
+        mx = self._max_ingest
+        w = (ingest_ts if mx is None or ingest_ts > mx else mx) - self.window_ns
+        total = sum(sizes)
+        if (
+            lo < w
+            or lo < ingest_ts - self.absurd_after_ns
+            or hi > ingest_ts + self.absurd_after_ns
+            or self.depth + n > self.max_records
+            or self._bytes + total > self.max_bytes
+        ):
+            for index, key, payload, size in zip(indexes, keys, payloads, sizes, strict=True):
+                ts = None if key == ingest_ts else key  # same key, same flags either way
+                self.add_record(index, ts, ingest_ts, payload, size, out)
+            return out
+        assert indexes[0] > self._last_index, (
+            f"records out of index order: {indexes[0]} after {self._last_index}"
+        )
+        self._last_index = indexes[-1]
+        self._advance(ingest_ts, out)
+        items = list(zip(keys, indexes, repeat(ingest_ts), payloads, sizes))
+        run = self._run
+        if (len(run) == self._head or items[0] > run[-1]) and keys == sorted(keys):
+            run.extend(items)
+        else:
+            for item in items:
+                self._push(item)
+        self._bytes += total
         return out
 
     def is_absurd(self, ts_corrected: int | None, ingest_ts: int) -> bool:
@@ -167,35 +224,68 @@ class ReorderBuffer(Generic[P]):
             self._pop(out, early=False)
         return out
 
+    def _push(self, item: _Item[P]) -> None:
+        run = self._run
+        if len(run) == self._head or item > run[-1]:
+            run.append(item)
+        else:
+            heapq.heappush(self._heap, item)
+
     def _advance(self, ingest_ts: int, out: list[Emitted[P]]) -> list[Emitted[P]]:
         if self._max_ingest is None or ingest_ts > self._max_ingest:
             self._max_ingest = ingest_ts
         w = self._max_ingest - self.window_ns
         heap, run = self._heap, self._run
+        if not heap or heap[0][0] >= w:
+            # Only the sorted run has keys below w: cut them off in one piece.
+            head = self._head
+            cut = bisect.bisect_left(run, w, head, len(run), key=_key_of)
+            if cut > head:
+                done = run[head:cut]
+                self._bytes -= sum(map(_size_of, done))
+                self.emitted += cut - head
+                if not self.discard_output:
+                    out += [Emitted(i, k, t, p) for k, i, t, p, _ in done]
+                self._drop_head(cut)
+            return out
         while True:
-            if heap and (not run or heap[0] < run[0]):
+            head = self._head
+            if heap and (len(run) == head or heap[0] < run[head]):
                 if heap[0][0] >= w:
                     return out
                 key, index, ingest, payload, size = heapq.heappop(heap)
-            elif run and run[0][0] < w:
-                key, index, ingest, payload, size = run.popleft()
+            elif len(run) > head and run[head][0] < w:
+                key, index, ingest, payload, size = run[head]
+                self._drop_head(head + 1)
             else:
                 return out
             self._bytes -= size
             self._out(out, key, index, ingest, payload)
 
-    def _head(self) -> _Item[P] | None:
-        heap, run = self._heap, self._run
-        if heap and (not run or heap[0] < run[0]):
+    def _drop_head(self, head: int) -> None:
+        """Advance the run's read position; free the read part once it is big."""
+        run = self._run
+        if head == len(run):
+            run.clear()
+            head = 0
+        elif head >= RUN_COMPACT_AT and 2 * head >= len(run):
+            del run[:head]
+            head = 0
+        self._head = head
+
+    def _first(self) -> _Item[P] | None:
+        heap, run, head = self._heap, self._run, self._head
+        if heap and (len(run) == head or heap[0] < run[head]):
             return heap[0]
-        return run[0] if run else None
+        return run[head] if len(run) > head else None
 
     def _pop(self, out: list[Emitted[P]], *, early: bool) -> None:
-        heap, run = self._heap, self._run
-        if heap and (not run or heap[0] < run[0]):
+        heap, run, head = self._heap, self._run, self._head
+        if heap and (len(run) == head or heap[0] < run[head]):
             key, index, ingest_ts, payload, size = heapq.heappop(heap)
         else:
-            key, index, ingest_ts, payload, size = run.popleft()
+            key, index, ingest_ts, payload, size = run[head]
+            self._drop_head(head + 1)
         self._bytes -= size
         self.early += early
         self._out(out, key, index, ingest_ts, payload, early=early)
@@ -221,7 +311,7 @@ class ReorderBuffer(Generic[P]):
         nothing commits, e.g. when the leader's ticks stop; ``oldest_wait_ms`` is how far the
         newest ingest time is past the oldest buffered record."""
         w = self.watermark_ns
-        head = self._head()
+        head = self._first()
         oldest = head[0] if head else None
         return {
             "depth": self.depth,

@@ -22,7 +22,7 @@ from p2plog.record import (
     LEVELS,
     MAX_BATCH_BYTES,
     MAX_BATCH_RECORDS,
-    Rec,
+    BatchRef,
     RecordError,
     StoredRecord,
     validate,
@@ -240,7 +240,7 @@ class Session:
                 return out, nxt
             span = rest
 
-    async def event_scan(self, span: Span) -> list[tuple[StoredRecord, Emitted[Rec]]]:
+    async def event_scan(self, span: Span) -> list[tuple[StoredRecord, Emitted[BatchRef]]]:
         window = self.node.config.cluster.reorder_window_ms
         return await self.read(lambda st, dup: event_scan(st, span, dup, window_ms=window))
 

@@ -11,18 +11,17 @@ apart. Subscribers get what is emitted from the moment they subscribe, through a
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.types import Entry
-from p2plog.record import NO_TS, Rec, StoredRecord, entry_tick_ts, parse_batch
+from p2plog.record import NO_TS, BatchRef, StoredRecord, entry_tick_ts, parse_batch
 from p2plog.runtime.tail_hub import TailHub
 from p2plog.state.applier import Applied
 
 IsDup = Callable[[int], bool]
-_TC = struct.Struct("<q")  # a body's ts_corrected prefix (see p2plog.record)
 
 
 def _never(_index: int) -> bool:
@@ -30,43 +29,46 @@ def _never(_index: int) -> bool:
 
 
 def feed_entry(
-    buf: ReorderBuffer[Rec],
+    buf: ReorderBuffer[BatchRef],
     e: Entry,
     *,
     dup: IsDup = _never,
     lo: int = 0,
     hi: int | None = None,
-) -> list[Emitted[Rec]]:
+) -> list[Emitted[BatchRef]]:
     """Feed one committed entry, record by record in index order: the records of ``[lo, hi)``
     as records (keyed from the body's binary prefix, no CBOR decode), the others only as the
     watermark move they cause (records outside a replayed range). Duplicates feed nothing; an
-    absurd record moves nothing; a leader tick moves the watermark."""
+    absurd record moves nothing; a leader tick moves the watermark. An entry fed whole with
+    no duplicate goes in as one batch (``ReorderBuffer.add_batch``: the same result)."""
     b = parse_batch(e.data)
     if b is None:
         t = entry_tick_ts(e.data)
         return [] if t is None else buf.add_tick(t)
-    out: list[Emitted[Rec]] = []
-    ingest = b.ingest_ts
-    add = buf.add_record
-    unpack = _TC.unpack_from
-    base, term = b.base, e.term
-    ids = b.ids()
-    for k, body in enumerate(b.bodies()):
-        i = base + k
+    ingest, base, n = b.ingest_ts, b.base, b.n
+    offsets = b.offsets()
+    ref = BatchRef(e.term, b, offsets)
+    tcs = b.event_times(offsets)
+    keys = [ingest if t == NO_TS else t for t in tcs]
+    sizes = b.lengths()
+    indexes = range(base, base + n)
+    whole = lo <= base and (hi is None or base + n <= hi)
+    if whole and (dup is _never or not any(map(dup, indexes))):
+        return buf.add_batch(indexes, keys, ingest, repeat(ref, n), sizes)
+    out: list[Emitted[BatchRef]] = []
+    for k, i in enumerate(indexes):
         if dup(i):
             continue
-        tc: int | None = unpack(body)[0]
-        if tc == NO_TS:
-            tc = None
+        tc: int | None = None if tcs[k] == NO_TS else tcs[k]
         if lo <= i and (hi is None or i < hi):
-            add(i, tc, ingest, Rec(i, term, ingest, ids[k], body), len(body), out)
+            buf.add_record(i, tc, ingest, ref, sizes[k], out)
         elif not buf.is_absurd(tc, ingest):
             out += buf.add_tick(ingest)
     return out
 
 
 def watermark_time(
-    buf: ReorderBuffer[Rec], e: Entry, *, dup: IsDup = _never, below: int | None = None
+    buf: ReorderBuffer[BatchRef], e: Entry, *, dup: IsDup = _never, below: int | None = None
 ) -> int | None:
     """The time this entry (only its records before ``below``) advances the stream's watermark
     to, or None if it does not."""
@@ -84,14 +86,14 @@ def watermark_time(
 
 class EventStream:
     def __init__(self, *, reorder_window_ms: int, max_records: int, max_bytes: int) -> None:
-        self.buffer: ReorderBuffer[Rec] = ReorderBuffer(
+        self.buffer: ReorderBuffer[BatchRef] = ReorderBuffer(
             reorder_window_ms=reorder_window_ms, max_records=max_records, max_bytes=max_bytes
         )
-        self.hub: TailHub[Emitted[Rec]] = TailHub()
+        self.hub: TailHub[Emitted[BatchRef]] = TailHub()
 
     def feed(self, items: Sequence[tuple[Entry, Applied | None]]) -> None:
         self.buffer.discard_output = not self.hub.subs
-        out: list[Emitted[Rec]] = []
+        out: list[Emitted[BatchRef]] = []
         for e, a in items:
             if a is not None and a.dups:
                 dups = {a.batch.base + k for k in a.dups}
@@ -111,11 +113,11 @@ class EventStream:
         return st
 
 
-def emitted_record(em: Emitted[Rec]) -> StoredRecord:
-    return em.payload.decode()
+def emitted_record(em: Emitted[BatchRef]) -> StoredRecord:
+    return em.payload.rec(em.index).decode()
 
 
-def emitted_json(em: Emitted[Rec], r: StoredRecord) -> dict[str, Any]:
+def emitted_json(em: Emitted[BatchRef], r: StoredRecord) -> dict[str, Any]:
     d = r.to_json()
     d["late"] = em.late or em.early or em.absurd
     d["early"] = em.early

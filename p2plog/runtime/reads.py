@@ -13,8 +13,8 @@ from typing import Any
 
 from p2plog.order.reorder import DAY_MS, Emitted, ReorderBuffer
 from p2plog.raft.types import Index
-from p2plog.record import LEVELS, Rec, StoredRecord, decode_body, level_at_least, parse_batch
-from p2plog.runtime.event_stream import IsDup, feed_entry, watermark_time
+from p2plog.record import LEVELS, BatchRef, StoredRecord, decode_body, level_at_least, parse_batch
+from p2plog.runtime.event_stream import IsDup, emitted_record, feed_entry, watermark_time
 from p2plog.storage.segmented_log import SegmentedLog
 
 CHUNK_ENTRIES = 4096
@@ -147,7 +147,7 @@ def event_scan(
     *,
     window_ms: int,
     absurd_after_ms: int = DAY_MS,
-) -> list[tuple[StoredRecord, Emitted[Rec]]]:
+) -> list[tuple[StoredRecord, Emitted[BatchRef]]]:
     """The records of ``span`` in the order the event-time stream emits them, each with how
     the stream emitted it (its late/early/absurd flags).
 
@@ -159,7 +159,7 @@ def event_scan(
     come last, in key order, unflagged. Only a buffer-full early release in the live stream
     (which depends on records outside the range) can differ.
     """
-    buf: ReorderBuffer[Rec] = ReorderBuffer(
+    buf: ReorderBuffer[BatchRef] = ReorderBuffer(
         reorder_window_ms=window_ms,
         max_records=1 << 62,
         max_bytes=1 << 62,
@@ -168,7 +168,7 @@ def event_scan(
     seed = _last_time_before(storage, buf, span.start, dups)
     if seed is not None:
         buf.add_tick(seed)
-    out: list[tuple[StoredRecord, Emitted[Rec]]] = []
+    out: list[tuple[StoredRecord, Emitted[BatchRef]]] = []
     pos = max(span.start, storage.first_index())
     done = False
     while pos < span.end and not done:
@@ -179,17 +179,17 @@ def event_scan(
         for e in entries:
             pos = e.index + 1
             emitted = feed_entry(buf, e, dup=dups, lo=span.lo, hi=span.hi)
-            out.extend((em.payload.decode(), em) for em in emitted)
+            out.extend((emitted_record(em), em) for em in emitted)
             b = parse_batch(e.data)
             if b is not None and b.base + b.n >= span.hi and not buf.depth:
                 done = True
                 break
-    out.extend((em.payload.decode(), em) for em in buf.flush_all())
+    out.extend((emitted_record(em), em) for em in buf.flush_all())
     return out
 
 
 def _last_time_before(
-    storage: SegmentedLog, buf: ReorderBuffer[Rec], start: int, dups: IsDup
+    storage: SegmentedLog, buf: ReorderBuffer[BatchRef], start: int, dups: IsDup
 ) -> int | None:
     """The watermark time of the last entry before Raft index ``start`` that moves it."""
     hi = start

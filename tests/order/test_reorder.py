@@ -191,3 +191,60 @@ def test_same_committed_sequence_same_output(items: list[Rec | Tick], cfg: Confi
 def test_unbounded_buffer_releases_nothing_early(items: list[Rec | Tick]) -> None:
     out, _ = run(items, (1000, 10**6, 10**9))
     assert not any(e.early for e in out)
+
+
+# --- add_batch: the same as add_record one by one -------------------------------------------
+
+batch_item = st.tuples(
+    st.integers(-200, 400),  # ingest step, ms
+    st.lists(
+        st.tuples(
+            st.one_of(
+                st.none(),
+                st.integers(-3000, 500),
+                st.sampled_from([-3 * 86_400_000, 2 * 86_400_000]),
+            ),
+            st.integers(0, 300),
+        ),
+        max_size=12,
+    ),
+    st.booleans(),  # sorted by key within the entry
+    st.booleans(),  # an event-tail reader is listening (output materialized)
+    st.booleans(),  # every record on time (the common case, which takes the fast path)
+)
+
+
+roomy = st.tuples(st.sampled_from([0, 50, 1000]), st.just(10**6), st.just(10**9))
+
+
+@settings(max_examples=400, deadline=None)
+@given(entries=st.lists(batch_item, max_size=30), cfg=st.one_of(configs, roomy))
+def test_add_batch_is_add_record_one_by_one(
+    entries: list[tuple[int, list[tuple[int | None, int]], bool, bool, bool]], cfg: Config
+) -> None:
+    window, max_records, max_bytes = cfg
+
+    def fresh() -> ReorderBuffer[int]:
+        return ReorderBuffer(reorder_window_ms=window, max_records=max_records, max_bytes=max_bytes)
+
+    one, bulk = fresh(), fresh()
+    ingest, index = T0, 0
+    for step, recs, in_order, listening, on_time in entries:
+        ingest += step * MS
+        if on_time:
+            recs = [(None if d is None else abs(d) % 500, size) for d, size in recs]
+        rows = [(None if d is None else ingest + d * MS, size) for d, size in recs]
+        if in_order:
+            rows.sort(key=lambda r: ingest if r[0] is None else r[0])
+        idx = list(range(index + 1, index + 1 + len(rows)))
+        index += len(rows)
+        one.discard_output = bulk.discard_output = not listening
+        want: list[Emitted[int]] = []
+        for i, (ts, size) in zip(idx, rows, strict=True):
+            one.add_record(i, ts, ingest, i, size, want)
+        keys = [ingest if ts is None else ts for ts, _ in rows]
+        got = bulk.add_batch(idx, keys, ingest, idx, [s for _, s in rows])
+        assert got == want
+        assert (bulk.depth, bulk.bytes) == (one.depth, one.bytes)
+        assert bulk.statistics(ingest) == one.statistics(ingest)
+    assert bulk.flush_all() == one.flush_all()
