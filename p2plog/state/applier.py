@@ -60,11 +60,17 @@ class Applier:
             )
         self.record_index = b.base + b.n - 1
         self._index_batch(e, b)
-        get = self.window.get
+        ids = b.ids()
         base = b.base
+        window = self.window
         dups: dict[int, int] = {}
+        if window.isdisjoint(ids) and len(set(ids)) == b.n:  # the common case: all fresh
+            window.add_many(ids, range(base, base + b.n), b.ingest_ts)
+            self.records += b.n
+            return Applied(e.index, e.term, b, dups)
+        get = window.get
         fresh: dict[bytes, int] = {}  # also catches the same id twice in one batch
-        for k, rid in enumerate(b.ids()):
+        for k, rid in enumerate(ids):
             orig = get(rid)
             if orig is None:
                 orig = fresh.get(rid)
@@ -73,7 +79,7 @@ class Applier:
                     continue
             dups[k] = orig
             self.dup_indexes.add(base + k)
-        self.window.add_many(fresh, b.ingest_ts)
+        window.add_many(list(fresh), list(fresh.values()), b.ingest_ts)
         self.records += len(fresh)
         return Applied(e.index, e.term, b, dups)
 

@@ -4,12 +4,34 @@ Bounded by count and by age, where age is measured in the log's own ingest times
 the local clock). Ids are added and evicted a whole log entry (batch) at a time, oldest first,
 so every node evicts the same ids at the same index and marks the same duplicates. Rebuilt by
 re-applying the log on restart.
+
+Memory, since the window is the biggest thing a node holds (250k ids by default): each id maps
+to its entry's shared ``_Chunk``, not to an ``int`` of its own (8 MB per 250k ids); the record
+index is worked out from the chunk when a duplicate is looked up, which is rare.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from itertools import repeat
+
+
+class _Chunk:
+    """The fresh ids of one log entry and their record indexes (usually one ``range``)."""
+
+    __slots__ = ("_pos", "ids", "indexes", "ingest_ts")
+
+    def __init__(self, ids: Sequence[bytes], indexes: Sequence[int], ingest_ts: int) -> None:
+        self.ids = ids
+        self.indexes = indexes
+        self.ingest_ts = ingest_ts
+        self._pos: dict[bytes, int] | None = None
+
+    def index_of(self, rid: bytes) -> int:
+        if self._pos is None:  # the first duplicate that hits this entry
+            self._pos = dict(zip(self.ids, self.indexes, strict=True))
+        return self._pos[rid]
 
 
 class DedupWindow:
@@ -18,27 +40,33 @@ class DedupWindow:
         assert max_age_ns > 0
         self.max_records = max_records
         self.max_age_ns = max_age_ns
-        self._ids: dict[bytes, int] = {}
-        self._chunks: deque[tuple[int, Sequence[bytes]]] = deque()
+        self._ids: dict[bytes, _Chunk] = {}
+        self._chunks: deque[_Chunk] = deque()
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def get(self, rid: bytes) -> int | None:
         """The record index the id was first committed at, if it is in the window."""
-        return self._ids.get(rid)
+        c = self._ids.get(rid)
+        return None if c is None else c.index_of(rid)
+
+    def isdisjoint(self, ids: Sequence[bytes]) -> bool:
+        """None of ``ids`` is in the window (one C-level pass: the common case)."""
+        return self._ids.keys().isdisjoint(ids)
 
     def add(self, rid: bytes, index: int, ingest_ts: int) -> None:
-        self.add_many({rid: index}, ingest_ts)
+        self.add_many([rid], [index], ingest_ts)
 
-    def add_many(self, fresh: dict[bytes, int], ingest_ts: int) -> None:
-        """Add the new ids of one log entry (id -> record index, all with that entry's ingest
-        time), then evict whole entries, oldest first, past the count or age bound."""
-        ids = self._ids
-        ids.update(fresh)
+    def add_many(self, ids: Sequence[bytes], indexes: Sequence[int], ingest_ts: int) -> None:
+        """Add the new ids of one log entry (distinct, none in the window; ``indexes`` their
+        record indexes, all with that entry's ingest time), then evict whole entries, oldest
+        first, past the count or age bound."""
+        c = _Chunk(ids, indexes, ingest_ts)
+        window = self._ids
+        window.update(zip(ids, repeat(c)))
         chunks = self._chunks
-        chunks.append((ingest_ts, tuple(fresh)))
+        chunks.append(c)
         horizon = ingest_ts - self.max_age_ns
-        while chunks and (len(ids) > self.max_records or chunks[0][0] < horizon):
-            for rid in chunks.popleft()[1]:
-                ids.pop(rid, None)
+        while chunks and (len(window) > self.max_records or chunks[0].ingest_ts < horizon):
+            deque(map(window.pop, chunks.popleft().ids, repeat(None)), maxlen=0)

@@ -130,6 +130,7 @@ def test_applier_first_copy_is_the_record_second_is_a_dup() -> None:
     assert a is not None
     assert a.dups == {0: 1}
     assert ap.dup_indexes == {4, 5}
+    assert [ap.window.get(rid(n)) for n in (7, 8, 9)] == [1, 2, 3]  # 9: stored beside a dup
     assert [ap.term_of(i) for i in (1, 2, 3, 4, 5)] == [1, 1, 2, 2, 2]
 
 
