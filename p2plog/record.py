@@ -164,13 +164,20 @@ MAX_ENTRY_RECORDS = 65_536
 def batch_data(ingest_ts: int, base: int, recs: Sequence[tuple[bytes, bytes]]) -> bytes:
     """The Raft entry payload of a batch of records (see the module docstring): one entry per
     batch, so Raft, the disk and the wire handle one frame for many records."""
-    n = len(recs)
+    return batch_data_of(ingest_ts, base, [rid for rid, _ in recs], [b for _, b in recs])
+
+
+def batch_data_of(
+    ingest_ts: int, base: int, ids: Sequence[bytes], bodies: Sequence[bytes]
+) -> bytes:
+    """``batch_data`` from the ids and the bodies as two lists (how the leader holds them)."""
+    n = len(ids)
     assert 0 < n <= MAX_ENTRY_RECORDS, n
-    bodies = [b for _, b in recs]
+    assert n == len(bodies), (n, len(bodies))
     return b"".join(
         (
             _BATCH.pack(KIND_BATCH, ingest_ts, base, n),
-            b"".join([rid for rid, _ in recs]),
+            b"".join(ids),
             struct.pack(f"<{n}I", *map(len, bodies)),
             *bodies,
         )

@@ -146,13 +146,15 @@ class Session:
             raise ProtocolError(f"submit: clock_offset_ns {offset} is beyond one day")
         received = self.node.corrected_now()
         uncertain = self.node.clock_uncertain()
-        accepted: list[tuple[int, bytes, bytes]] = []
+        node_id = self.node.me.id
+        ids: list[bytes] = []
+        bodies: list[bytes] = []
         errors: list[dict[str, Any]] = []
         for i, r in enumerate(records):
             try:
                 a = validate(
                     r,
-                    node=self.node.me.id,
+                    node=node_id,
                     clock_offset_ns=offset,
                     received_ns=received,
                     clock_uncertain=uncertain,
@@ -160,38 +162,48 @@ class Session:
             except RecordError as e:
                 errors.append({"i": i, "error": f"record {i}: {e}"})
                 continue
-            accepted.append((i, a.id, a.body))
+            ids.append(a.id)
+            bodies.append(a.body)
         acks: list[dict[str, Any]] = []
-        if accepted:
-            self.inflight += len(accepted)
-            try:
-                res = await self.node.submit([(rid, body) for _, rid, body in accepted], ack)
-            finally:
-                self.inflight -= len(accepted)
-            if res.error is not None:
-                await self.error(req, *res.error)
-                return
-            runs: list[list[int]] | None = [] if compact else None
-            for (i, _, _), got in zip(accepted, res.acks, strict=True):
-                if got is None:
+        if not ids:
+            await self.send("ack", {"req": req, "acks": acks, "errors": errors})
+            return
+        self.inflight += len(ids)
+        try:
+            res = await self.node.submit(ids, bodies, ack)
+        finally:
+            self.inflight -= len(ids)
+        if res.error is not None:
+            await self.error(req, *res.error)
+            return
+        # Positions in the submission of the accepted records (identity when none was bad).
+        bad = {e["i"] for e in errors}
+        where = [i for i in range(len(records)) if i not in bad] if bad else range(len(ids))
+        runs: list[list[int]] = []
+        for p0, m, index0, term in res.runs:
+            if compact and not bad:
+                runs.append([p0, m, index0, term])
+                continue
+            for j in range(m):
+                if compact:
+                    add_to_runs(runs, where[p0 + j], index0 + j, term)
+                else:
+                    acks.append(_ack_json(where[p0 + j], ids[p0 + j], index0 + j, term, False))
+        for k, got in res.singles.items():
+            acks.append(_ack_json(where[k], got.id, got.index, got.term, got.dup))
+        if res.acked < len(ids):
+            done = set(res.singles)
+            for p0, m, _, _ in res.runs:
+                done.update(range(p0, p0 + m))
+            for k in range(len(ids)):
+                if k not in done:
+                    i = where[k]
                     errors.append({"i": i, "error": f"record {i}: not acknowledged; retry"})
-                    continue
-                if runs is not None and not got.dup:
-                    add_to_runs(runs, i, got.index, got.term)
-                    continue
-                acks.append(
-                    {
-                        "i": i,
-                        "id": str(uuid.UUID(bytes=got.id)),
-                        "index": got.index,
-                        "term": got.term,
-                        "dup": got.dup,
-                    }
-                )
-            if runs is not None:
-                await self.send("ack", {"req": req, "runs": runs, "acks": acks, "errors": errors})
-                return
-        await self.send("ack", {"req": req, "acks": acks, "errors": errors})
+        acks.sort(key=lambda a: int(a["i"]))
+        reply: dict[str, Any] = {"req": req, "acks": acks, "errors": errors}
+        if compact:
+            reply["runs"] = runs
+        await self.send("ack", reply)
 
     # --------------------------------------------------------------- reads
 
@@ -357,6 +369,10 @@ class Session:
 
     async def batch(self, req: int, rows: list[dict[str, Any]]) -> None:
         await self.send("batch", {"req": req, "records": rows, "done": False})
+
+
+def _ack_json(i: int, rid: bytes, index: int, term: int, dup: bool) -> dict[str, Any]:
+    return {"i": i, "id": str(uuid.UUID(bytes=rid)), "index": index, "term": term, "dup": dup}
 
 
 def _scan_step(

@@ -14,7 +14,6 @@ import logging
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,13 @@ from p2plog.raft.messages import Message
 from p2plog.raft.types import Entry, NodeId, Role
 from p2plog.record import Rec
 from p2plog.runtime.event_stream import EventStream
-from p2plog.runtime.proposals import Proposal, RecordAck
+from p2plog.runtime.proposals import Proposal, RecordAck, SubmitResult
 from p2plog.runtime.raft_loop import RaftLoop
 from p2plog.runtime.tail_hub import TailHub
 from p2plog.state.applier import Applied, Applier
 from p2plog.storage.segmented_log import SegmentedLog
 from p2plog.wire import peer as wp
+from p2plog.wire.client import add_to_runs
 from p2plog.wire.envelope import ProtocolError, decode, encode, get_int, get_str
 
 log = logging.getLogger("p2plog.node")
@@ -47,12 +47,6 @@ PEER_PROBE_INTERVAL_S = 1.0
 FIRST_NTP_ROUND_S = 5.0
 HELLO_TIMEOUT_S = 5.0
 RETRY_AFTER_MS = 100
-
-
-@dataclass(slots=True)
-class SubmitResult:
-    acks: list[RecordAck | None]
-    error: tuple[str, str] | None = None
 
 
 class Node:
@@ -201,58 +195,61 @@ class Node:
 
     # -------------------------------------------------------------- submit
 
-    async def submit(self, recs: list[tuple[bytes, bytes]], ack: str) -> SubmitResult:
-        """Store records through the leader; per-record acks, or one error for the batch."""
+    async def submit(self, ids: list[bytes], bodies: list[bytes], ack: str) -> SubmitResult:
+        """Store records (``ids[k]``, ``bodies[k]``) through the leader: acks in runs, or one
+        error for the batch."""
+        fail = SubmitResult.failed
         loop = self.loop
         if loop is None or not self.accepting:
-            return SubmitResult([], ("shutting_down", f"{self.me.id} is shutting down"))
+            return fail("shutting_down", f"{self.me.id} is shutting down")
         if loop.failed is not None:
-            return SubmitResult([], ("storage_failed", loop.failed))
+            return fail("storage_failed", loop.failed)
         limit = self.config.cluster.max_inflight_records
-        if self.inflight + len(recs) > limit:
-            return SubmitResult(
-                [], ("overloaded", f"{self.me.id} has {self.inflight} records in flight")
-            )
-        self.inflight += len(recs)
+        if self.inflight + len(ids) > limit:
+            return fail("overloaded", f"{self.me.id} has {self.inflight} records in flight")
+        self.inflight += len(ids)
         try:
             leader = loop.node.leader
             if leader == self.me.id:
-                return await self._submit_local(recs, ack)
+                return await self._submit_local(ids, bodies, ack)
             if leader is None:
-                return SubmitResult([], ("unavailable", "no leader elected yet; retry shortly"))
-            return await self._forward(leader, recs, ack)
+                return fail("unavailable", "no leader elected yet; retry shortly")
+            return await self._forward(leader, ids, bodies, ack)
         finally:
-            self.inflight -= len(recs)
+            self.inflight -= len(ids)
 
-    async def _submit_local(self, recs: list[tuple[bytes, bytes]], ack: str) -> SubmitResult:
+    async def _submit_local(self, ids: list[bytes], bodies: list[bytes], ack: str) -> SubmitResult:
         assert self.loop is not None
-        p = Proposal(recs, ack)
+        p = Proposal.of(ids, bodies, ack)
         if not self.loop.submit_nowait(p):
-            return SubmitResult([], ("overloaded", "the leader's proposal queue is full"))
+            return SubmitResult.failed("overloaded", "the leader's proposal queue is full")
         with trio.move_on_after(SUBMIT_TIMEOUT_S):
             await p.done.wait()
         if not p.done.is_set():
-            return SubmitResult([], ("timeout", f"no commit within {SUBMIT_TIMEOUT_S:.0f} s"))
+            return SubmitResult.failed("timeout", f"no commit within {SUBMIT_TIMEOUT_S:.0f} s")
         if p.error is not None:
             code, msg = p.error
             if code == "not_leader":
-                return SubmitResult([], ("unavailable", "leadership moved; retry"))
-            return SubmitResult([], (code, msg))
-        return SubmitResult(list(p.results))
+                return SubmitResult.failed("unavailable", "leadership moved; retry")
+            return SubmitResult.failed(code, msg)
+        return p.result()
 
     async def _forward(
-        self, leader: NodeId, recs: list[tuple[bytes, bytes]], ack: str
+        self, leader: NodeId, ids: list[bytes], bodies: list[bytes], ack: str
     ) -> SubmitResult:
+        fail = SubmitResult.failed
         link = self.links.get(leader)
         if link is None or not link.connected:
-            return SubmitResult([], ("unavailable", f"no link to the leader {leader} yet"))
+            return fail("unavailable", f"no link to the leader {leader} yet")
         fid = next(self._fids)
         done = trio.Event()
         box: list[dict[str, Any]] = []
         self._forwards[fid] = (done, box)
         try:
-            if not link.send_nowait(wp.encode_forward(fid, ack, recs)):
-                return SubmitResult([], ("overloaded", f"link to the leader {leader} is full"))
+            if not link.send_nowait(
+                wp.encode_forward(fid, ack, list(zip(ids, bodies, strict=True)))
+            ):
+                return fail("overloaded", f"link to the leader {leader} is full")
             with trio.move_on_after(SUBMIT_TIMEOUT_S):
                 await self._wait_reply_or_leader_change(done, leader)
         finally:
@@ -260,24 +257,26 @@ class Node:
         if not box:
             assert self.loop is not None
             if self.loop.node.leader != leader:
-                return SubmitResult(
-                    [], ("unavailable", f"leader {leader} changed while forwarding; retry")
-                )
-            return SubmitResult([], ("timeout", f"leader {leader} did not answer in time"))
+                return fail("unavailable", f"leader {leader} changed while forwarding; retry")
+            return fail("timeout", f"leader {leader} did not answer in time")
         reply = box[0]
         if "code" in reply:
-            code = get_str(reply, "code")
-            return SubmitResult([], (code, get_str(reply, "msg", "")))
+            return fail(get_str(reply, "code"), get_str(reply, "msg", ""))
         try:
-            got = wp.decode_forward_acks(reply, len(recs))
+            got = wp.decode_forward_acks(reply, len(ids))
         except ProtocolError as e:
             log.warning("%s: malformed forward reply from %s: %s", self.me.id, leader, e)
-            return SubmitResult([], ("unavailable", f"bad reply from the leader {leader}; retry"))
-        acks = [
-            None if a is None else RecordAck(recs[k][0], a[0], a[1], a[2])
-            for k, a in enumerate(got)
-        ]
-        return SubmitResult(acks)
+            return fail("unavailable", f"bad reply from the leader {leader}; retry")
+        res = SubmitResult(len(ids))
+        for k, a in enumerate(got):
+            if a is None:
+                continue
+            index, term, dup = a
+            if dup:
+                res.singles[k] = RecordAck(ids[k], index, term, True)
+            else:
+                add_to_runs(res.runs, k, index, term)
+        return res
 
     async def _wait_reply_or_leader_change(self, done: trio.Event, leader: NodeId) -> None:
         """Return once the reply came or ``leader`` stopped being our leader (a dead leader is
@@ -301,14 +300,13 @@ class Node:
         except ProtocolError as e:
             log.warning("%s: ignoring a malformed forward from %s: %s", self.me.id, src, e)
             return
-        res = await self.submit(recs, ack)
+        res = await self.submit([r for r, _ in recs], [b for _, b in recs], ack)
         if res.error is not None:
             code, text = res.error
             reply = {"fid": fid, "code": code, "msg": text, "retry_after_ms": RETRY_AFTER_MS}
             frame = encode("fwda", reply)
         else:
-            acks = [None if a is None else (a.index, a.term, a.dup) for a in res.acks]
-            frame = wp.encode_forward_acks(fid, acks)
+            frame = wp.encode_forward_acks(fid, res.outcomes())
         link = self.links.get(src)
         if link is not None:
             link.send_nowait(frame)

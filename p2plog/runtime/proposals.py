@@ -1,9 +1,14 @@
-"""Waiters for submitted records: one ``Proposal`` per submit, resolved record by record.
+"""Waiters for submitted records: one ``Proposal`` per submit, resolved in runs.
 
 A record resolves when its entry is applied (``ack=quorum``), or persisted on the leader
 (``ack=leader``), or at once when its id is already committed (a duplicate). When the node
 stops leading, every unresolved record fails with ``unavailable``: the entry may still commit
 under the next leader, and the client's retry with the same id is then acked as a duplicate.
+
+Acks are kept as runs, not an object per record: the records of one submission mostly land
+side by side in one entry, so "positions ``pos0 .. pos0 + n - 1`` stored at ``index0 ..`` in
+``term``" is one ``AckRun`` (the client wire's compact form: ``wire.client.add_to_runs``).
+Duplicates and other one-off outcomes are a ``RecordAck`` each.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 import trio
 
 from p2plog.record import PER_RECORD_OVERHEAD
+from p2plog.wire.client import add_to_runs
 
 
 @dataclass(slots=True)
@@ -23,21 +29,74 @@ class RecordAck:
     dup: bool
 
 
-@dataclass(slots=True)
-class Proposal:
-    recs: list[tuple[bytes, bytes]]
-    ack: str  # "quorum" | "leader"
-    results: list[RecordAck | None] = field(default_factory=list)
-    error: tuple[str, str] | None = None  # (code, message) for the whole proposal
-    remaining: int = 0
-    size: int = 0
-    done: trio.Event = field(default_factory=trio.Event)
+@dataclass(frozen=True, slots=True)
+class AckRun:
+    """Positions ``pos0 .. pos0 + n - 1`` stored fresh at ``index0 ..`` in ``term``."""
 
-    def __post_init__(self) -> None:
-        self.results = [None] * len(self.recs)
-        self.remaining = len(self.recs)
-        self.size = sum(len(b) + PER_RECORD_OVERHEAD for _, b in self.recs)
-        if not self.recs:
+    pos0: int
+    n: int
+    index0: int
+    term: int
+
+
+Outcome = RecordAck | AckRun | None
+
+
+@dataclass(slots=True)
+class SubmitResult:
+    """How a submission of ``n`` records went: ``runs`` ([pos0, count, index0, term]) of
+    fresh records, ``singles`` (position -> ack) for the rest that were acked, or one
+    ``error`` (code, message) for the whole submission. A position in neither: not acked."""
+
+    n: int
+    runs: list[list[int]] = field(default_factory=list)
+    singles: dict[int, RecordAck] = field(default_factory=dict)
+    error: tuple[str, str] | None = None
+
+    @classmethod
+    def failed(cls, code: str, message: str) -> SubmitResult:
+        return cls(0, error=(code, message))
+
+    @property
+    def acked(self) -> int:
+        return sum(r[1] for r in self.runs) + len(self.singles)
+
+    def outcomes(self) -> list[tuple[int, int, bool] | None]:
+        """(index, term, dup) per position, or None: one object per record, for the paths
+        that need them (per-record replies, forwards)."""
+        out: list[tuple[int, int, bool] | None] = [None] * self.n
+        for p0, m, index0, term in self.runs:
+            out[p0 : p0 + m] = [(index0 + j, term, False) for j in range(m)]
+        for k, a in self.singles.items():
+            out[k] = (a.index, a.term, a.dup)
+        return out
+
+
+class Proposal:
+    """One submission's records (``ids[k]``, ``bodies[k]``) on their way through the leader."""
+
+    __slots__ = ("ack", "bodies", "done", "error", "ids", "remaining", "results", "size")
+
+    def __init__(self, recs: list[tuple[bytes, bytes]], ack: str) -> None:
+        self._init([r for r, _ in recs], [b for _, b in recs], ack)
+
+    @classmethod
+    def of(cls, ids: list[bytes], bodies: list[bytes], ack: str) -> Proposal:
+        p = cls.__new__(cls)
+        p._init(ids, bodies, ack)
+        return p
+
+    def _init(self, ids: list[bytes], bodies: list[bytes], ack: str) -> None:
+        assert len(ids) == len(bodies)
+        self.ids = ids
+        self.bodies = bodies
+        self.ack = ack  # "quorum" | "leader"
+        self.results: list[Outcome] = [None] * len(ids)
+        self.error: tuple[str, str] | None = None  # (code, message) for the whole proposal
+        self.remaining = len(ids)
+        self.size = sum(map(len, bodies)) + PER_RECORD_OVERHEAD * len(ids)
+        self.done = trio.Event()
+        if not ids:
             self.done.set()
 
     def resolve(self, pos: int, ack: RecordAck) -> None:
@@ -47,20 +106,72 @@ class Proposal:
             if self.remaining == 0:
                 self.done.set()
 
+    def resolve_run(self, pos0: int, n: int, index0: int, term: int) -> None:
+        """Positions ``pos0 ..`` stored fresh at ``index0 ..``: one slice assignment when none
+        of them has resolved yet (the usual case), else one by one."""
+        if self.done.is_set():
+            return
+        results = self.results
+        if results[pos0 : pos0 + n].count(None) == n:
+            results[pos0 : pos0 + n] = [AckRun(pos0, n, index0, term)] * n
+            self.remaining -= n
+        else:
+            ids = self.ids
+            for j in range(n):
+                if results[pos0 + j] is None:
+                    results[pos0 + j] = RecordAck(ids[pos0 + j], index0 + j, term, False)
+                    self.remaining -= 1
+        if self.remaining == 0:
+            self.done.set()
+
     def fail(self, code: str, message: str) -> None:
         if not self.done.is_set():
             self.error = (code, message)
             self.done.set()
 
+    def acks(self) -> list[RecordAck | None]:
+        """One ack (or None) per position."""
+        out: list[RecordAck | None] = []
+        for k, r in enumerate(self.results):
+            if isinstance(r, AckRun):
+                out.append(RecordAck(self.ids[k], r.index0 + k - r.pos0, r.term, False))
+            else:
+                out.append(r)
+        return out
+
+    def result(self) -> SubmitResult:
+        """The outcome as runs and singles, walking the results a run at a time."""
+        res = SubmitResult(len(self.results))
+        results, k, n = self.results, 0, len(self.results)
+        while k < n:
+            r = results[k]
+            if isinstance(r, AckRun):
+                add_to_runs(res.runs, k, r.index0, r.term, r.n)  # an AckRun starts at its pos0
+                k += r.n
+                continue
+            if r is not None:
+                res.singles[k] = r
+            k += 1
+        return res
+
 
 @dataclass(slots=True)
 class Waiter:
-    """The proposals waiting on one batch entry: ``slots[k]`` is the submission of the
-    record at position ``k``; ``joiners`` are retries of a record already in the batch
-    (proposal, position in it, position ``k`` in the batch)."""
+    """The proposals waiting on one batch entry: ``slots`` are runs ``(proposal, pos0, k0,
+    n)``: the proposal's positions ``pos0 ..`` are the batch's positions ``k0 ..``;
+    ``joiners`` are retries of a record already in the batch (proposal, position in it,
+    position ``k`` in the batch)."""
 
     term: int
     base: int
     ids: list[bytes]
-    slots: list[tuple[Proposal, int]]
+    slots: list[tuple[Proposal, int, int, int]]
     joiners: list[tuple[Proposal, int, int]]
+    _pos: dict[bytes, int] | None = None
+
+    def position(self, rid: bytes) -> int:
+        """The batch position of a record id this entry carries (built on the first retry
+        that joins this entry: a retried 65k-record submission must not scan per record)."""
+        if self._pos is None:
+            self._pos = {r: k for k, r in enumerate(self.ids)}
+        return self._pos[rid]

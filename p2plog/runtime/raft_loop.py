@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
 from random import Random
 
 import trio
@@ -33,7 +35,7 @@ from p2plog.raft.types import Entry, Index, NodeId, Role, SoftState
 from p2plog.record import (
     MAX_ENTRY_RECORDS,
     PER_RECORD_OVERHEAD,
-    batch_data,
+    batch_data_of,
     entry_ingest_ts,
     parse_batch,
     tick_data,
@@ -55,11 +57,37 @@ class _Building:
     """A batch entry being assembled from one round's proposals."""
 
     ids: list[bytes] = field(default_factory=list)
-    recs: list[tuple[bytes, bytes]] = field(default_factory=list)
-    slots: list[tuple[Proposal, int]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    slots: list[tuple[Proposal, int, int, int]] = field(default_factory=list)
     joiners: list[tuple[Proposal, int, int]] = field(default_factory=list)
     size: int = 0
     base: int = 0
+    _pos: dict[bytes, int] = field(default_factory=dict)  # id -> position, built on demand
+
+    def position(self, rid: bytes) -> int:
+        """The position of an id in this batch (for a retry that joins it: rare, so the map is
+        only built, and brought up to date, when one does)."""
+        pos, ids = self._pos, self.ids
+        for k in range(len(pos), len(ids)):
+            pos[ids[k]] = k
+        return pos[rid]
+
+    def add_one(self, p: Proposal, pos: int) -> None:
+        k = len(self.ids)
+        body = p.bodies[pos]
+        self.ids.append(p.ids[pos])
+        self.bodies.append(body)
+        self.size += len(body) + PER_RECORD_OVERHEAD
+        last = self.slots[-1] if self.slots else None
+        if (
+            last is not None
+            and last[0] is p
+            and last[1] + last[3] == pos
+            and last[2] + last[3] == k
+        ):
+            self.slots[-1] = (p, last[1], last[2], last[3] + 1)
+        else:
+            self.slots.append((p, pos, k, 1))
 
 
 @dataclass(slots=True)
@@ -102,7 +130,7 @@ class RaftLoop:
         self.node = RaftNode(raft_config, node_id, voters, storage.hard_state(), storage, Random())
         self._tx, self._rx = trio.open_memory_channel[Event](INBOX_SIZE)
         self.waiters: dict[int, Waiter] = {}  # Raft index -> the batch proposed there
-        self.pending_ids: dict[bytes, tuple[int, int]] = {}  # id -> (Raft index, position)
+        self.pending_ids: dict[bytes, int] = {}  # id -> Raft index of the entry carrying it
         self._next_record = 0
         self._next_record_term = -1
         self.failed: str | None = None
@@ -227,33 +255,44 @@ class RaftLoop:
         window = self.applier.window
         pending = self.pending_ids
         batches: list[_Building] = [_Building()]
-        here: dict[bytes, tuple[int, int]] = {}  # id -> (batch number, position) this round
+        here: dict[bytes, int] = {}  # id -> number of the batch (this round) that carries it
         for p in props:
             cur = batches[-1]
             if cur.ids and (
-                cur.size + p.size > MAX_ENTRY_BYTES
-                or len(cur.ids) + len(p.recs) > MAX_ENTRY_RECORDS
+                cur.size + p.size > MAX_ENTRY_BYTES or len(cur.ids) + len(p.ids) > MAX_ENTRY_RECORDS
             ):
                 cur = _Building()
                 batches.append(cur)
-            for pos, (rid, body) in enumerate(p.recs):
+            ids = p.ids
+            if (
+                window.isdisjoint(ids)
+                and pending.keys().isdisjoint(ids)
+                and here.keys().isdisjoint(ids)
+                and len(set(ids)) == len(ids)
+            ):  # all fresh, the usual case: the whole submission in a few C-level passes
+                here.update(zip(ids, repeat(len(batches) - 1)))
+                cur.slots.append((p, 0, len(cur.ids), len(ids)))
+                cur.ids += ids
+                cur.bodies += p.bodies
+                cur.size += p.size
+                continue
+            for pos, rid in enumerate(ids):
                 orig = window.get(rid)
                 if orig is not None:
                     p.resolve(pos, RecordAck(rid, orig, self.applier.term_of(orig), True))
                     continue
                 pend = pending.get(rid)
                 if pend is not None:
-                    self.waiters[pend[0]].joiners.append((p, pos, pend[1]))
+                    w = self.waiters[pend]
+                    w.joiners.append((p, pos, w.position(rid)))
                     continue
                 same = here.get(rid)
                 if same is not None:
-                    batches[same[0]].joiners.append((p, pos, same[1]))
+                    b = batches[same]
+                    b.joiners.append((p, pos, b.position(rid)))
                     continue
-                here[rid] = (len(batches) - 1, len(cur.ids))
-                cur.ids.append(rid)
-                cur.recs.append((rid, body))
-                cur.slots.append((p, pos))
-                cur.size += len(body) + PER_RECORD_OVERHEAD
+                here[rid] = len(batches) - 1
+                cur.add_one(p, pos)
         batches = [b for b in batches if b.ids]
         if not batches:
             return
@@ -263,7 +302,7 @@ class RaftLoop:
         ts = self._ingest_ts()
         for b in batches:
             b.base = nxt
-            datas.append(batch_data(ts, nxt, b.recs))
+            datas.append(batch_data_of(ts, nxt, b.ids, b.bodies))
             nxt += len(b.ids)
         first = self.node.propose_many(datas)
         if first is None:
@@ -275,8 +314,7 @@ class RaftLoop:
         for k, b in enumerate(batches):
             index = first + k
             self.waiters[index] = Waiter(term, b.base, b.ids, b.slots, b.joiners)
-            for pos, rid in enumerate(b.ids):
-                pending[rid] = (index, pos)
+            pending.update(zip(b.ids, repeat(index)))
 
     def _next_record_index(self) -> int:
         """One past the last record in this leader's log: the base of its next batch. Found
@@ -314,7 +352,7 @@ class RaftLoop:
 
     def _fail_all(self, code: str, message: str) -> None:
         for w in self.waiters.values():
-            for p, _ in w.slots:
+            for p, *_ in w.slots:
                 p.fail(code, message)
             for p, _, _ in w.joiners:
                 p.fail(code, message)
@@ -402,9 +440,9 @@ class RaftLoop:
             w = self.waiters.get(e.index)
             if w is None or w.term != e.term:
                 continue
-            for k, (p, pos) in enumerate(w.slots):
+            for p, pos0, k0, n in w.slots:
                 if p.ack == "leader":
-                    p.resolve(pos, RecordAck(w.ids[k], w.base + k, e.term, False))
+                    p.resolve_run(pos0, n, w.base + k0, e.term)
             for p, pos, k in w.joiners:
                 if p.ack == "leader":
                     p.resolve(pos, RecordAck(w.ids[k], w.base + k, e.term, False))
@@ -418,10 +456,9 @@ class RaftLoop:
             w = self.waiters.pop(e.index, None)
             if w is None:
                 continue
-            for rid in w.ids:
-                pending.pop(rid, None)
+            deque(map(pending.pop, w.ids, repeat(None)), maxlen=0)
             if a is None or e.term != w.term:
-                for p, _ in w.slots:
+                for p, *_ in w.slots:
                     p.fail("unavailable", "the leader changed before the record committed")
                 for p, _, _ in w.joiners:
                     p.fail("unavailable", "the leader changed before the record committed")
@@ -431,15 +468,21 @@ class RaftLoop:
 
     def _resolve(self, w: Waiter, a: Applied) -> None:
         ids, base, term, dups = w.ids, w.base, a.term, a.dups
-        for k, (p, pos) in enumerate(w.slots):
-            orig = dups.get(k) if dups else None
-            if orig is None:
-                p.resolve(pos, RecordAck(ids[k], base + k, term, False))
-            else:
-                p.resolve(pos, RecordAck(ids[k], orig, self.applier.term_of(orig), True))
+        term_of = self.applier.term_of
+        for p, pos0, k0, n in w.slots:
+            if not dups:
+                p.resolve_run(pos0, n, base + k0, term)
+                continue
+            for j in range(n):
+                k = k0 + j
+                orig = dups.get(k)
+                if orig is None:
+                    p.resolve(pos0 + j, RecordAck(ids[k], base + k, term, False))
+                else:
+                    p.resolve(pos0 + j, RecordAck(ids[k], orig, term_of(orig), True))
         for p, pos, k in w.joiners:
             orig = dups.get(k, base + k)
-            p.resolve(pos, RecordAck(ids[k], orig, self.applier.term_of(orig), orig != base + k))
+            p.resolve(pos, RecordAck(ids[k], orig, term_of(orig), orig != base + k))
 
     def _soft_state_changed(self, ss: SoftState) -> None:
         self.role_changed.set()

@@ -52,12 +52,13 @@ ERROR_CODES = (
 REQUEST_KINDS = ("submit", "query", "tail", "cancel", "status", "time")
 
 
-def add_to_runs(runs: list[list[int]], i: int, index: int, term: int) -> None:
-    """Record that submitted record ``i`` was stored fresh at ``index`` in ``term``: extends
-    the last run ``[i0, n, index0, term]`` when it continues it, else starts a new one. The
-    compact form of acks, for clients (``compact: true``) and for forwards alike."""
+def add_to_runs(runs: list[list[int]], i: int, index: int, term: int, n: int = 1) -> None:
+    """Record that submitted records ``i .. i + n - 1`` were stored fresh at ``index ..`` in
+    ``term``: extends the last run ``[i0, n0, index0, term]`` when they continue it, else
+    starts a new one. The compact form of acks, for clients (``compact: true``) and for
+    forwards alike."""
     r = runs[-1] if runs else None
     if r and r[0] + r[1] == i and r[2] + r[1] == index and r[3] == term:
-        r[1] += 1
+        r[1] += n
     else:
-        runs.append([i, 1, index, term])
+        runs.append([i, n, index, term])

@@ -228,8 +228,8 @@ def record(n: int, msg: str = "m") -> tuple[bytes, bytes]:
 
 def only_ack(p: Proposal) -> RecordAck:
     assert p.error is None, p.error
-    assert len(p.results) == 1
-    ack = p.results[0]
+    assert len(p.acks()) == 1
+    ack = p.acks()[0]
     assert ack is not None
     return ack
 
@@ -274,7 +274,7 @@ async def test_quorum_ack_after_commit(autojump_clock: trio.testing.MockClock, e
         recs = [record(i) for i in range(1, 4)]
         p = await c.submit(lead, Proposal(recs, "quorum"))
         assert p.error is None
-        acks = [a for a in p.results if a is not None]
+        acks = [a for a in p.acks() if a is not None]
         assert len(acks) == 3
         assert [a.id for a in acks] == [r[0] for r in recs]
         assert [a.index for a in acks] == [acks[0].index + k for k in range(3)]
@@ -352,7 +352,7 @@ async def test_proposal_to_a_follower_fails_not_leader(
         for f in c.followers(lead):
             p = await c.submit(f, Proposal([record(1)], "quorum"))
             assert p.error == ("not_leader", lead.id)
-            assert p.results == [None]
+            assert p.acks() == [None]
         # nothing was appended anywhere
         assert all(c.log_records(n) == [] for n in IDS)
 
@@ -385,7 +385,7 @@ async def test_resubmitting_an_id_acks_dup_with_the_original(
         # a mixed batch: the known id dups, the new one is stored
         p = await c.submit(lead, Proposal([record(7), record(8)], "quorum"))
         assert p.error is None
-        a7, a8 = p.results
+        a7, a8 = p.acks()
         assert a7 == RecordAck(first.id, first.index, first.term, True)
         assert a8 is not None
         assert not a8.dup
@@ -417,7 +417,7 @@ async def test_same_id_twice_in_one_proposal_is_stored_once(
         lead = await c.wait_leader()
         p = await c.submit(lead, Proposal([record(4), record(4, "again")], "quorum"))
         assert p.error is None
-        a, b = p.results
+        a, b = p.acks()
         assert a is not None
         assert b is not None
         assert (b.index, b.term) == (a.index, a.term)  # both point at the one stored copy
@@ -838,7 +838,7 @@ async def test_small_writes_run_on_the_loop_large_ones_in_a_worker_thread(
         before = len(where)
         p = await c.submit(lead, Proposal([record(2, half), record(3, half)], "quorum"))
         assert p.error is None
-        assert len(p.results) == 2
+        assert len(p.acks()) == 2
         await c.wait_until(lambda: any(size > big for size, _ in writes(f.id, before)))
         assert [inline for size, inline in writes(f.id, before) if size > big] == [False]
         before = len(where)
