@@ -63,7 +63,7 @@ class Emitted(Generic[P]):
 _Item = tuple[int, int, int, P, int]  # key time, index, ingest_ts, payload, size
 _key_of = itemgetter(0)
 _size_of = itemgetter(4)
-RUN_COMPACT_AT = 4096  # drop the run's emitted head once it is this long (and half the list)
+RUN_COMPACT_AT = 4096  # drop the run's emitted head once it is this long (it holds payloads)
 
 
 class ReorderBuffer(Generic[P]):
@@ -268,7 +268,7 @@ class ReorderBuffer(Generic[P]):
         if head == len(run):
             run.clear()
             head = 0
-        elif head >= RUN_COMPACT_AT and 2 * head >= len(run):
+        elif head >= RUN_COMPACT_AT:  # a memmove of the live part: a few ns per record
             del run[:head]
             head = 0
         self._head = head
