@@ -805,10 +805,11 @@ async def test_idle_leader_commits_time_ticks_when_asked(
 async def test_small_writes_run_on_the_loop_large_ones_in_a_worker_thread(
     autojump_clock: trio.testing.MockClock, env: Env
 ) -> None:
-    """A follower writes and fsyncs a small Ready on the loop (the thread hop cost more than
-    the fdatasync at low load). Large Readies go to a worker thread, and so does a leader's
-    write while it has appends to send (they must leave while it fsyncs), and any write while
-    a read holds the storage."""
+    """A small Ready is written and fsync'd on the loop (the thread hop cost more than the
+    fdatasync at low load): a follower's, and a leader's lone write (nothing else in flight).
+    Large Readies go to a worker thread, and so does a leader's write while an earlier entry
+    still awaits commit (group commit forms meanwhile), and any write while a read holds the
+    storage."""
     async with open_cluster(env) as c:
         lead = await c.wait_leader()
         f = next(c.loops[n] for n in IDS if n != lead.id)
@@ -831,8 +832,28 @@ async def test_small_writes_run_on_the_loop_large_ones_in_a_worker_thread(
 
         only_ack(await c.submit(lead, Proposal([record(1)], "quorum")))
         await c.wait_until(lambda: len(writes(f.id)) == 1)
-        assert [inline for _, inline in writes(lead.id)] == [False]
+        assert [inline for _, inline in writes(lead.id)] == [True]
         assert [inline for _, inline in writes(f.id)] == [True]
+        before = len(where)
+        others = [c.loops[n] for n in IDS if n != lead.id]
+        async with others[0].limiter, others[1].limiter:  # the first entry cannot commit
+            p1 = Proposal([record(10)], "quorum")
+            assert lead.submit_nowait(p1)
+            for _ in range(200):  # checkpoints, not wait_until: the clock is frozen meanwhile
+                if len(writes(lead.id, before)) == 1:
+                    break
+                await trio.lowlevel.checkpoint()
+            assert len(writes(lead.id, before)) == 1
+            p2 = Proposal([record(11)], "quorum")
+            assert lead.submit_nowait(p2)
+            for _ in range(50):  # not a sleep: threads freeze the mock clock (frozen_threads)
+                await trio.lowlevel.checkpoint()
+        await c.wait_until(lambda: len(writes(lead.id, before)) == 2)
+        assert [inline for _, inline in writes(lead.id, before)] == [True, False]
+        with trio.fail_after(WAIT_S):
+            await p2.done.wait()
+        only_ack(p1)
+        only_ack(p2)
         big = raft_loop_mod.INLINE_PERSIST_BYTES
         half = "x" * (big // 2 + 1000)
         before = len(where)
