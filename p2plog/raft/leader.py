@@ -49,7 +49,9 @@ def maybe_commit(node: RaftNode) -> bool:
     node.log.commit_to(q)
     while node.uncommitted and node.uncommitted[0][0] <= q:
         node.uncommitted_bytes -= node.uncommitted.popleft()[1]
-    node.bcast_pending = True
+    # Followers learn the new commit index with the next AppendEntries, or at the latest on
+    # the next tick (``send_commit``): an immediate commit-only broadcast doubled the messages
+    # per write at low load (one append and one commit round trip per follower per write).
     return True
 
 
@@ -72,10 +74,11 @@ def send_append(node: RaftNode, to: NodeId, *, send_if_empty: bool) -> bool:
     return True
 
 
-def fill_pipeline(node: RaftNode, to: NodeId) -> None:
-    """Send as many AppendEntries as the window allows (fast catch-up of a follower behind)."""
+def fill_pipeline(node: RaftNode, to: NodeId, *, commit_only: bool = True) -> None:
+    """Send as many AppendEntries as the window allows (fast catch-up of a follower behind);
+    with ``commit_only``, an empty one too if the follower has not been told the commit."""
     pr = node.progress[to]
-    sent = send_append(node, to, send_if_empty=pr.sent_commit < node.log.committed)
+    sent = send_append(node, to, send_if_empty=commit_only and pr.sent_commit < node.log.committed)
     while sent and pr.state is ProgressState.REPLICATE:
         sent = send_append(node, to, send_if_empty=False)
 
@@ -88,8 +91,22 @@ def bcast_append(node: RaftNode) -> None:
 
 def bcast_heartbeat(node: RaftNode) -> None:
     for p in node.peers:
-        commit = Index(min(node.progress[p].match, node.log.committed))
-        node.send(Heartbeat(node.id, p, node.term, commit))
+        _heartbeat(node, p)
+
+
+def _heartbeat(node: RaftNode, to: NodeId) -> None:
+    pr = node.progress[to]
+    commit = Index(min(pr.match, node.log.committed))
+    node.send(Heartbeat(node.id, to, node.term, commit))
+    pr.sent_commit = max(pr.sent_commit, commit)
+
+
+def send_commit(node: RaftNode) -> None:
+    """Tell each follower a commit index it has not been sent yet (a heartbeat carries it)."""
+    for p in node.peers:
+        pr = node.progress[p]
+        if pr.sent_commit < min(pr.match, node.log.committed):
+            _heartbeat(node, p)
 
 
 def tick_leader(node: RaftNode) -> None:
@@ -109,6 +126,8 @@ def tick_leader(node: RaftNode) -> None:
     if node.heartbeat_elapsed >= node.config.heartbeat_ticks:
         node.heartbeat_elapsed = 0
         bcast_heartbeat(node)
+    else:
+        send_commit(node)
 
 
 def is_active(node: RaftNode, pid: NodeId) -> bool:
@@ -168,6 +187,6 @@ def _handle_append_response(node: RaftNode, m: AppendEntriesResponse) -> None:
     if pr.state is ProgressState.PROBE:
         pr.become_replicate()
     maybe_commit(node)
-    fill_pipeline(node, m.src)
+    fill_pipeline(node, m.src, commit_only=False)
     if m.src == node.lead_transferee and pr.match == node.log.last_index():
         node.send(TimeoutNow(node.id, m.src, node.term))

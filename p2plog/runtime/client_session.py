@@ -261,6 +261,7 @@ class Session:
         limit = min(get_int(msg, "limit", 1000), MAX_LIMIT)
         if limit < 1:
             raise ProtocolError("query: limit must be at least 1")
+        await self.node.read_barrier()
         span = self.span(flt.from_index, (flt.to_index or 1 << 62) + 1)
         if get_str(msg, "order", "index") == "event":
             # The event-time stream's order and flags for the records of one index range (at
@@ -286,6 +287,7 @@ class Session:
             return
         loop = self.node.loop
         assert loop is not None
+        await self.node.read_barrier()
         sub = self.node.tail_hub.subscribe()
         pos = get_opt_int(msg, "from_index") or loop.applier.record_index + 1
         try:

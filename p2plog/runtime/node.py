@@ -38,7 +38,7 @@ from p2plog.state.applier import Applied, Applier
 from p2plog.storage.segmented_log import SegmentedLog
 from p2plog.wire import peer as wp
 from p2plog.wire.client import add_to_runs
-from p2plog.wire.envelope import ProtocolError, decode, encode, get_int, get_str
+from p2plog.wire.envelope import ProtocolError, decode, encode, get_int, get_opt_int, get_str
 
 log = logging.getLogger("p2plog.node")
 
@@ -47,6 +47,7 @@ PEER_PROBE_INTERVAL_S = 1.0
 FIRST_NTP_ROUND_S = 5.0
 HELLO_TIMEOUT_S = 5.0
 RETRY_AFTER_MS = 100
+READ_BARRIER_S = 1.0
 
 
 class Node:
@@ -75,6 +76,8 @@ class Node:
         self.storage: SegmentedLog | None = None
         self.loop: RaftLoop | None = None
         self._fids = itertools.count(1)
+        self._barriers: dict[int, tuple[trio.Event, list[int | None]]] = {}
+        self._applied = trio.lowlevel.ParkingLot()  # woken after every applied round
         self._forwards: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
         self.port = me.port
         self._cancel = trio.CancelScope()
@@ -184,6 +187,7 @@ class Node:
             link.send_nowait(wp.encode_raft(m))
 
     def _on_applied(self, items: Sequence[tuple[Entry, Applied | None]]) -> None:
+        self._applied.unpark_all()
         self.events.feed(items)
         if self.tail_hub.subs:
             recs: list[Rec] = []
@@ -192,6 +196,41 @@ class Node:
                     dups = a.dups
                     recs += (r for k, r in enumerate(a.batch.records(e.term)) if k not in dups)
             self.tail_hub.publish(recs)
+
+    # --------------------------------------------------------------- reads
+
+    async def read_barrier(self) -> None:
+        """Before a read on a follower: ask the leader for its commit index and wait until this
+        node has applied that far, so a record acked through any node (the leader acks once
+        it has applied it) shows in a read here. Followers learn a new commit index lazily
+        (with the next append, or on the leader's next tick: that saves two messages per
+        follower per write), so without this a read could miss a just-acked record for a tick.
+        Best effort, bounded by ``READ_BARRIER_S``: with no leader, no link, or no answer,
+        the read goes ahead on what is applied (a partitioned follower still serves reads)."""
+        loop = self.loop
+        assert loop is not None
+        leader = loop.node.leader
+        link = self.links.get(leader) if leader is not None else None
+        if link is None or not link.connected:
+            return
+        rid = next(self._fids)
+        done = trio.Event()
+        box: list[int | None] = []
+        self._barriers[rid] = (done, box)
+        try:
+            if not link.send_nowait(encode("ci", {"rid": rid})):
+                return
+            with trio.move_on_after(READ_BARRIER_S) as scope:
+                await done.wait()
+                target = box[0]
+                while target is not None and loop.applier.applied_index < target:
+                    await self._applied.park()
+            if scope.cancelled_caught:
+                log.debug(
+                    "%s: read barrier via %s timed out; reading what is applied", self.me.id, leader
+                )
+        finally:
+            self._barriers.pop(rid, None)
 
     # -------------------------------------------------------------- submit
 
@@ -400,6 +439,17 @@ class Node:
             if m.src != src or m.dst != self.me.id:
                 raise ProtocolError(f"message from {m.src} to {m.dst} on the link from {src}")
             self.loop.deliver_nowait(m)
+        elif kind == "ci":  # a follower's read barrier: what has this leader committed?
+            link = self.links.get(src)
+            lead = self.loop.node.role is Role.LEADER
+            if link is not None:
+                c = int(self.loop.node.log.committed) if lead else None
+                link.send_nowait(encode("cia", {"rid": get_int(msg, "rid"), "c": c}))
+        elif kind == "cia":
+            barrier = self._barriers.get(get_int(msg, "rid"))
+            if barrier is not None:
+                barrier[1].append(get_opt_int(msg, "c"))
+                barrier[0].set()
         elif kind == "fwd":
             nursery.start_soon(self._serve_forward, src, msg)
         elif kind == "fwda":

@@ -140,6 +140,12 @@ class Cluster:
             self.deliver(drop=drop)
         raise AssertionError(f"cluster did not go quiet within {max_rounds} rounds")
 
+    def tell_commit(self, nid: str, *, drop: Iterable[str] = ()) -> None:
+        """One leader tick, then deliver until quiet: the leader sends followers a commit index
+        they lack on its next tick (or with its next append), not in a message of its own."""
+        self.tick(nid)
+        self.stabilize(drop=drop)
+
     # ----------------------------------------------------------------- faults
 
     def crash(self, nid: str) -> None:

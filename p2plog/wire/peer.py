@@ -3,7 +3,9 @@
 Kinds: ``hello {cluster, node, to}`` opens a link; ``rv``/``rvr``/``ae``/``aer``/``hb``/
 ``hbr``/``tn`` are the Raft messages; ``fwd {fid, ack, ids, bodies}`` carries records a
 follower accepted to the leader (``ids``: their 16-byte ids concatenated); ``fwda {fid, runs,
-acks | code, msg, retry_after_ms}`` returns the outcome (see ``encode_forward_acks``).
+acks | code, msg, retry_after_ms}`` returns the outcome (see ``encode_forward_acks``);
+``ci {rid}`` asks the leader for its commit index before a follower read and ``cia {rid, c}``
+answers (``c`` null from a node that is not leading); ``tp``/``tpr`` are clock probes.
 Links are one-way: each node sends on the connection it dialed.
 """
 

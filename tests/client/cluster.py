@@ -13,9 +13,11 @@ from p2plog.runtime.node import Node
 START_TIMEOUT_S = 10.0
 
 
-def cluster_config(tmp_path: Path, ports: list[int], name: str = "test") -> Config:
+def cluster_config(
+    tmp_path: Path, ports: list[int], name: str = "test", tick_ms: int = 10
+) -> Config:
     raw = {
-        "cluster": {"name": name, "tick_ms": 10},
+        "cluster": {"name": name, "tick_ms": tick_ms},
         "node": [
             {"id": f"n{i + 1}", "address": f"127.0.0.1:{p}", "data_dir": f"data/n{i + 1}"}
             for i, p in enumerate(ports)

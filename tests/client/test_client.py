@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from p2plog.client import (
 )
 from p2plog.testing.ports import free_ports
 
-from .cluster import LocalCluster
+from .cluster import LocalCluster, cluster_config
 from .fake_node import FakeNode, ack_all
 
 TIMEOUT_S = 10.0
@@ -40,6 +41,28 @@ async def test_submit_acks_in_order(cluster: LocalCluster) -> None:
             assert [r["msg"] for r in rows] == ["hello"] + [f"m{i}" for i in range(20)]
             assert rows[0]["id"] == one.id
             assert rows[0]["source"] == "t"
+
+
+async def test_a_record_acked_via_the_leader_is_read_at_once_on_a_follower(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Followers learn a new commit index lazily (with the next append, or on the leader's
+    next tick: 100 ms here), so a follower read first asks the leader how far it has committed
+    and waits to apply that far (the read barrier)."""
+    c = LocalCluster(cluster_config(tmp_path, free_ports(3), tick_ms=100), nursery)
+    for n in c.config.nodes:
+        await c.start(n.id)
+    leader = await c.wait_leader()
+    follower = next(n for n in c.config.nodes if n.id != leader)
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            open_client([c.config.by_id[leader].address]) as w,  # type: ignore[index]
+            open_client([follower.address]) as r,
+        ):
+            for i in range(5):
+                [a] = await w.submit(make_record(f"m{i}"))
+                rows = await r.query(from_index=a.index)
+                assert [row["msg"] for row in rows] == [f"m{i}"]
 
 
 async def test_resubmit_same_id_is_stored_once(cluster: LocalCluster) -> None:

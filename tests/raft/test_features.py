@@ -298,6 +298,7 @@ def test_status_reports_leader_view() -> None:
     c.elect("n1")
     c.propose("n1", b"a")
     c.stabilize(drop=["n3"])
+    c.tell_commit("n1", drop=["n3"])
     st = c["n1"].status()
     assert (st.id, st.role, st.term, st.vote, st.leader) == (N1, Role.LEADER, 1, N1, N1)
     assert (st.commit_index, st.applied_index, st.last_index) == (2, 2, 2)

@@ -173,4 +173,5 @@ def test_oversized_proposal_accepted_when_nothing_uncommitted() -> None:
     assert c.propose("n1", bytes(500)) == 2
     assert c.propose("n1", b"x") is None
     c.stabilize()
+    c.tell_commit("n1")
     assert c.data("n2") == [bytes(500)]

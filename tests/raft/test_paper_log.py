@@ -55,6 +55,8 @@ def test_entry_committed_on_majority_and_followers_learn_commit() -> None:
     assert c.data("n1") == [b"x"]
     assert c["n2"].log.committed == 1
     c.stabilize(drop=["n3"])
+    assert c["n2"].log.committed == 1  # no message of its own for the commit index
+    c.tell_commit("n1", drop=["n3"])  # the next tick's heartbeat carries it
     assert c["n2"].log.committed == 2
     assert c.data("n2") == [b"x"]
     assert c["n3"].log.last_index() == 1
@@ -76,6 +78,7 @@ def test_followers_apply_committed_entries_in_log_order() -> None:
         c.propose("n1", d)
         c.deliver()
     c.stabilize()
+    c.tell_commit("n1")
     for nid in c.ids:
         assert c.data(nid) == datas
         indexes = [e.index for e in c.applied[nid]]
@@ -193,6 +196,7 @@ def test_leader_does_not_commit_previous_term_entry_by_counting_replicas() -> No
     assert c.data("n1") == []
     c.tick("n1")  # the heartbeat reveals that n2, n3 lack the no-op; now it gets through
     c.stabilize(drop=["n4", "n5"])
+    c.tell_commit("n1", drop=["n4", "n5"])
     assert c["n1"].log.committed == 3
     for nid in ("n1", "n2", "n3"):
         assert log_of(c, nid) == [(1, b""), (1, b"x"), (3, b"")]
@@ -228,6 +232,7 @@ def test_new_leader_appends_noop_of_its_term() -> None:
     c.propose("n1", b"x")
     c.stabilize()
     c.elect("n2")
+    c.tell_commit("n2")
     term = c["n2"].term
     assert log_of(c, "n2") == [(1, b""), (1, b"x"), (term, b"")]
     for nid in c.ids:
@@ -270,6 +275,7 @@ def test_duplicate_append_entries_is_idempotent() -> None:
     for m in appends + appends:  # replay the same requests twice, after the fact
         c.step(m)
     c.stabilize()
+    c.tell_commit("n1")
     assert {nid: log_of(c, nid) for nid in c.ids} == logs
     for nid in c.ids:
         assert c.data(nid) == [b"a", b"b"]
