@@ -63,7 +63,6 @@ class Emitted(Generic[P]):
 _Item = tuple[int, int, int, P, int]  # key time, index, ingest_ts, payload, size
 _key_of = itemgetter(0)
 _size_of = itemgetter(4)
-RUN_COMPACT_AT = 4096  # drop the run's emitted head once it is this long (it holds payloads)
 
 
 class ReorderBuffer(Generic[P]):
@@ -83,15 +82,18 @@ class ReorderBuffer(Generic[P]):
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.absurd_after_ns = absurd_after_ms * NS_PER_MS
-        # (key time, index, ingest_ts, payload, size): (key, index) is unique, so the payload
-        # is never compared
+        # Buffered records as (key time, index, ingest_ts, payload, size); (key, index) is
+        # unique, so the payload is never compared. They sit in sorted runs: an entry's
+        # records are sorted once (in C) and extend the last run if they all come after it,
+        # else start a run of their own (several producers: entries overlap in event time).
+        # Emitting cuts every run at the watermark by bisection and merges the pieces with
+        # one sort (timsort merges sorted runs in C), so no record costs a Python-level heap
+        # operation. Records fed one at a time that arrive out of order go to a heap. The
+        # next record out is always the smallest of all heads, so the output does not depend
+        # on where a record sits.
+        self._runs: list[list[_Item[P]]] = []
         self._heap: list[_Item[P]] = []
-        # Records mostly commit in event-time order: those that arrive in key order go to a
-        # FIFO run (O(1) in and out); only out-of-order arrivals pay for the heap. The next
-        # record out is always the smaller of the two heads, so the output is the same. The run
-        # is a sorted list read from ``_head`` on, so a batch can be cut from it by bisection.
-        self._run: list[_Item[P]] = []
-        self._head = 0
+        self._depth = 0
         self._bytes = 0
         self._max_ingest: int | None = None
         self._last_index = 0
@@ -110,7 +112,7 @@ class ReorderBuffer(Generic[P]):
 
     @property
     def depth(self) -> int:
-        return len(self._heap) + len(self._run) - self._head
+        return self._depth
 
     @property
     def bytes(self) -> int:
@@ -146,10 +148,16 @@ class ReorderBuffer(Generic[P]):
             self.late += 1
             self._out(out, key, index, ingest_ts, payload, late=True)
         else:
-            self._push((key, index, ingest_ts, payload, size_bytes))
+            item = (key, index, ingest_ts, payload, size_bytes)
+            runs = self._runs
+            if runs and item > runs[-1][-1]:
+                runs[-1].append(item)
+            else:
+                heapq.heappush(self._heap, item)
+            self._depth += 1
             self._bytes += size_bytes
         self._advance(ingest_ts, out)
-        while self.depth > self.max_records or self._bytes > self.max_bytes:
+        while self._depth > self.max_records or self._bytes > self.max_bytes:
             self._pop(out, early=True)
         return out
 
@@ -169,7 +177,7 @@ class ReorderBuffer(Generic[P]):
         Why it is cheaper: within one entry the watermark moves at most once, at the first
         record that is not absurd. So when no record is absurd, late, or overflows the buffer
         (the common case, checked with a few whole-list operations), the sequential result is:
-        advance the watermark, then append the records. Otherwise each record goes through
+        advance the watermark, then add the records. Otherwise each record goes through
         ``add_record``, so the two agree always (a property test feeds both)."""
         if out is None:
             out = []
@@ -185,7 +193,7 @@ class ReorderBuffer(Generic[P]):
             lo < w
             or lo < ingest_ts - self.absurd_after_ns
             or hi > ingest_ts + self.absurd_after_ns
-            or self.depth + n > self.max_records
+            or self._depth + n > self.max_records
             or self._bytes + total > self.max_bytes
         ):
             for index, key, payload, size in zip(indexes, keys, payloads, sizes, strict=True):
@@ -198,12 +206,13 @@ class ReorderBuffer(Generic[P]):
         self._last_index = indexes[-1]
         self._advance(ingest_ts, out)
         items = list(zip(keys, indexes, repeat(ingest_ts), payloads, sizes))
-        run = self._run
-        if (len(run) == self._head or items[0] > run[-1]) and keys == sorted(keys):
-            run.extend(items)
+        items.sort()
+        runs = self._runs
+        if runs and items[0] > runs[-1][-1]:
+            runs[-1] += items
         else:
-            for item in items:
-                self._push(item)
+            runs.append(items)
+        self._depth += n
         self._bytes += total
         return out
 
@@ -219,73 +228,68 @@ class ReorderBuffer(Generic[P]):
     def flush_all(self) -> list[Emitted[P]]:
         """Emit everything still buffered, in key order (shutdown, end of a query). Unflagged:
         these are in order with everything emitted before."""
+        done = self._heap + [it for run in self._runs for it in run]
+        done.sort()
+        self._heap, self._runs = [], []
         out: list[Emitted[P]] = []
-        for _ in range(self.depth):
-            self._pop(out, early=False)
+        self._emit(done, out)
         return out
-
-    def _push(self, item: _Item[P]) -> None:
-        run = self._run
-        if len(run) == self._head or item > run[-1]:
-            run.append(item)
-        else:
-            heapq.heappush(self._heap, item)
 
     def _advance(self, ingest_ts: int, out: list[Emitted[P]]) -> list[Emitted[P]]:
         if self._max_ingest is None or ingest_ts > self._max_ingest:
             self._max_ingest = ingest_ts
         w = self._max_ingest - self.window_ns
-        heap, run = self._heap, self._run
-        if not heap or heap[0][0] >= w:
-            # Only the sorted run has keys below w: cut them off in one piece.
-            head = self._head
-            cut = bisect.bisect_left(run, w, head, len(run), key=_key_of)
-            if cut > head:
-                done = run[head:cut]
-                self._bytes -= sum(map(_size_of, done))
-                self.emitted += cut - head
-                if not self.discard_output:
-                    out += [Emitted(i, k, t, p) for k, i, t, p, _ in done]
-                self._drop_head(cut)
+        pieces: list[list[_Item[P]]] = []
+        runs = self._runs
+        for run in runs:
+            if run[0][0] >= w:
+                continue
+            cut = bisect.bisect_left(run, w, key=_key_of)
+            if cut:
+                pieces.append(run[:cut])
+                del run[:cut]
+        if pieces:
+            self._runs = [run for run in runs if run]
+        heap = self._heap
+        if heap and heap[0][0] < w:
+            mine = []
+            while heap and heap[0][0] < w:
+                mine.append(heapq.heappop(heap))
+            pieces.append(mine)
+        if not pieces:
             return out
-        while True:
-            head = self._head
-            if heap and (len(run) == head or heap[0] < run[head]):
-                if heap[0][0] >= w:
-                    return out
-                key, index, ingest, payload, size = heapq.heappop(heap)
-            elif len(run) > head and run[head][0] < w:
-                key, index, ingest, payload, size = run[head]
-                self._drop_head(head + 1)
-            else:
-                return out
-            self._bytes -= size
-            self._out(out, key, index, ingest, payload)
+        done = pieces[0]
+        if len(pieces) > 1:
+            done = [it for piece in pieces for it in piece]
+            done.sort()  # a merge of sorted pieces
+        self._emit(done, out)
+        return out
 
-    def _drop_head(self, head: int) -> None:
-        """Advance the run's read position; free the read part once it is big."""
-        run = self._run
-        if head == len(run):
-            run.clear()
-            head = 0
-        elif head >= RUN_COMPACT_AT:  # a memmove of the live part: a few ns per record
-            del run[:head]
-            head = 0
-        self._head = head
+    def _emit(self, done: list[_Item[P]], out: list[Emitted[P]]) -> None:
+        """Emit records in the order given (unflagged)."""
+        self._depth -= len(done)
+        self._bytes -= sum(map(_size_of, done))
+        self.emitted += len(done)
+        if not self.discard_output:
+            out += [Emitted(i, k, t, p) for k, i, t, p, _ in done]
 
     def _first(self) -> _Item[P] | None:
-        heap, run, head = self._heap, self._run, self._head
-        if heap and (len(run) == head or heap[0] < run[head]):
-            return heap[0]
-        return run[head] if len(run) > head else None
+        heads = [run[0] for run in self._runs]
+        if self._heap:
+            heads.append(self._heap[0])
+        return min(heads) if heads else None
 
     def _pop(self, out: list[Emitted[P]], *, early: bool) -> None:
-        heap, run, head = self._heap, self._run, self._head
-        if heap and (len(run) == head or heap[0] < run[head]):
+        """Release the smallest buffered record (the buffer is full: ``early``)."""
+        runs, heap = self._runs, self._heap
+        k = min(range(len(runs)), key=lambda j: runs[j][0]) if runs else -1
+        if heap and (k < 0 or heap[0] < runs[k][0]):
             key, index, ingest_ts, payload, size = heapq.heappop(heap)
         else:
-            key, index, ingest_ts, payload, size = run[head]
-            self._drop_head(head + 1)
+            key, index, ingest_ts, payload, size = runs[k].pop(0)
+            if not runs[k]:
+                del runs[k]
+        self._depth -= 1
         self._bytes -= size
         self.early += early
         self._out(out, key, index, ingest_ts, payload, early=early)
