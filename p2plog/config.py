@@ -39,7 +39,7 @@ class ClusterConfig:
     tick_ms: int = 20
     election_ticks: int = 10
     heartbeat_ticks: int = 2
-    dedup_window_records: int = 250_000  # ~140 B of memory per id (see README)
+    dedup_window_records: int = 250_000  # ~100-150 B of memory per id (see README)
     dedup_window_s: int = 3600
     segment_bytes: int = 64 << 20
     disk_budget_bytes: int = 0  # 0: no budget beyond the volume

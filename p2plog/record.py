@@ -58,6 +58,13 @@ class Accepted:
     body: bytes
 
 
+def uuid_text(rid: bytes) -> str:
+    """16 id bytes as UUID text, by hex formatting: ``str(uuid.UUID(bytes=...))`` costs about
+    1.5 us, a fifth of a tailed record's cost on the node."""
+    h = rid.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def parse_id(value: Any) -> bytes:
     if isinstance(value, bytes) and len(value) == 16:
         return value
@@ -316,7 +323,7 @@ class StoredRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": str(uuid.UUID(bytes=self.id)),
+            "id": uuid_text(self.id),
             "index": self.index,
             "term": self.term,
             "ts": self.ts,

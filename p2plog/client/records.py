@@ -16,7 +16,7 @@ from typing import Any
 import cbor2
 
 from p2plog.config import Config, load
-from p2plog.record import LEVELS, MAX_BATCH_BYTES, MAX_BATCH_RECORDS
+from p2plog.record import LEVELS, MAX_BATCH_BYTES, MAX_BATCH_RECORDS, uuid_text
 
 FieldValue = str | int | float | bool
 Record = dict[str, Any]
@@ -63,8 +63,7 @@ def id_text(rid: Any) -> str:
     """A record id as acks show it: 16 id bytes as UUID text (hex formatting: ``uuid.UUID``
     cost a few microseconds per record on the client's hot path), anything else as is."""
     if isinstance(rid, bytes) and len(rid) == 16:
-        h = rid.hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return uuid_text(rid)
     return str(rid)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from p2plog.record import (
     BatchRef,
     RecordError,
     StoredRecord,
+    uuid_text,
     validate,
 )
 from p2plog.runtime.event_stream import emitted_json, emitted_record
@@ -374,7 +374,7 @@ class Session:
 
 
 def _ack_json(i: int, rid: bytes, index: int, term: int, dup: bool) -> dict[str, Any]:
-    return {"i": i, "id": str(uuid.UUID(bytes=rid)), "index": index, "term": term, "dup": dup}
+    return {"i": i, "id": uuid_text(rid), "index": index, "term": term, "dup": dup}
 
 
 def _scan_step(

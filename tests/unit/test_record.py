@@ -32,6 +32,7 @@ from p2plog.record import (
     parse_batch,
     parse_id,
     tick_data,
+    uuid_text,
     validate,
 )
 
@@ -433,3 +434,8 @@ def test_level_read_from_the_body_bytes_agrees_with_the_decode(
 def test_level_of_an_unexpected_body_shape_is_left_to_the_decode() -> None:
     odd = struct.pack("<q", 1) + cbor2.dumps({"lv": 0, "ts": 1})
     assert all(level_at_least(odd, n) for n in range(5))
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_uuid_text_is_the_uuid_module_s_text(rid: bytes) -> None:
+    assert uuid_text(rid) == str(uuid.UUID(bytes=rid))
