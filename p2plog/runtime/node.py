@@ -76,9 +76,10 @@ class Node:
         self.storage: SegmentedLog | None = None
         self.loop: RaftLoop | None = None
         self._fids = itertools.count(1)
-        self._barriers: dict[int, tuple[trio.Event, list[int | None]]] = {}
         self._applied = trio.lowlevel.ParkingLot()  # woken after every applied round
-        self._forwards: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
+        # Requests to a peer awaiting its reply (``fwd`` -> ``fwda``, ``ci`` -> ``cia``), by
+        # the id from ``_fids`` they carry: the reply message is put in the box.
+        self._awaiting: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
         self.port = me.port
         self._cancel = trio.CancelScope()
         # Time: one steady local clock (never steps), NTP-corrected by the estimator; peers'
@@ -215,14 +216,14 @@ class Node:
             return
         rid = next(self._fids)
         done = trio.Event()
-        box: list[int | None] = []
-        self._barriers[rid] = (done, box)
+        box: list[dict[str, Any]] = []
+        self._awaiting[rid] = (done, box)
         try:
             if not link.send_nowait(encode("ci", {"rid": rid})):
                 return
             with trio.move_on_after(READ_BARRIER_S) as scope:
                 await done.wait()
-                target = box[0]
+                target = get_opt_int(box[0], "c")
                 while target is not None and loop.applier.applied_index < target:
                     await self._applied.park()
             if scope.cancelled_caught:
@@ -230,7 +231,7 @@ class Node:
                     "%s: read barrier via %s timed out; reading what is applied", self.me.id, leader
                 )
         finally:
-            self._barriers.pop(rid, None)
+            self._awaiting.pop(rid, None)
 
     # -------------------------------------------------------------- submit
 
@@ -283,7 +284,7 @@ class Node:
         fid = next(self._fids)
         done = trio.Event()
         box: list[dict[str, Any]] = []
-        self._forwards[fid] = (done, box)
+        self._awaiting[fid] = (done, box)
         try:
             if not link.send_nowait(
                 wp.encode_forward(fid, ack, list(zip(ids, bodies, strict=True)))
@@ -292,7 +293,7 @@ class Node:
             with trio.move_on_after(SUBMIT_TIMEOUT_S):
                 await self._wait_reply_or_leader_change(done, leader)
         finally:
-            self._forwards.pop(fid, None)
+            self._awaiting.pop(fid, None)
         if not box:
             assert self.loop is not None
             if self.loop.node.leader != leader:
@@ -446,19 +447,21 @@ class Node:
                 c = int(self.loop.node.log.committed) if lead else None
                 link.send_nowait(encode("cia", {"rid": get_int(msg, "rid"), "c": c}))
         elif kind == "cia":
-            barrier = self._barriers.get(get_int(msg, "rid"))
-            if barrier is not None:
-                barrier[1].append(get_opt_int(msg, "c"))
-                barrier[0].set()
+            get_opt_int(msg, "c")  # checked here: a malformed reply breaks the link, not the read
+            self._reply(get_int(msg, "rid"), msg)
         elif kind == "fwd":
             nursery.start_soon(self._serve_forward, src, msg)
         elif kind == "fwda":
-            waiting = self._forwards.get(get_int(msg, "fid"))
-            if waiting is not None:
-                waiting[1].append(msg)
-                waiting[0].set()
+            self._reply(get_int(msg, "fid"), msg)
         else:
             raise ProtocolError(f"unknown peer message kind {kind!r}")
+
+    def _reply(self, request_id: int, msg: dict[str, Any]) -> None:
+        """Hand a peer's reply to the request awaiting it (none: it gave up already)."""
+        waiting = self._awaiting.get(request_id)
+        if waiting is not None:
+            waiting[1].append(msg)
+            waiting[0].set()
 
     # -------------------------------------------------------------- status
 
