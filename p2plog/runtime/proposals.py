@@ -167,11 +167,16 @@ class Waiter:
     ids: list[bytes]
     slots: list[tuple[Proposal, int, int, int]]
     joiners: list[tuple[Proposal, int, int]]
-    _pos: dict[bytes, int] | None = None
+    positions: dict[bytes, int] = field(default_factory=dict)  # see position_of
 
     def position(self, rid: bytes) -> int:
-        """The batch position of a record id this entry carries (built on the first retry
-        that joins this entry: a retried 65k-record submission must not scan per record)."""
-        if self._pos is None:
-            self._pos = {r: k for k, r in enumerate(self.ids)}
-        return self._pos[rid]
+        return position_of(self.ids, self.positions, rid)
+
+
+def position_of(ids: list[bytes], pos: dict[bytes, int], rid: bytes) -> int:
+    """The position of ``rid`` in ``ids`` (distinct ids, possibly still growing), from the map
+    ``pos`` that is built, and brought up to date, only when a retry joins a batch: rare, and
+    a retried 65k-record submission must not scan the list per record."""
+    for k in range(len(pos), len(ids)):
+        pos[ids[k]] = k
+    return pos[rid]
