@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from p2plog.raft.types import Index
 from p2plog.storage import meta
 from p2plog.storage.frame import Status
@@ -23,6 +21,7 @@ from p2plog.storage.meta import fsync_dir
 from p2plog.storage.segment import HEADER_SIZE, ScanEnd, decode_header, iter_frames, segment_name
 
 Emit = Callable[[str], None]
+Progress = Callable[[int, int], None]  # (bytes checked so far, bytes in all)
 
 
 @dataclass
@@ -53,7 +52,10 @@ class Report:
         return not self.problems
 
 
-def verify(data_dir: Path, *, progress: bool = True) -> Report:
+def verify(data_dir: Path, *, progress: Progress | None = None) -> Report:
+    """Check every segment and both hard-state files of a stopped node's directory.
+    ``progress(done, total)`` is called as bytes are checked (the CLI draws a bar with it;
+    storage itself never writes to a terminal)."""
     rep = Report(data_dir)
     _check_meta(data_dir, rep)
     log_dir = data_dir / "log"
@@ -64,13 +66,18 @@ def verify(data_dir: Path, *, progress: bool = True) -> Report:
     total = sum(p.stat().st_size for p in paths)
     rep.bytes = total
     expect: int | None = None
-    with tqdm(
-        total=total, unit="B", unit_scale=True, desc="verify", disable=not progress or None
-    ) as bar:
-        for n, path in enumerate(paths):
-            if rep.cut is not None:
-                break
-            expect = _check_segment(path, n == len(paths) - 1, expect, rep, bar.update)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    for n, path in enumerate(paths):
+        if rep.cut is not None:
+            break
+        expect = _check_segment(path, n == len(paths) - 1, expect, rep, advance)
     rep.segments = len(paths)
     if rep.cut is not None and not rep.cut.torn_tail_only:
         rep.problems.append(rep.cut.reason)
