@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--repair", action="store_true", help="cut the log at the first bad frame (says what first)"
     )
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from p2plog.security.commands import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -58,6 +61,8 @@ def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         c = sub.add_parser(cmd, help=help_text)
         c.add_argument("--config", type=Path, default=Path("peers.toml"), help="peers.toml")
         c.add_argument("--node", help="talk to this node (default: first reachable of the file)")
+        c.add_argument("--token", help="client token (default: $P2PLOG_TOKEN)")
+        c.add_argument("--ca", help="CA file for wss:// (default: $P2PLOG_CA, or [tls] ca)")
         return c
 
     def selectors(c: argparse.ArgumentParser, limit: int | None) -> None:
@@ -104,13 +109,15 @@ def cmd_client(args: argparse.Namespace) -> int:
     import trio
 
     from p2plog.client import commands
-    from p2plog.client.errors import ClientError, ServerError, Unreachable
+    from p2plog.client.errors import AuthError, ClientError, ServerError, Unreachable
     from p2plog.config import load
 
     cfg = load(args.config)
     nodes = [cfg.node(args.node)] if args.node else list(cfg.nodes)
     addresses = [n.address for n in nodes]
     out = sys.stdout
+    ca = args.ca or (str(cfg.tls.ca) if cfg.tls is not None else None)
+    opts = commands.cli_options(args.token, ca)
     sel: dict[str, object] = {}
     if args.command in ("query", "tail"):
         for k in ("from_index", "to_index", "since", "until", "level", "source", "grep", "order"):
@@ -128,21 +135,31 @@ def cmd_client(args: argparse.Namespace) -> int:
                     out=out,
                     err=sys.stderr,
                     labels={n.address: n.id for n in nodes},
+                    options=opts,
                 )
             )
         if args.command == "query":
             return trio.run(
-                lambda: commands.query(addresses, sel, limit=args.limit, as_json=args.json, out=out)
+                lambda: commands.query(
+                    addresses, sel, limit=args.limit, as_json=args.json, out=out, options=opts
+                )
             )
         if args.command == "tail":
             return trio.run(
-                lambda: commands.tail(addresses, sel, limit=args.limit, as_json=args.json, out=out)
+                lambda: commands.tail(
+                    addresses, sel, limit=args.limit, as_json=args.json, out=out, options=opts
+                )
             )
         return trio.run(
-            lambda: commands.status([(n.id, n.address) for n in nodes], as_json=args.json, out=out)
+            lambda: commands.status(
+                [(n.id, n.address) for n in nodes], as_json=args.json, out=out, options=opts
+            )
         )
     except Unreachable as e:
         print(_unreachable_hint(args, e.tried), file=sys.stderr)
+        return 1
+    except AuthError as e:
+        print(f"p2plog {args.command}: {e}", file=sys.stderr)
         return 1
     except ServerError as e:
         print(f"p2plog {args.command}: the node refused the request: {e}", file=sys.stderr)
@@ -255,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from p2plog.local import run_local
 
             return run_local(args.config, args.data_dir)
+        if args.command in ("certs", "token"):
+            from p2plog.security import commands
+
+            return commands.cmd_certs(args) if args.command == "certs" else commands.cmd_token(args)
         return cmd_verify(args.dir, do_repair=args.repair, progress=not args.no_progress)
     except P2PLogError as e:
         print(f"p2plog {args.command}: {e}", file=sys.stderr)

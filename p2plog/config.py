@@ -47,6 +47,10 @@ class ClusterConfig:
     max_conn_inflight_records: int = 20_000
     reorder_max_records: int = 200_000
     reorder_max_bytes: int = 64 << 20
+    max_connections: int = 1024  # client connections (and peers') a node keeps open at once
+    client_idle_timeout_s: int = 300  # a client connection with nothing in flight is closed
+    max_conn_requests: int = 256  # requests in flight per connection (tails count)
+    max_conn_unread_bytes: int = 16 << 20  # replies a client has not read; over: disconnected
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +60,38 @@ class NtpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """``[security]``: who may speak to a node (see README, Security)."""
+
+    secret_file: Path | None = None  # peers prove they hold it; the same file on every node
+    tokens_file: Path | None = None  # client tokens (hashed) and roles; None: no client auth
+    insecure: bool = False  # allow a non-loopback node without TLS, secret or tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """``[tls]``: every link is ``wss://``; ``cert``/``key`` may name ``{id}``."""
+
+    ca: Path
+    cert: str
+    key: str
+
+    def cert_for(self, node_id: str) -> Path:
+        return Path(self.cert.replace("{id}", node_id))
+
+    def key_for(self, node_id: str) -> Path:
+        return Path(self.key.replace("{id}", node_id))
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     cluster: ClusterConfig
     ntp: NtpConfig
     nodes: tuple[NodeConfig, ...]
     self_id: NodeId | None = None
+    security: SecurityConfig = SecurityConfig()
+    tls: TlsConfig | None = None
     by_id: dict[NodeId, NodeConfig] = field(default_factory=dict, compare=False)
 
     def node(self, node_id: str | None) -> NodeConfig:
@@ -94,6 +124,10 @@ _CLUSTER_INTS = {
     "max_conn_inflight_records": (1, 10_000_000),
     "reorder_max_records": (1, 100_000_000),
     "reorder_max_bytes": (1 << 20, 1 << 40),
+    "max_connections": (16, 1_000_000),
+    "client_idle_timeout_s": (1, 7 * 86_400),
+    "max_conn_requests": (1, 100_000),
+    "max_conn_unread_bytes": (1 << 16, 1 << 32),
 }
 
 
@@ -118,9 +152,11 @@ def load(path: str | Path) -> Config:
 
 def parse(raw: dict[str, Any], path: Path) -> Config:
     f = path.name
-    _no_unknown(raw, {"self", "cluster", "ntp", "node"}, f, "top level")
+    _no_unknown(raw, {"self", "cluster", "ntp", "node", "security", "tls"}, f, "top level")
     cluster = _cluster(raw.get("cluster", {}), f)
     ntp = _ntp(raw.get("ntp", {}), f)
+    security = _security(raw.get("security", {}), f, path.parent)
+    tls = _tls(raw["tls"], f, path.parent) if "tls" in raw else None
     nodes_raw = raw.get("node")
     if not isinstance(nodes_raw, list) or not nodes_raw:
         raise ConfigError(f"{f}: no nodes; add at least one [[node]] with id and address")
@@ -145,7 +181,8 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
             f"{f}: [cluster] heartbeat_ticks ({cluster.heartbeat_ticks}) must be below "
             f"election_ticks ({cluster.election_ticks})"
         )
-    return Config(path, cluster, ntp, nodes, NodeId(self_id) if self_id else None, by_id)
+    self_nid = NodeId(self_id) if self_id else None
+    return Config(path, cluster, ntp, nodes, self_nid, security, tls, by_id)
 
 
 def _no_unknown(table: dict[str, Any], allowed: set[str], f: str, where: str) -> None:
@@ -185,6 +222,43 @@ def _ntp(t: Any, f: str) -> NtpConfig:
     if not isinstance(poll, int) or isinstance(poll, bool) or not 1 <= poll <= 86_400:
         raise ConfigError(f"{f}: [ntp] poll_interval_s = {poll!r}; use seconds 1..86400")
     return NtpConfig(tuple(servers), poll)
+
+
+def _path(t: dict[str, Any], key: str, f: str, where: str, base: Path) -> Path | None:
+    v = t.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f'{f}: {where} {key} must be a path string, like "secrets/{key}"')
+    return (base / v).resolve()
+
+
+def _security(t: Any, f: str, base: Path) -> SecurityConfig:
+    if not isinstance(t, dict):
+        raise ConfigError(f"{f}: [security] must be a table")
+    _no_unknown(t, {"secret_file", "tokens_file", "insecure"}, f, "[security]")
+    insecure = t.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"{f}: [security] insecure must be true or false")
+    return SecurityConfig(
+        _path(t, "secret_file", f, "[security]", base),
+        _path(t, "tokens_file", f, "[security]", base),
+        insecure,
+    )
+
+
+def _tls(t: Any, f: str, base: Path) -> TlsConfig:
+    if not isinstance(t, dict):
+        raise ConfigError(f"{f}: [tls] must be a table")
+    _no_unknown(t, {"ca", "cert", "key"}, f, "[tls]")
+    ca = _path(t, "ca", f, "[tls]", base)
+    cert, key = t.get("cert"), t.get("key")
+    if ca is None or not isinstance(cert, str) or not isinstance(key, str) or not cert or not key:
+        raise ConfigError(
+            f'{f}: [tls] needs ca, cert and key, like ca = "certs/ca.pem", cert = '
+            f'"certs/{{id}}.pem", key = "certs/{{id}}.key" (python -m p2plog certs makes them)'
+        )
+    return TlsConfig(ca, str((base / cert).resolve()), str((base / key).resolve()))
 
 
 def _node(t: Any, i: int, f: str, base: Path) -> NodeConfig:

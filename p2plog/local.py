@@ -20,6 +20,13 @@ STOP_TIMEOUT_S = 15.0
 
 def run_local(config_path: Path, data_root: Path | None) -> int:
     cfg = load(config_path)
+    secret = cfg.security.secret_file
+    if secret is not None and not secret.exists():
+        # This host runs every node, so the cluster secret can be made here, once.
+        from p2plog.security.certs import new_secret, write_new
+
+        write_new(secret, new_secret(), private=True)
+        print(f"p2plog local: made the cluster secret {secret} (peers prove they hold it)")
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for n in cfg.nodes:
         cmd = [sys.executable, "-m", "p2plog", "run", "--config", str(config_path), "--node", n.id]
@@ -29,7 +36,8 @@ def run_local(config_path: Path, data_root: Path | None) -> int:
     print(f"p2plog local: cluster {cfg.cluster.name!r}, {len(procs)} nodes")
     for n in cfg.nodes:
         data = data_root / n.id if data_root else n.data_dir
-        print(f"  {n.id}  ws://{n.address}/client  data {data}")
+        scheme = "wss" if cfg.tls is not None else "ws"
+        print(f"  {n.id}  {scheme}://{n.address}/client  data {data}")
     c = f" --config {config_path}" if str(config_path) != "peers.toml" else ""
     print("try, in another shell:")
     print(f"  python -m p2plog send{c} 'hello from p2plog'")

@@ -22,6 +22,7 @@ ingest_ts``; the empty entry is the Raft no-op.
 
 from __future__ import annotations
 
+import math
 import struct
 import uuid
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ MAX_BATCH_BYTES = 1 << 20
 MAX_BATCH_RECORDS = 10_000
 MAX_SOURCE_CHARS = 256
 MAX_FIELDS = 256
+MAX_CLOCK_OFFSET_NS = 86_400 * 10**9  # a producer clock off by more than a day is broken
 KIND_TICK = 0x02
 KIND_BATCH = 0x03
 _TC = struct.Struct("<q")  # ts_corrected, first in the body: the event-time key without CBOR
@@ -112,6 +114,11 @@ def validate(
     msg = raw.get("msg")
     if not isinstance(msg, str):
         raise RecordError(f"msg must be text, got {type(msg).__name__}")
+    if len(msg) > MAX_RECORD_BYTES:  # refused before it is encoded: that costs ~1 ms per MB
+        raise RecordError(
+            f"msg of {len(msg)} characters is over the {MAX_RECORD_BYTES} byte limit; split "
+            f"the message or move data out of fields"
+        )
     fields = raw.get("fields", {})
     _check_fields(fields)
     tc = ts + clock_offset_ns if ts is not None else received_ns
@@ -139,6 +146,48 @@ def validate(
     return Accepted(rid, body)
 
 
+def revalidate(body: bytes, rid: bytes, node: str) -> Accepted:
+    """A record body that another node encoded (a follower's forward), checked exactly as a
+    client's record is: decoded back into the record the client sent and run through
+    ``validate`` as the forwarding node ran it; the result must be these very bytes, so nothing
+    else rides along. ``node`` is the authenticated peer that forwarded it (a body claiming
+    another taker is refused). Raises ``RecordError``."""
+    if len(body) <= _TC.size:
+        raise RecordError("the body is shorter than its time prefix")
+    try:
+        d = cbor2.loads(body[_TC.size :])
+    except (cbor2.CBORError, ValueError, TypeError, RecursionError, OverflowError) as e:
+        raise RecordError(f"the body is not CBOR: {str(e)[:80]}") from None
+    if not isinstance(d, dict) or list(d) != ["ts", "cu", "lv", "src", "msg", "f", "n"]:
+        raise RecordError("the body is not a record map as validate writes it")
+    ts, lv, cu = d["ts"], d["lv"], d["cu"]
+    if type(lv) is not int or not 0 <= lv < len(LEVELS) or type(cu) is not bool:
+        raise RecordError("the body's level or clock flag is malformed")
+    if d["n"] != node:
+        raise RecordError(f"the body says node {str(d['n'])[:64]!r} took it, not {node!r}")
+    raw = {"id": rid, "level": LEVELS[lv], "source": d["src"], "msg": d["msg"], "fields": d["f"]}
+    tc = _TC.unpack_from(body)[0]
+    offset, received = 0, None
+    if ts is None:
+        received = tc
+    elif type(ts) is int:
+        raw["ts"], offset = ts, tc - ts
+    if abs(offset) > MAX_CLOCK_OFFSET_NS:
+        raise RecordError("the body's clock correction is beyond one day")
+    a = validate(raw, node=node, clock_offset_ns=offset, received_ns=received, clock_uncertain=cu)
+    if a.body != body:
+        raise RecordError("the body is not in the form validate writes")
+    return a
+
+
+def same_content(a: bytes, b: bytes) -> bool:
+    """Do two record bodies hold the same record as its producer sent it (``ts``, level,
+    source, message, fields)? What the taking node added (its corrected time, its id, its
+    clock flag) may differ between a record and its retry through another node."""
+    da, db = cbor2.loads(a[_TC.size :]), cbor2.loads(b[_TC.size :])
+    return all(da.get(k) == db.get(k) for k in ("ts", "lv", "src", "msg", "f"))
+
+
 def _in64(v: int) -> bool:
     return _INT64[0] <= v <= _INT64[1]
 
@@ -160,6 +209,10 @@ def _check_fields(fields: Any) -> None:
                 f"field {k!r} has a {type(v).__name__} value; fields are flat: text, number "
                 f"or bool (nest by naming keys like 'http.status')"
             )
+        if isinstance(v, float) and not math.isfinite(v):
+            raise RecordError(f"field {k!r} is {v}, which JSON cannot carry; send it as text")
+        if isinstance(v, str) and len(v) > MAX_RECORD_BYTES:
+            raise RecordError(f"field {k!r} is over the {MAX_RECORD_BYTES} character limit")
 
 
 _BATCH = struct.Struct("<BqQI")  # kind, ingest_ts, base record index, count
@@ -252,6 +305,29 @@ class BatchRef:
             offs = self._offsets = b.offsets()
         o, d = BATCH_HEAD_SIZE + 16 * k, b.data
         return Rec(index, self.term, b.ingest_ts, d[o : o + 16], d[offs[k] : offs[k + 1]])
+
+
+def entry_problem(data: bytes) -> str | None:
+    """Why ``data`` is not an entry payload a leader writes, or None when it is one: the
+    no-op (empty), a time tick, or a batch whose header, ids and body lengths add up to its
+    size. A follower checks this before it appends what a leader sent (the record bodies were
+    validated where they entered the cluster)."""
+    if not data:
+        return None
+    if data[0] == KIND_TICK:
+        return None if len(data) == _TICK.size else f"a time tick of {len(data)} bytes"
+    if data[0] != KIND_BATCH:
+        return f"unknown entry kind {data[0]}"
+    if len(data) < BATCH_HEAD_SIZE:
+        return "a batch shorter than its header"
+    _, _, base, n = _BATCH.unpack_from(data)
+    head = BATCH_HEAD_SIZE + (16 + 4) * n
+    if not 0 < n <= MAX_ENTRY_RECORDS or base < 1 or len(data) < head:
+        return f"a batch header of {n} records from record {base} in {len(data)} bytes"
+    lengths = struct.unpack_from(f"<{n}I", data, BATCH_HEAD_SIZE + 16 * n)
+    if min(lengths) <= _TC.size or head + sum(lengths) != len(data):
+        return "record body lengths that do not add up to the batch"
+    return None
 
 
 def parse_batch(data: bytes) -> Batch | None:

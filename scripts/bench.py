@@ -41,6 +41,9 @@ Records: ~200 bytes of CBOR each (uuid4 ``id`` as 16 bytes, ``ts``, ``level``, `
   raw_1, raw_1_ack_leader, raw_1_via_follower     raw, one record per submit, 1 in flight
   raw_256, raw_256_4conns                         raw, one record per submit, 256 in flight
   raw_b100, raw_b1000 (+ _via_follower)           raw, 100/1000 per submit, 4 conns x 3 frames
+  client_batched_secure, raw_1_secure             client_batched and raw_1 on a cluster with
+                                                  TLS on every link, a cluster secret and a
+                                                  client token (what issue 13's trust costs)
 
 Measurements per run (each bounded by ``--seconds`` AND ``--max-records``): records/s (acked /
 wall time); ack latency p50/p99 of each submit call (one frame for raw, one ``Client.submit``
@@ -85,6 +88,7 @@ import platform
 import re
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -122,6 +126,8 @@ from p2plog.client import (  # noqa: E402
     open_client,
 )
 from p2plog.config import ClusterConfig  # noqa: E402
+from p2plog.security import certs, tokens  # noqa: E402
+from p2plog.security.tls import client_context  # noqa: E402
 from p2plog.testing.ports import free_ports  # noqa: E402
 
 NODE_IDS = ("n1", "n2", "n3")
@@ -276,6 +282,10 @@ class _Slot:
         self.reply: dict[str, Any] | None = None
 
 
+# Ports of the nodes of a TLS + token cluster (the *_secure shapes): how to reach them.
+SECURE: dict[int, tuple[ssl.SSLContext, list[tuple[bytes, bytes]]]] = {}
+
+
 class Conn:
     """One client websocket; any number of requests in flight, replies matched by ``req``."""
 
@@ -291,10 +301,13 @@ class Conn:
     async def connect(
         cls, nursery: trio.Nursery, port: int, name: str, timeout_s: float = CONNECT_TIMEOUT_S
     ) -> Conn:
+        ctx, headers = SECURE.get(port, (None, []))
         with trio.fail_after(timeout_s):
             ws = await connect_websocket_url(
                 nursery,
-                f"ws://{HOST}:{port}/client",
+                f"{'wss' if ctx else 'ws'}://{HOST}:{port}/client",
+                ssl_context=ctx,
+                extra_headers=headers,
                 max_message_size=MAX_CLIENT_MESSAGE,
                 receive_buffer_size=RECEIVE_BUFFER,
             )
@@ -466,8 +479,12 @@ class NodeProc:
 class Cluster:
     """The node subprocesses of one bench run; every method is sync and quick."""
 
-    def __init__(self, root: Path, tick_ms: int, log_level: str = "INFO") -> None:
+    def __init__(
+        self, root: Path, tick_ms: int, log_level: str = "INFO", secure: bool = False
+    ) -> None:
         self.root = root
+        self.secure = secure
+        self.token: str | None = None
         self.log_level = log_level
         self.defaults = ClusterConfig()
         self.tick_ms = tick_ms
@@ -484,10 +501,38 @@ class Cluster:
             f"election_ticks = {self.defaults.election_ticks}",
             f"heartbeat_ticks = {self.defaults.heartbeat_ticks}",
         ]
+        if secure:
+            lines += [
+                "[security]",
+                'secret_file = "cluster.secret"',
+                'tokens_file = "tokens.toml"',
+                "[tls]",
+                'ca = "ca.pem"',
+                'cert = "{id}.pem"',
+                'key = "{id}.key"',
+            ]
         for n in self.nodes.values():
             lines += ["", "[[node]]", f'id = "{n.id}"', f'address = "{HOST}:{n.port}"']
             lines.append(f'data_dir = "data/{n.id}"')
         self.config_path.write_text("\n".join(lines) + "\n")
+        if secure:
+            self._make_security_files()
+
+    def _make_security_files(self) -> None:
+        """What ``python -m p2plog certs`` and ``token add`` make: a CA, node certificates, the
+        cluster secret, one write+read token; clients reach the nodes with wss:// and it."""
+        plans = [
+            certs.NodePlan(n.id, (HOST,), self.root / f"{n.id}.pem", self.root / f"{n.id}.key")
+            for n in self.nodes.values()
+        ]
+        ca = self.root / "ca.pem"
+        certs.create_cluster_files(
+            "bench", ca, self.root / "ca.key", plans, self.root / "cluster.secret"
+        )
+        self.token = tokens.add(self.root / "tokens.toml", "bench", "admin")
+        ctx = client_context(ca)
+        for n in self.nodes.values():
+            SECURE[n.port] = (ctx, [(b"authorization", f"Bearer {self.token}".encode())])
 
     def port(self, nid: str) -> int:
         return self.nodes[nid].port
@@ -779,6 +824,7 @@ class LoadSpec:
     key: str = ""
     driver: str = "raw"  # "raw" protocol or "client" (p2plog.Client)
     linger_ms: float | None = None  # client only: ClientOptions.linger_ms (None: the default)
+    secure: bool = False  # TLS on every link, a cluster secret, a client token
 
 
 SHAPES = (
@@ -803,7 +849,18 @@ SHAPES = (
         driver="client",
         linger_ms=0.0,
     ),
+    LoadSpec(
+        "Client: 1000/submit, 8 in flight, TLS + token",
+        "leader",
+        1000,
+        1,
+        8,
+        key="client_batched_secure",
+        driver="client",
+        secure=True,
+    ),
     LoadSpec("raw: 1 in flight", "leader", 1, 1, 1, key="raw_1"),
+    LoadSpec("raw: 1 in flight, TLS + token", "leader", 1, 1, 1, key="raw_1_secure", secure=True),
     LoadSpec("raw: 1 in flight, ack=leader", "leader", 1, 1, 1, "leader", key="raw_1_ack_leader"),
     LoadSpec("raw: 1 in flight, via follower", "follower", 1, 1, 1, key="raw_1_via_follower"),
     LoadSpec("raw: 256 in flight, 1 conn", "leader", 1, 1, 256, key="raw_256"),
@@ -1026,6 +1083,8 @@ async def drive_client(
     opts = ClientOptions(
         submit_deadline_s=CLIENT_SUBMIT_DEADLINE_S,
         linger_ms=defaults.linger_ms if spec.linger_ms is None else spec.linger_ms,
+        token=bench.cluster.token,
+        ca=str(bench.cluster.root / "ca.pem") if bench.cluster.secure else None,
     )
     async with open_client(addresses, opts, lazy=True) as client:
         try:
@@ -1520,7 +1579,7 @@ async def cluster_main(bench: Bench, body: Body, out: dict[str, Any]) -> None:
 
 
 def fresh_cluster_run(
-    bench: Bench, a: argparse.Namespace, label: str, body: Body
+    bench: Bench, a: argparse.Namespace, label: str, body: Body, secure: bool = False
 ) -> dict[str, Any]:
     """One run on a FRESH cluster (own work directory, ports, data): start, ``body``, stop by
     pid, remove the directory. A failure of the run is recorded in ``out["failure"]`` and in
@@ -1529,7 +1588,7 @@ def fresh_cluster_run(
     out: dict[str, Any] = {"label": label}
     cluster: Cluster | None = None
     try:
-        cluster = bench.cluster = Cluster(root, a.tick_ms, a.node_log_level)
+        cluster = bench.cluster = Cluster(root, a.tick_ms, a.node_log_level, secure)
         ports = [n.port for n in cluster.nodes.values()]
         progress(f"=== {label}: work directory {root}; ports {ports}")
         trio.run(cluster_main, bench, body, out)
@@ -1583,7 +1642,7 @@ def run_shapes(bench: Bench, a: argparse.Namespace, shapes: list[LoadSpec]) -> N
         ) -> None:
             out["load"] = await run_load(b, spec, lb)
 
-        out = fresh_cluster_run(bench, a, f"[{i + 1}/{len(plan)}] {label}", body)
+        out = fresh_cluster_run(bench, a, f"[{i + 1}/{len(plan)}] {label}", body, spec.secure)
         load = out.get("load") or {**asdict(spec), "failed": out.get("failure") or "?"}
         load.update(
             shape=spec.key,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import trio
 
 from p2plog.client.batcher import Batcher, Outcome
 from p2plog.client.connection import Connection, Reply
+from p2plog.client.dial import Dial, dial_for
 from p2plog.client.errors import (
     Ack,
     ClientClosed,
@@ -68,9 +70,16 @@ QUERY_PAGE = 1000
 
 
 class Client:
-    def __init__(self, addresses: list[str], options: ClientOptions, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        addresses: list[str],
+        options: ClientOptions,
+        nursery: trio.Nursery,
+        dial: Dial | None = None,
+    ) -> None:
         self.addresses = addresses
         self.options = options
+        self.dial = dial or Dial(None)
         self._nursery = nursery
         self._conn: Connection | None = None
         self._next = 0
@@ -138,6 +147,7 @@ class Client:
                     self.addresses[pos],
                     connect_timeout_s=self.options.connect_timeout_s,
                     max_pending=self.options.max_pending,
+                    dial=self.dial,
                 )
                 try:
                     self._conn = await self._nursery.start(c.run)
@@ -428,14 +438,20 @@ async def open_client(
     options: ClientOptions | None = None,
     *,
     lazy: bool = False,
+    token: str | None = None,
 ) -> AsyncIterator[Client]:
-    """A connected client (``lazy``: connect on first use). ``nodes``: ``host:port`` addresses,
-    a peers.toml path or a Config. Raises ``Unreachable`` if no node answers (not lazy)."""
+    """A connected client (``lazy``: connect on first use). ``nodes``: ``host:port`` (or
+    ``wss://host:port``) addresses, a peers.toml path or a Config. ``token``: the client's
+    token (else ``options.token``, else ``P2PLOG_TOKEN``). Raises ``Unreachable`` if no node
+    answers (not lazy), ``AuthError`` if a node refuses the token."""
     addresses = addresses_of(nodes)
     opts = options or ClientOptions()
+    if token is not None:
+        opts = replace(opts, token=token)
+    dial = dial_for(nodes, opts)
     try:
         async with trio.open_nursery() as nursery:
-            client = Client(addresses, opts, nursery)
+            client = Client(addresses, opts, nursery, dial)
             nursery.start_soon(client._batcher.run)
             try:
                 if not lazy:

@@ -8,9 +8,11 @@ Exit codes: 0 success; 1 the cluster could not do it (the reason is on stderr); 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
@@ -77,12 +79,26 @@ def format_record(rec: dict[str, Any]) -> str:
 
 
 def print_record(rec: dict[str, Any], as_json: bool, out: IO[str]) -> None:
-    line = json.dumps(rec, ensure_ascii=False, default=str) if as_json else format_record(rec)
+    line = to_json(rec) if as_json else format_record(rec)
     out.write(line + "\n")
 
 
-def cli_options() -> ClientOptions:
-    return ClientOptions(connect_timeout_s=2.0)
+def to_json(rec: dict[str, Any]) -> str:
+    """One JSON object; a NaN or infinite field value (refused at submit now, but a log written
+    before may hold one) is written as the string JSON readers can take, not as bare NaN."""
+    try:
+        return json.dumps(rec, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        fields = {
+            k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in (rec.get("fields") or {}).items()
+        }
+        return json.dumps({**rec, "fields": fields}, ensure_ascii=False, default=str)
+
+
+def cli_options(token: str | None = None, ca: str | None = None) -> ClientOptions:
+    """The CLI's client options; the token falls back to P2PLOG_TOKEN (``client.dial``)."""
+    return ClientOptions(connect_timeout_s=2.0, token=token, ca=ca)
 
 
 # ------------------------------------------------------------------------- send
@@ -99,9 +115,10 @@ async def send(
     out: IO[str],
     err: IO[str],
     labels: dict[str, str] | None = None,
+    options: ClientOptions | None = None,
 ) -> int:
     """``labels``: node id by address, to say which node took the record."""
-    async with open_client(addresses, cli_options()) as client:
+    async with open_client(addresses, options or cli_options()) as client:
         if msgs:
             rec = make_record(" ".join(msgs), level=level, source=source)
             try:
@@ -191,8 +208,9 @@ async def query(
     limit: int,
     as_json: bool,
     out: IO[str],
+    options: ClientOptions | None = None,
 ) -> int:
-    async with open_client(addresses, cli_options()) as client:
+    async with open_client(addresses, options or cli_options()) as client:
         for rec in await client.query(limit=limit, **selectors):
             print_record(rec, as_json, out)
     return 0
@@ -205,9 +223,10 @@ async def tail(
     limit: int | None,
     as_json: bool,
     out: IO[str],
+    options: ClientOptions | None = None,
 ) -> int:
     async with (
-        open_client(addresses, cli_options()) as client,
+        open_client(addresses, options or cli_options()) as client,
         client.tail(limit=limit, **selectors) as stream,
     ):
         async for rec in stream:
@@ -219,8 +238,10 @@ async def tail(
 # ---------------------------------------------------------------------- status
 
 
-async def node_status(nid: str, address: str) -> dict[str, Any]:
-    opts = ClientOptions(connect_timeout_s=2.0, request_timeout_s=STATUS_TIMEOUT_S, max_attempts=1)
+async def node_status(
+    nid: str, address: str, options: ClientOptions | None = None
+) -> dict[str, Any]:
+    opts = replace(options or cli_options(), request_timeout_s=STATUS_TIMEOUT_S, max_attempts=1)
     try:
         with trio.fail_after(STATUS_TIMEOUT_S + opts.connect_timeout_s):
             async with open_client([address], opts) as client:
@@ -234,13 +255,19 @@ async def node_status(nid: str, address: str) -> dict[str, Any]:
     return {**st, "id": st.get("id", nid), "address": address, "reachable": True}
 
 
-async def status(nodes: Sequence[tuple[str, str]], *, as_json: bool, out: IO[str]) -> int:
+async def status(
+    nodes: Sequence[tuple[str, str]],
+    *,
+    as_json: bool,
+    out: IO[str],
+    options: ClientOptions | None = None,
+) -> int:
     """Ask every node at once; print them all; raise ``Unreachable`` (after printing) if none
     answered."""
     results: list[dict[str, Any]] = [{} for _ in nodes]
 
     async def one(i: int, nid: str, address: str) -> None:
-        results[i] = await node_status(nid, address)
+        results[i] = await node_status(nid, address, options)
 
     async with trio.open_nursery() as nursery:
         for i, (nid, address) in enumerate(nodes):
@@ -269,7 +296,7 @@ def status_table(rows: Sequence[dict[str, Any]]) -> str:
                 str(r["address"]),
                 str(r["role"]),
                 str(r["term"]),
-                str(r["leader"] or "-"),
+                str(r.get("leader") or "-"),
                 str(r["commit_index"]),
                 str(r["applied_index"]),
                 str(top - int(r["applied_index"])),

@@ -25,9 +25,22 @@ import os
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket,
+)
 
-from p2plog.client.errors import ConnectError, ConnectionLost, RequestTimeout, StreamOverflow
+from p2plog.client.dial import Dial
+from p2plog.client.errors import (
+    AuthError,
+    ConnectError,
+    ConnectionLost,
+    RequestTimeout,
+    StreamOverflow,
+)
 from p2plog.client.records import split_address
 from p2plog.wire.envelope import ProtocolError, decode, encode, get_int
 
@@ -65,8 +78,11 @@ class Stream:
 
 
 class Connection:
-    def __init__(self, address: str, *, connect_timeout_s: float, max_pending: int) -> None:
+    def __init__(
+        self, address: str, *, connect_timeout_s: float, max_pending: int, dial: Dial | None = None
+    ) -> None:
         self.address = address
+        self.dial = dial or Dial(None)
         self.host, self.port = split_address(address)
         self.connect_timeout_s = connect_timeout_s
         self.ping_interval_s = 15.0
@@ -102,7 +118,8 @@ class Connection:
                 self.host,
                 self.port,
                 "/client",
-                use_ssl=False,
+                use_ssl=self.dial.ssl_context or False,
+                extra_headers=self.dial.headers,
                 max_message_size=MAX_REPLY_BYTES,
                 receive_buffer_size=RECEIVE_BUFFER_BYTES,
                 connect_timeout=self.connect_timeout_s,
@@ -115,8 +132,16 @@ class Connection:
                         nursery.start_soon(self._keepalive, ws)
                         await self._read(ws)
                         nursery.cancel_scope.cancel()
-        except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as e:
+        except (
+            OSError,
+            HandshakeError,
+            ConnectionClosed,
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+        ) as e:
             if self._ws is None:
+                if isinstance(e, ConnectionRejected) and e.status_code == 401:
+                    raise AuthError(self.address, _body(e)) from None
                 raise ConnectError(self.address, describe(e)) from None
             self._set_closed(describe(e))
         finally:
@@ -251,11 +276,18 @@ class Connection:
         return ConnectionLost(f"{self.address}: {self.closed_reason or 'connection closed'}")
 
 
+def _body(e: ConnectionRejected) -> str:
+    text = (e.body or b"").decode("utf-8", "replace").strip().removeprefix("p2plog: ")
+    return text[:200] or f"HTTP {e.status_code}"
+
+
 def describe(e: BaseException) -> str:
     """A short human reason for a connection failure."""
     if isinstance(e, ConnectionClosed) and e.reason is not None:
         r = e.reason
         return f"connection closed ({r.code} {r.name}{': ' + r.reason if r.reason else ''})"
+    if isinstance(e, ConnectionRejected):
+        return f"refused: {_body(e)}"
     if isinstance(e, HandshakeError) and e.__cause__ is not None:
         return describe(e.__cause__)
     if isinstance(e, OSError):

@@ -50,6 +50,18 @@ class ConnectError(ClientError):
         self.reason = reason
 
 
+class AuthError(ClientError):
+    """A node refused this client's token (unknown or revoked): retrying cannot help."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(
+            f"{address} refused the token: {reason}; check --token or P2PLOG_TOKEN "
+            f"(python -m p2plog token list shows the names of valid tokens)"
+        )
+        self.address = address
+        self.reason = reason
+
+
 class Unreachable(ClientError):
     """No address of the list answered; ``tried`` holds (address, reason) pairs."""
 

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +76,18 @@ class LogHandler(logging.Handler):
         report_interval_s: float = 30.0,
         flush_timeout_s: float = 5.0,
         options: ClientOptions | None = None,
+        token: str | None = None,
     ) -> None:
+        """``token``: a token with the write role (else ``options.token``, else
+        ``P2PLOG_TOKEN``)."""
         super().__init__(level)
         self.ack = ack
         self.batch_records = batch_records
         self.report_interval_s = report_interval_s
         self.flush_timeout_s = flush_timeout_s
         self.options = options or ClientOptions(submit_deadline_s=10.0, connect_timeout_s=2.0)
+        if token is not None:
+            self.options = replace(self.options, token=token)
         self.spool = Spool(
             max_spool, Path(spool_file) if spool_file else None, max_spool_file_bytes
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -27,6 +27,9 @@ class ClientOptions:
     queue_records: int = 10_000
     max_pending: int = 1024
     tail_reconnect_s: float = 60.0
+    token: str | None = field(default=None, repr=False)  # else P2PLOG_TOKEN; never logged
+    ca: str | None = None  # the cluster CA for wss:// (else P2PLOG_CA, or the config's [tls])
+    tls: bool = False  # wss:// even without a CA given (the system trust store)
 
 
 @dataclass(frozen=True, slots=True)

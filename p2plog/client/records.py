@@ -116,7 +116,7 @@ def addresses_of(nodes: str | Path | Config | Sequence[str]) -> list[str]:
 
 
 def normalize_address(address: str) -> str:
-    a = address.removeprefix("ws://").removesuffix("/client").rstrip("/")
+    a = address.removeprefix("wss://").removeprefix("ws://").removesuffix("/client").rstrip("/")
     split_address(a)
     return a
 

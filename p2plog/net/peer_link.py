@@ -1,4 +1,9 @@
-"""One outbound link to one peer: dial with backoff and jitter, say hello, send queued frames.
+"""One outbound link to one peer: dial with backoff and jitter, authenticate, send queued frames.
+
+The handshake (``p2plog.wire.peer_auth``): the peer sends a challenge, this node answers with a
+hello that proves it holds the cluster secret, and the peer's welcome proves the same back;
+frames go out only after that, so nothing is sent to a node that is not a member (with TLS,
+the channel is also encrypted and the peer's certificate checked against the cluster CA).
 
 The queue is bounded in frames and in bytes; when it is full (a slow or dead peer) new frames
 are dropped, so a bad follower never blocks the leader or grows its memory: Raft retransmits what
@@ -11,10 +16,19 @@ Links are one-way: this node only sends on the connection it dialed. An idle lin
 from __future__ import annotations
 
 import logging
+import secrets
+import ssl
+from dataclasses import dataclass, field
 from random import Random
+from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket
+
+from p2plog.ratelog import RateLimitedLog
+from p2plog.wire.envelope import ProtocolError, encode
+from p2plog.wire.peer import MAX_HANDSHAKE_FRAME, NONCE_BYTES, Challenge, Welcome, decode_peer
+from p2plog.wire.peer_auth import hello_proof, same, welcome_proof
 
 log = logging.getLogger("p2plog.net")
 
@@ -26,23 +40,34 @@ KEEPALIVE_S = 0.5
 KEEPALIVE_TIMEOUT_S = 1.0
 BACKOFF_MIN_S = 0.02
 BACKOFF_MAX_S = 0.25  # a dead peer is redialled at least 4x/s: a new leader needs its links fast
-MAX_MESSAGE_BYTES = 64 << 20
 RECEIVE_BUFFER = 64 << 10
 
 
+@dataclass(frozen=True, slots=True)
+class LinkAuth:
+    """What a link needs to prove membership: the cluster's name and secret (empty: peers
+    are not authenticated, loopback or ``insecure`` only) and, with TLS, the client context
+    that checks the peer's certificate against the cluster CA."""
+
+    cluster: str
+    secret: bytes = field(repr=False)
+    ssl_context: ssl.SSLContext | None = None
+
+
 class PeerLink:
-    def __init__(self, me: str, peer: str, host: str, port: int, hello: bytes) -> None:
+    def __init__(self, me: str, peer: str, host: str, port: int, auth: LinkAuth) -> None:
         self.me = me
         self.peer = peer
         self.host = host
         self.port = port
-        self.hello = hello
+        self.auth = auth
         self._tx, self._rx = trio.open_memory_channel[bytes](QUEUE_FRAMES)
         self.connected = False
         self.dropped = 0
         self.sent = 0
         self.queued_bytes = 0
         self._rng = Random()
+        self._auth_log = RateLimitedLog(log, interval_s=30.0, burst=1)
 
     def send_nowait(self, frame: bytes) -> bool:
         if self.queued_bytes + len(frame) > QUEUE_BYTES and self.queued_bytes:
@@ -67,11 +92,28 @@ class PeerLink:
         while True:
             try:
                 await self._session()
-            except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as e:
-                if self.connected:
+            except (
+                OSError,
+                HandshakeError,
+                ConnectionClosed,
+                trio.TooSlowError,
+                trio.BrokenResourceError,
+                ProtocolError,
+            ) as e:
+                if isinstance(e, ProtocolError):
+                    self._auth_log.warning("%s: link to %s refused: %s", self.me, self.peer, e)
+                elif self.connected:
                     log.warning("%s: link to %s lost: %s", self.me, self.peer, _reason(e))
                 else:
                     log.debug("%s: cannot reach %s: %s", self.me, self.peer, _reason(e))
+            except Exception:  # a bug must end this connection, not the node: log it, redial
+                self._auth_log.log(
+                    logging.ERROR,
+                    "%s: link to %s failed unexpectedly; redialling",
+                    self.me,
+                    self.peer,
+                    exc_info=True,
+                )
             finally:
                 if self.connected:
                     delay = BACKOFF_MIN_S  # it was up: redial soon, back off only if it stays down
@@ -90,14 +132,14 @@ class PeerLink:
             self.host,
             self.port,
             "/peer",
-            use_ssl=False,
-            max_message_size=MAX_MESSAGE_BYTES,
+            use_ssl=self.auth.ssl_context or False,
+            max_message_size=MAX_HANDSHAKE_FRAME,  # the peer only ever sends the handshake
             receive_buffer_size=RECEIVE_BUFFER,
             connect_timeout=CONNECT_TIMEOUT_S,
             disconnect_timeout=1.0,
         ) as ws:
             with trio.fail_after(SEND_TIMEOUT_S):
-                await ws.send_message(self.hello)
+                await self._handshake(ws)
             self.connected = True
             log.info("%s: link to %s up", self.me, self.peer)
             while True:
@@ -114,6 +156,25 @@ class PeerLink:
                 with trio.fail_after(SEND_TIMEOUT_S):
                     await ws.send_message(frame)
                 self.sent += 1
+
+    async def _handshake(self, ws: Any) -> None:
+        """Answer the peer's challenge, then check its welcome (``ProtocolError``: it is not a
+        member, or not the member we dialed)."""
+        challenge = decode_peer(await ws.get_message(), MAX_HANDSHAKE_FRAME)
+        if not isinstance(challenge, Challenge):
+            raise ProtocolError(f"expected a challenge, got {type(challenge).__name__}")
+        a = self.auth
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        proof = hello_proof(a.secret, a.cluster, self.me, self.peer, challenge.nonce, nonce)
+        hello = {"node": self.me, "to": self.peer, "nonce": nonce, "proof": proof}
+        await ws.send_message(encode("hello", hello))
+        welcome = decode_peer(await ws.get_message(), MAX_HANDSHAKE_FRAME)
+        expect = welcome_proof(a.secret, a.cluster, self.me, self.peer, challenge.nonce, nonce)
+        if not isinstance(welcome, Welcome) or not same(welcome.proof, expect):
+            raise ProtocolError(
+                f"{self.peer} did not prove it holds this cluster's secret (a different "
+                f"[security] secret_file or [cluster] name?)"
+            )
 
 
 def _reason(e: BaseException) -> str:

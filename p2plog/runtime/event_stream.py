@@ -101,7 +101,9 @@ class EventStream:
             else:
                 out += feed_entry(self.buffer, e)
         if out:
-            self.hub.publish(out)
+            self.hub.publish(
+                out, sum(len(em.payload.batch.data) // em.payload.batch.n for em in out)
+            )
 
     def wants_time_tick(self) -> bool:
         """Records are waiting for the watermark: the leader should commit its time."""

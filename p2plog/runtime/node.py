@@ -9,51 +9,63 @@ follower, lets the current batch finish its fsync, and closes the storage.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from p2plog.clock.estimator import ClockEstimator
 from p2plog.clock.ntp_poller import NtpPoller, steady_wall_clock
 from p2plog.clock.peer_skew import PeerSkew
 from p2plog.config import Config, NodeConfig
-from p2plog.errors import P2PLogError
-from p2plog.net.peer_link import MAX_MESSAGE_BYTES, RECEIVE_BUFFER, PeerLink
+from p2plog.errors import P2PLogError, StorageError
+from p2plog.net.peer_link import LinkAuth, PeerLink
+from p2plog.net.server import connection_cap, raise_open_files_limit
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import Message
 from p2plog.raft.types import Entry, NodeId, Role
-from p2plog.record import Rec
+from p2plog.ratelog import RateLimitedLog
+from p2plog.record import Rec, RecordError, revalidate
+from p2plog.runtime.dup_check import mark_conflicts
 from p2plog.runtime.event_stream import EventStream
+from p2plog.runtime.listener import Listener
 from p2plog.runtime.proposals import Proposal, RecordAck, SubmitResult
 from p2plog.runtime.raft_loop import RaftLoop
+from p2plog.runtime.replies import Replies
 from p2plog.runtime.tail_hub import TailHub
+from p2plog.security.policy import NodeSecurity, describe, load_node_security
 from p2plog.state.applier import Applied, Applier
 from p2plog.storage.segmented_log import SegmentedLog
 from p2plog.wire import peer as wp
 from p2plog.wire.client import add_to_runs
-from p2plog.wire.envelope import ProtocolError, decode, encode, get_int, get_opt_int, get_str
+from p2plog.wire.envelope import ProtocolError, encode
 
 log = logging.getLogger("p2plog.node")
 
 SUBMIT_TIMEOUT_S = 10.0
 PEER_PROBE_INTERVAL_S = 1.0
 FIRST_NTP_ROUND_S = 5.0
-HELLO_TIMEOUT_S = 5.0
 RETRY_AFTER_MS = 100
 READ_BARRIER_S = 1.0
+# Descriptors kept out of max_connections: storage (open segment, meta files, reads), peer
+# links both ways, the handshakes the TCP listener holds, logs and the NTP socket.
+FD_RESERVE = 256
 
 
 class Node:
-    def __init__(self, config: Config, me: NodeConfig, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        me: NodeConfig,
+        data_dir: Path | None = None,
+        security: NodeSecurity | None = None,
+    ) -> None:
         self.config = config
         self.me = me
+        self.security = security or load_node_security(config, me)
         self.data_dir = data_dir or me.data_dir
         self.peers = [n for n in config.nodes if n.id != me.id]
         c = config.cluster
@@ -75,11 +87,10 @@ class Node:
         self.links: dict[NodeId, PeerLink] = {}
         self.storage: SegmentedLog | None = None
         self.loop: RaftLoop | None = None
-        self._fids = itertools.count(1)
         self._applied = trio.lowlevel.ParkingLot()  # woken after every applied round
-        # Requests to a peer awaiting its reply (``fwd`` -> ``fwda``, ``ci`` -> ``cia``), by
-        # the id from ``_fids`` they carry: the reply message is put in the box.
-        self._awaiting: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
+        self.replies = Replies()
+        self.listener: Listener | None = None
+        self._bad_forwards = RateLimitedLog(log, interval_s=10.0)
         self.port = me.port
         self._cancel = trio.CancelScope()
         # Time: one steady local clock (never steps), NTP-corrected by the estimator; peers'
@@ -107,14 +118,7 @@ class Node:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         c = self.config.cluster
-        storage = await trio.to_thread.run_sync(
-            lambda: SegmentedLog(
-                self.data_dir,
-                segment_bytes=c.segment_bytes,
-                budget_bytes=c.disk_budget_bytes or None,
-                node=self.me.id,
-            )
-        )
+        storage = await trio.to_thread.run_sync(self._open_storage)
         self.storage = storage
         applier = Applier(c.dedup_window_records, c.dedup_window_s * 1_000_000_000)
         self.loop = RaftLoop(
@@ -131,9 +135,13 @@ class Node:
             wants_time_tick=self.events.wants_time_tick,
             time_tick_s=max(0.05, c.reorder_window_ms / 4000),
         )
+        auth = LinkAuth(c.name, self.security.secret, self.security.client_ssl)
         for p in self.peers:
-            hello = wp.encode_hello(c.name, self.me.id, p.id)
-            self.links[p.id] = PeerLink(self.me.id, p.id, p.host, p.port, hello)
+            self.links[p.id] = PeerLink(self.me.id, p.id, p.host, p.port, auth)
+        cap = connection_cap(c.max_connections, raise_open_files_limit(), FD_RESERVE, self.me.id)
+        self.listener = Listener(self, cap)
+        for warning in self.security.warnings:
+            log.warning("%s: %s", self.me.id, warning)
         try:
             with self._cancel:
                 async with trio.open_nursery() as nursery:
@@ -145,22 +153,39 @@ class Node:
                     nursery.start_soon(self._probe_peers)
                     for link in self.links.values():
                         nursery.start_soon(link.run)
-                    server = await nursery.start(
-                        partial_serve(self._handle_request, self.me.host, self.me.port)
-                    )
-                    self.port = server.port
+                    self.port = await nursery.start(self.listener.run)
                     log.info(
-                        "%s: listening on ws://%s:%d (peers %s)",
+                        "%s: listening on %s://%s:%d (peers %s; %s; max_connections %d)",
                         self.me.id,
+                        self.security.scheme,
                         self.me.host,
                         self.port,
                         ", ".join(p.id for p in self.peers) or "none",
+                        describe(self.security),
+                        cap,
                     )
                     task_status.started(self.port)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(storage.close, limiter=self.limiter)
             log.info("%s: stopped; storage closed", self.me.id)
+
+    def _open_storage(self) -> SegmentedLog:
+        c = self.config.cluster
+        try:
+            return SegmentedLog(
+                self.data_dir,
+                segment_bytes=c.segment_bytes,
+                budget_bytes=c.disk_budget_bytes or None,
+                node=self.me.id,
+            )
+        except OSError as e:
+            where = e.filename or self.data_dir
+            raise StorageError(
+                f"cannot open the data directory {self.data_dir} ({where}: {e.strerror or e}); "
+                f"make sure it is writable by this user, or pick another with --data-dir or "
+                f"data_dir in {self.config.path.name}"
+            ) from None
 
     async def shutdown(self, *, transfer_timeout_s: float = 2.0) -> None:
         """Stop intake, hand over leadership, let the current fsync finish, stop."""
@@ -183,20 +208,25 @@ class Node:
     # ----------------------------------------------------------- raft glue
 
     def _send_raft(self, m: Message) -> None:
-        link = self.links.get(m.dst)
-        if link is not None:
-            link.send_nowait(wp.encode_raft(m))
+        self.send_to(m.dst, wp.encode_raft(m))
+
+    def send_to(self, peer: NodeId, frame: bytes) -> bool:
+        """Queue ``frame`` on the link to ``peer``; False if there is none or it is full."""
+        link = self.links.get(peer)
+        return link is not None and link.send_nowait(frame)
 
     def _on_applied(self, items: Sequence[tuple[Entry, Applied | None]]) -> None:
         self._applied.unpark_all()
         self.events.feed(items)
         if self.tail_hub.subs:
             recs: list[Rec] = []
+            nbytes = 0
             for e, a in items:
                 if a is not None:
                     dups = a.dups
                     recs += (r for k, r in enumerate(a.batch.records(e.term)) if k not in dups)
-            self.tail_hub.publish(recs)
+                    nbytes += len(e.data)
+            self.tail_hub.publish(recs, nbytes)
 
     # --------------------------------------------------------------- reads
 
@@ -212,26 +242,21 @@ class Node:
         assert loop is not None
         leader = loop.node.leader
         link = self.links.get(leader) if leader is not None else None
-        if link is None or not link.connected:
+        if leader is None or link is None or not link.connected:
             return
-        rid = next(self._fids)
-        done = trio.Event()
-        box: list[dict[str, Any]] = []
-        self._awaiting[rid] = (done, box)
-        try:
-            if not link.send_nowait(encode("ci", {"rid": rid})):
+        with self.replies.expect(leader) as w:
+            if not link.send_nowait(encode("ci", {"rid": w.id})):
                 return
             with trio.move_on_after(READ_BARRIER_S) as scope:
-                await done.wait()
-                target = get_opt_int(box[0], "c")
+                await w.done.wait()
+                assert isinstance(w.reply, wp.Cia)
+                target = w.reply.c
                 while target is not None and loop.applier.applied_index < target:
                     await self._applied.park()
             if scope.cancelled_caught:
                 log.debug(
                     "%s: read barrier via %s timed out; reading what is applied", self.me.id, leader
                 )
-        finally:
-            self._awaiting.pop(rid, None)
 
     # -------------------------------------------------------------- submit
 
@@ -272,7 +297,9 @@ class Node:
             if code == "not_leader":
                 return SubmitResult.failed("unavailable", "leadership moved; retry")
             return SubmitResult.failed(code, msg)
-        return p.result()
+        res = p.result()
+        await mark_conflicts(self, bodies, res)
+        return res
 
     async def _forward(
         self, leader: NodeId, ids: list[bytes], bodies: list[bytes], ack: str
@@ -281,33 +308,27 @@ class Node:
         link = self.links.get(leader)
         if link is None or not link.connected:
             return fail("unavailable", f"no link to the leader {leader} yet")
-        fid = next(self._fids)
-        done = trio.Event()
-        box: list[dict[str, Any]] = []
-        self._awaiting[fid] = (done, box)
-        try:
-            if not link.send_nowait(
-                wp.encode_forward(fid, ack, list(zip(ids, bodies, strict=True)))
-            ):
+        with self.replies.expect(leader) as w:
+            if not link.send_nowait(wp.encode_forward(w.id, ack, ids, bodies)):
                 return fail("overloaded", f"link to the leader {leader} is full")
             with trio.move_on_after(SUBMIT_TIMEOUT_S):
-                await self._wait_reply_or_leader_change(done, leader)
-        finally:
-            self._awaiting.pop(fid, None)
-        if not box:
+                await self._wait_reply_or_leader_change(w.done, leader)
+        reply = w.reply
+        if reply is None:
             assert self.loop is not None
             if self.loop.node.leader != leader:
                 return fail("unavailable", f"leader {leader} changed while forwarding; retry")
             return fail("timeout", f"leader {leader} did not answer in time")
-        reply = box[0]
-        if "code" in reply:
-            return fail(get_str(reply, "code"), get_str(reply, "msg", ""))
+        assert isinstance(reply, wp.Fwda)
+        if reply.code is not None:
+            return fail(reply.code, reply.msg)
         try:
-            got = wp.decode_forward_acks(reply, len(ids))
+            got = reply.outcomes(len(ids))
         except ProtocolError as e:
             log.warning("%s: malformed forward reply from %s: %s", self.me.id, leader, e)
             return fail("unavailable", f"bad reply from the leader {leader}; retry")
         res = SubmitResult(len(ids))
+        res.conflicts = {i: index for i, index in reply.conflicts if i < len(ids)}
         for k, a in enumerate(got):
             if a is None:
                 continue
@@ -334,83 +355,31 @@ class Node:
                 nursery.start_soon(wait_then_stop, done)
                 nursery.start_soon(wait_then_stop, changed)
 
-    async def _serve_forward(self, src: NodeId, msg: dict[str, Any]) -> None:
+    async def serve_forward(self, src: NodeId, m: wp.Fwd) -> None:
+        """Store records a follower forwarded, checked exactly as a client's submit would be
+        (``record.revalidate``: a body that does not come out of ``validate`` unchanged, or
+        that names another taker than ``src``, refuses the whole forward)."""
+        ids, bodies = m.records()
+        k = 0
         try:
-            fid, ack, recs = wp.decode_forward(msg)
-        except ProtocolError as e:
-            log.warning("%s: ignoring a malformed forward from %s: %s", self.me.id, src, e)
+            for k, (rid, body) in enumerate(zip(ids, bodies, strict=True)):  # noqa: B007
+                revalidate(body, rid, src)
+        except RecordError as e:
+            self._bad_forwards.warning(
+                "%s: refused a forward from %s: record %d: %s", self.me.id, src, k, e
+            )
+            text = f"record {k} of the forward is malformed: {e}"
+            self.send_to(src, wp.encode_forward_error(m.fid, "bad_request", text, 0))
             return
-        res = await self.submit([r for r, _ in recs], [b for _, b in recs], ack)
+        res = await self.submit(ids, bodies, m.ack)
         if res.error is not None:
             code, text = res.error
-            reply = {"fid": fid, "code": code, "msg": text, "retry_after_ms": RETRY_AFTER_MS}
-            frame = encode("fwda", reply)
+            frame = wp.encode_forward_error(m.fid, code, text, RETRY_AFTER_MS)
         else:
-            frame = wp.encode_forward_acks(fid, res.outcomes())
-        link = self.links.get(src)
-        if link is not None:
-            link.send_nowait(frame)
+            frame = wp.encode_forward_acks(m.fid, res.outcomes(), res.conflicts)
+        self.send_to(src, frame)
 
-    # ----------------------------------------------------------- listener
-
-    async def _handle_request(self, request: WebSocketRequest) -> None:
-        if request.path == "/peer":
-            ws = await request.accept()
-            await self._serve_peer(ws)
-        elif request.path == "/client":
-            ws = await request.accept()
-            from p2plog.runtime.client_session import serve_client
-
-            await serve_client(self, ws)
-        else:
-            await request.reject(404, body=b"p2plog: use /peer or /client\n")
-
-    async def _serve_peer(self, ws: WebSocketConnection) -> None:
-        """Read one inbound peer link. Whatever the peer does (close, send garbage, stall),
-        only this connection ends: errors are caught inside the nursery body, and forward
-        tasks handle their own, so nothing reaches the listener."""
-        reason: str | None = None
-        try:
-            with trio.fail_after(HELLO_TIMEOUT_S):
-                hello = decode(await ws.get_message(), 4096)
-            src = self._check_hello(hello)
-            async with trio.open_nursery() as nursery:
-                try:
-                    while True:
-                        msg = decode(await ws.get_message(), wp.MAX_PEER_FRAME)
-                        self._on_peer_message(src, msg, nursery)
-                except ProtocolError as e:
-                    reason = str(e)
-                except ConnectionClosed:
-                    pass
-                nursery.cancel_scope.cancel()
-        except ProtocolError as e:
-            reason = str(e)
-        except trio.TooSlowError:
-            reason = f"no hello within {HELLO_TIMEOUT_S:.0f} s"
-        except ConnectionClosed:
-            pass
-        if reason is not None:
-            log.warning("%s: closing peer link from %s: %s", self.me.id, ws.remote, reason)
-            with trio.move_on_after(1.0):
-                await ws.aclose(1008, reason[:120])
-
-    def _check_hello(self, hello: dict[str, Any]) -> NodeId:
-        if hello["kind"] != "hello":
-            raise ProtocolError(f"expected hello, got {hello['kind']!r}")
-        cluster = get_str(hello, "cluster")
-        node = get_str(hello, "node")
-        to = get_str(hello, "to")
-        if cluster != self.config.cluster.name:
-            raise ProtocolError(
-                f"peer {node!r} belongs to cluster {cluster!r}, this is "
-                f"{self.config.cluster.name!r}; check [cluster] name in its peers.toml"
-            )
-        if node not in self.config.by_id or node == self.me.id:
-            raise ProtocolError(f"unknown peer id {node!r}; it is not a [[node]] of this cluster")
-        if to != self.me.id:
-            raise ProtocolError(f"peer {node!r} dialed {to!r} but reached {self.me.id!r}")
-        return NodeId(node)
+    # ---------------------------------------------------------------- peers
 
     async def _probe_peers(self) -> None:
         """Send every peer a time probe each second; its reply (``tpr``) gives the offset."""
@@ -420,120 +389,28 @@ class Node:
                     link.send_nowait(encode("tp", {"t1": self.corrected_now()}))
             await trio.sleep(PEER_PROBE_INTERVAL_S)
 
-    def _on_peer_message(self, src: NodeId, msg: dict[str, Any], nursery: trio.Nursery) -> None:
-        kind = msg["kind"]
-        if kind == "tp":
-            t2 = self.corrected_now()
-            link = self.links.get(src)
-            if link is not None:
-                reply = {"t1": get_int(msg, "t1"), "t2": t2, "t3": self.corrected_now()}
-                link.send_nowait(encode("tpr", reply))
-            return
-        if kind == "tpr":
-            t4 = self.corrected_now()
-            t1, t2, t3 = (get_int(msg, k) for k in ("t1", "t2", "t3"))
-            self.skew.add(src, t1, t2, t3, t4)
-            return
-        assert self.loop is not None
-        if kind in wp.RAFT_KINDS:
-            m = wp.decode_raft(msg)
-            if m.src != src or m.dst != self.me.id:
-                raise ProtocolError(f"message from {m.src} to {m.dst} on the link from {src}")
-            self.loop.deliver_nowait(m)
-        elif kind == "ci":  # a follower's read barrier: what has this leader committed?
-            link = self.links.get(src)
-            lead = self.loop.node.role is Role.LEADER
-            if link is not None:
-                c = int(self.loop.node.log.committed) if lead else None
-                link.send_nowait(encode("cia", {"rid": get_int(msg, "rid"), "c": c}))
-        elif kind == "cia":
-            get_opt_int(msg, "c")  # checked here: a malformed reply breaks the link, not the read
-            self._reply(get_int(msg, "rid"), msg)
-        elif kind == "fwd":
-            nursery.start_soon(self._serve_forward, src, msg)
-        elif kind == "fwda":
-            self._reply(get_int(msg, "fid"), msg)
-        else:
-            raise ProtocolError(f"unknown peer message kind {kind!r}")
+    def connection_stats(self) -> dict[str, int]:
+        lst = self.listener
+        if lst is None:
+            return {}
+        tcp = lst.capped.open_connections if lst.capped is not None else 0
+        return {
+            "clients": lst.sessions,
+            "peer_links_in": lst.peer_sessions,
+            "tcp": tcp,
+            "refused": lst.refused,
+        }
 
-    def _reply(self, request_id: int, msg: dict[str, Any]) -> None:
-        """Hand a peer's reply to the request awaiting it (none: it gave up already)."""
-        waiting = self._awaiting.get(request_id)
-        if waiting is not None:
-            waiting[1].append(msg)
-            waiting[0].set()
-
-    # -------------------------------------------------------------- status
+    @property
+    def security_summary(self) -> str:
+        return describe(self.security)
 
     def status(self) -> dict[str, Any]:
-        loop = self.loop
-        assert loop is not None
-        assert self.storage is not None
-        st = loop.status()
-        fs = sorted(loop.fsync_s) if loop.fsync_s else [0.0]
-        peers = {}
-        for p in self.peers:
-            prog = st.progress.get(p.id)
-            link = self.links[p.id]
-            peers[p.id] = {
-                "address": p.address,
-                "connected": link.connected,
-                "match_index": prog.match if prog else None,
-                "lag": (st.last_index - prog.match) if prog else None,
-                "dropped_frames": link.dropped,
-            }
-        return {
-            "id": self.me.id,
-            "address": self.me.address,
-            "role": st.role.value,
-            "term": st.term,
-            "leader": st.leader,
-            "commit_index": st.commit_index,
-            "applied_index": loop.applier.applied_index,
-            "last_index": st.last_index,
-            "first_index": self.storage.first_index(),
-            "records": loop.applier.records,
-            "record_index": loop.applier.record_index,
-            "peers": peers,
-            "fsync_ms_p50": round(statistics.median(fs) * 1000, 3),
-            "fsync_ms_p99": round(fs[int(len(fs) * 0.99) - 1 if len(fs) > 1 else 0] * 1000, 3),
-            "fsyncs": self.storage.fsyncs,
-            "log_bytes": self.storage.total_bytes,
-            "disk_full": loop.disk_full,
-            "storage_failed": loop.failed,
-            "inflight_records": self.inflight,
-            "tail_subscribers": len(self.tail_hub.subs),
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "clock": self.clock_status(),
-            "reorder": self.events.statistics(self.corrected_now()),
-        }
+        """The full status (``runtime.status`` gives each role its view)."""
+        from p2plog.runtime.status import node_status
+        from p2plog.security.tokens import OPEN
 
-    def clock_status(self) -> dict[str, Any]:
-        now = self.corrected_now()
-        st = self.estimator.status(self.local_ns())
-        if not self.config.ntp.servers:
-            st["source"] = "system clock (no [ntp] servers configured)"
-        st["peer_offsets_ms"] = {
-            p: round(o.offset_ns / 1e6, 3) for p, o in self.skew.offsets(now).items()
-        }
-        st["offset_to_majority_ms"] = round(self.skew.offset_to_majority(now) / 1e6, 3)
-        st["clock_uncertain"] = self.clock_uncertain()
-        return st
-
-
-def partial_serve(handler: Any, host: str, port: int) -> Any:
-    async def serve(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_websocket(
-            handler,
-            host,
-            port,
-            None,
-            max_message_size=MAX_MESSAGE_BYTES,
-            receive_buffer_size=RECEIVE_BUFFER,
-            task_status=task_status,
-        )
-
-    return serve
+        return node_status(self, OPEN)
 
 
 __all__ = ["Node", "P2PLogError", "SubmitResult"]

@@ -46,12 +46,15 @@ Outcome = RecordAck | AckRun | None
 class SubmitResult:
     """How a submission of ``n`` records went: ``runs`` ([pos0, count, index0, term]) of
     fresh records, ``singles`` (position -> ack) for the rest that were acked, or one
-    ``error`` (code, message) for the whole submission. A position in neither: not acked."""
+    ``error`` (code, message) for the whole submission. A position in neither: not acked.
+    ``conflicts`` (position -> record index): the id is stored already, with other content
+    (not stored; the client reused an id)."""
 
     n: int
     runs: list[list[int]] = field(default_factory=list)
     singles: dict[int, RecordAck] = field(default_factory=dict)
     error: tuple[str, str] | None = None
+    conflicts: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, code: str, message: str) -> SubmitResult:

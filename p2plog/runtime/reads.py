@@ -22,6 +22,8 @@ CHUNK_BYTES = 4 << 20
 STEP_RECORDS = 16_384  # records one scan step looks at (tens of ms) before it lets writes in
 STEP_BYTES = 1 << 20
 MAX_LIMIT = 10_000
+PAGE_BYTES = 1 << 20  # a reply page holds at most about this many bytes of records
+ROW_OVERHEAD = 160  # a record's keys and numbers in a reply, besides its body's bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +70,30 @@ class Span:
 
 
 def scan_chunk(
-    storage: SegmentedLog, span: Span, flt: Filter, dups: IsDup, limit: int
+    storage: SegmentedLog,
+    span: Span,
+    flt: Filter,
+    dups: IsDup,
+    limit: int,
+    max_bytes: int = PAGE_BYTES,
 ) -> tuple[list[StoredRecord], int]:
-    """Matching records in ``span``, at most ``limit``; returns (records, next record index).
-    In one go: the node itself scans step by step (``scan_step``) so writes interleave."""
+    """Matching records in ``span``, at most ``limit`` and about ``max_bytes``; returns
+    (records, next record index). In one go: the node itself scans step by step
+    (``scan_step``) so writes interleave."""
     out: list[StoredRecord] = []
     while True:
-        got, nxt, rest = scan_step(storage, span, flt, dups, limit - len(out))
+        got, nxt, rest = scan_step(storage, span, flt, dups, limit - len(out), max_bytes)
         out += got
-        if rest is None or len(out) >= limit:
+        max_bytes -= sum(map(row_bytes, got))
+        if rest is None or len(out) >= limit or max_bytes <= 0:
             return out, nxt
         span = rest
+
+
+def row_bytes(r: StoredRecord) -> int:
+    """About what a record costs in a reply page (its text, plus keys and numbers)."""
+    f = sum(len(k) + (len(v) if isinstance(v, str) else 9) for k, v in r.fields.items())
+    return len(r.msg) + len(r.source) + f + ROW_OVERHEAD
 
 
 def scan_step(
@@ -87,12 +102,14 @@ def scan_step(
     flt: Filter,
     dups: IsDup,
     limit: int,
+    max_bytes: int = PAGE_BYTES,
     budget: int = STEP_RECORDS,
 ) -> tuple[list[StoredRecord], int, Span | None]:
-    """One bounded step of a scan: at most ``limit`` matches, after looking at about
-    ``budget`` records. Returns (matches, next record index, the span left, or None when the
-    span is done). Bounded so a long filtered scan never holds the storage (which appends
-    share) for long: one unbounded page once stalled every write for 6 s."""
+    """One bounded step of a scan: at most ``limit`` matches (and about ``max_bytes`` of them,
+    at least one: a 50 MB reply of 48 KB records once cost 200 MB and lost elections), after
+    looking at about ``budget`` records. Returns (matches, next record index, the span left,
+    or None when the span is done). Bounded so a long filtered scan never holds the storage
+    (which appends share) for long: one unbounded page once stalled every write for 6 s."""
     out: list[StoredRecord] = []
     lo, hi = span.lo, span.hi
     if limit <= 0 or lo >= hi:
@@ -126,12 +143,59 @@ def scan_step(
                     d = decode_body(i, term, ingest, ids[k], body)
                     if flt.matches(d) and len(out) < limit:
                         out.append(d)
-                        if len(out) >= limit:
+                        max_bytes -= row_bytes(d)
+                        if len(out) >= limit or max_bytes <= 0:
                             return out, lo, Span(lo, hi, e.index, span.end)
             pos = e.index + 1
             if scanned >= budget:
                 return out, lo, Span(lo, hi, pos, span.end)
     return out, lo, None
+
+
+def span_for_bytes(storage: SegmentedLog, span: Span, max_bytes: int) -> Span:
+    """``span`` cut short after about ``max_bytes`` of record bodies (at least one record):
+    an event-order page covers whole index ranges, so its size is chosen before the replay."""
+    pos, lo, hi = max(span.start, storage.first_index()), span.lo, span.hi
+    while pos < span.end:
+        entries = storage.entries(Index(pos), Index(min(span.end, pos + CHUNK_ENTRIES)), STEP_BYTES)
+        if not entries:
+            break
+        for e in entries:
+            b = parse_batch(e.data)
+            if b is None or b.base + b.n <= lo:
+                continue
+            if b.base >= hi:
+                return span
+            for k, n in enumerate(b.lengths()):
+                i = b.base + k
+                if lo <= i < hi:
+                    max_bytes -= n + ROW_OVERHEAD
+                    if max_bytes <= 0:
+                        return Span(lo, i + 1, span.start, span.end)
+        pos = entries[-1].index + 1
+    return span
+
+
+def bodies_at(storage: SegmentedLog, span: Span, want: set[int]) -> dict[int, bytes]:
+    """The bodies of the records ``want`` (record indexes inside ``span``), read in one pass
+    over the span: the originals that retried ids are compared with."""
+    out: dict[int, bytes] = {}
+    pos = max(span.start, storage.first_index())
+    while pos < span.end and len(out) < len(want):
+        entries = storage.entries(Index(pos), Index(min(span.end, pos + CHUNK_ENTRIES)), STEP_BYTES)
+        if not entries:
+            break
+        for e in entries:
+            b = parse_batch(e.data)
+            if b is None or b.base + b.n <= span.lo:
+                continue
+            if b.base >= span.hi:
+                return out
+            for k, body in enumerate(b.bodies()):
+                if b.base + k in want:
+                    out[b.base + k] = body
+        pos = entries[-1].index + 1
+    return out
 
 
 def record_json(r: StoredRecord, late: bool = False) -> dict[str, Any]:

@@ -39,8 +39,16 @@ Node -> client
 
 from __future__ import annotations
 
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+
+from p2plog.record import MAX_BATCH_RECORDS, MAX_CLOCK_OFFSET_NS
+from p2plog.wire.envelope import kinds, typed
+
 MAX_CLIENT_FRAME = 2 << 20
-ERROR_CODES = (
+MAX_SELECTOR_CHARS = 4096
+ErrorCode = Literal[
     "unavailable",
     "overloaded",
     "disk_full",
@@ -48,7 +56,8 @@ ERROR_CODES = (
     "shutting_down",
     "timeout",
     "bad_request",
-)
+]
+ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
 REQUEST_KINDS = ("submit", "query", "tail", "cancel", "status", "time")
 
 
@@ -62,3 +71,80 @@ def add_to_runs(runs: list[list[int]], i: int, index: int, term: int, n: int = 1
         r[1] += n
     else:
         runs.append([i, n, index, term])
+
+
+# ---------------------------------------------------------------- requests, typed
+
+Req = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+Nat = Annotated[int, msgspec.Meta(ge=0, le=(1 << 62))]
+I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+Level = Literal["debug", "info", "warning", "error", "critical"]
+Order = Literal["index", "event"]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_SELECTOR_CHARS)]
+
+
+class Request(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind", kw_only=True
+):
+    v: Literal[1]
+    req: Req
+
+
+class Submit(Request, tag="submit", frozen=True):
+    records: Annotated[list[Any], msgspec.Meta(max_length=MAX_BATCH_RECORDS)]
+    ack: Literal["quorum", "leader"] = "quorum"
+    clock_offset_ns: Annotated[
+        int, msgspec.Meta(ge=-MAX_CLOCK_OFFSET_NS, le=MAX_CLOCK_OFFSET_NS)
+    ] = 0
+    compact: bool = False
+
+
+class Select(Request, frozen=True):
+    """What ``query`` and ``tail`` select (see ``runtime.reads.Filter``)."""
+
+    from_index: Nat | None = None
+    to_index: Nat | None = None
+    since: I64 | None = None
+    until: I64 | None = None
+    level: Level | None = None
+    source: Text | None = None
+    grep: Text | None = None
+    order: Order = "index"
+
+
+class Query(Select, tag="query", frozen=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=(1 << 62))] = 1000  # the node caps a page
+
+
+class Tail(Select, tag="tail", frozen=True):
+    pass
+
+
+class Cancel(Request, tag="cancel", frozen=True):
+    pass
+
+
+class Status(Request, tag="status", frozen=True):
+    pass
+
+
+class Time(Request, tag="time", frozen=True):
+    t1: I64
+
+
+ClientRequest = Submit | Query | Tail | Cancel | Status | Time
+_BY_KIND: dict[str, type[ClientRequest]] = kinds(ClientRequest)
+
+
+def decode_request(raw: dict[str, Any]) -> ClientRequest:
+    """A client frame's map (envelope checked) as a typed request; ``ProtocolError`` naming
+    the kind and the field otherwise."""
+    return typed(raw, _BY_KIND)
+
+
+def request_id(raw: dict[str, Any]) -> int | None:
+    """The frame's ``req`` if it is a usable request id (to answer even a malformed request)."""
+    req = raw.get("req")
+    if type(req) is int and 0 <= req < 1 << 63:
+        return req
+    return None

@@ -195,3 +195,14 @@ def test_argv_negative_time_values_are_not_options() -> None:
 
     argv = ["query", "--since", "-5m", "--until", "-1m", "--grep", "-x"]
     assert _fix_negative_times(argv) == ["query", "--since=-5m", "--until=-1m", "--grep", "-x"]
+
+
+def test_json_lines_stay_json_for_non_finite_values() -> None:
+    import json
+    import math
+
+    from p2plog.client.commands import to_json
+
+    line = to_json({"msg": "m", "fields": {"a": math.nan, "b": math.inf, "c": 1.5}})
+    assert json.loads(line)["fields"] == {"a": "nan", "b": "inf", "c": 1.5}
+    assert "NaN" not in line

@@ -3,6 +3,7 @@ logs are attached to the report of any failing test."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
@@ -25,9 +26,10 @@ def pytest_runtest_makereport(
     return rep
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path)
+@contextlib.asynccontextmanager
+async def started(c: Cluster, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """Start ``c``, wait for a leader, and stop every node by pid afterwards; a failing
+    test's report gets every node's log."""
     request.node.stash[CLUSTER_KEY] = c
     try:
         await c.start_all()
@@ -35,3 +37,9 @@ async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
         yield c
     finally:
         await c.stop_all()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    async with started(Cluster(tmp_path), request) as c:
+        yield c

@@ -21,6 +21,7 @@ import itertools
 import math
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -151,16 +152,41 @@ class RawClient:
         raise AssertionError("query paging did not finish")
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """How to reach the nodes of one cluster: its TLS client context and a token."""
+
+    ssl_context: ssl.SSLContext | None = None
+    token: str | None = None
+
+
+# Credentials by port, filled by ``Cluster`` for the clusters it secures, so helpers and
+# tests that talk to a node as its operator need not pass them; attack tests pass their own.
+CREDENTIALS: dict[int, Credentials] = {}
+AS_OPERATOR = Credentials(token="<the cluster's admin token>")  # sentinel: look up the port
+
+
 @contextlib.asynccontextmanager
 async def open_raw_ws(
-    port: int, path: str = "/client", *, connect_timeout_s: float = CONNECT_TIMEOUT_S
+    port: int,
+    path: str = "/client",
+    *,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    creds: Credentials = AS_OPERATOR,
+    max_message_size: int = MAX_REPLY_BYTES,
 ) -> AsyncIterator[WebSocketConnection]:
+    """A websocket to a node: by default with the cluster's TLS context and admin token;
+    ``creds=Credentials()`` for a stranger (plain ``ws://``, no token)."""
+    if creds is AS_OPERATOR:
+        creds = CREDENTIALS.get(port, Credentials())
+    headers = [(b"authorization", f"Bearer {creds.token}".encode())] if creds.token else []
     async with open_websocket(
         HOST,
         port,
         path,
-        use_ssl=False,
-        max_message_size=MAX_REPLY_BYTES,
+        use_ssl=creds.ssl_context or False,
+        extra_headers=headers,
+        max_message_size=max_message_size,
         connect_timeout=connect_timeout_s,
         disconnect_timeout=DISCONNECT_TIMEOUT_S,
     ) as ws:
@@ -169,14 +195,14 @@ async def open_raw_ws(
 
 @contextlib.asynccontextmanager
 async def open_client(
-    port: int, *, connect_timeout_s: float = CONNECT_TIMEOUT_S
+    port: int, *, connect_timeout_s: float = CONNECT_TIMEOUT_S, creds: Credentials = AS_OPERATOR
 ) -> AsyncIterator[RawClient]:
     """A ``RawClient`` on ``ws://127.0.0.1:port/client`` with its reader task.
 
     An exception from the body comes out as itself, not wrapped in the ExceptionGroup of the
     reader's nursery, so callers (and pytest) can catch and read it."""
     try:
-        async with open_raw_ws(port, connect_timeout_s=connect_timeout_s) as ws:
+        async with open_raw_ws(port, connect_timeout_s=connect_timeout_s, creds=creds) as ws:
             client = RawClient(ws)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client._read)
@@ -372,6 +398,16 @@ class NodeProc:
         return self.proc is not None and self.proc.poll() is None
 
 
+@dataclass(frozen=True, slots=True)
+class Secured:
+    """What a test cluster enforces: a cluster secret, TLS (a trustme CA), client tokens
+    (name -> role; an ``admin`` token is always added for the harness itself)."""
+
+    secret: bool = True
+    tls: bool = False
+    tokens: dict[str, str] | None = None
+
+
 class Cluster:
     """N node processes of one peers.toml in ``root``; see the module docstring."""
 
@@ -385,6 +421,8 @@ class Cluster:
         election_ticks: int = 10,
         heartbeat_ticks: int = 2,
         log_level: str = "INFO",
+        secured: Secured | None = None,
+        cluster_keys: dict[str, int] | None = None,
     ) -> None:
         self.root = root
         self.name = name
@@ -403,8 +441,13 @@ class Cluster:
             f"tick_ms = {tick_ms}",
             f"election_ticks = {election_ticks}",
             f"heartbeat_ticks = {heartbeat_ticks}",
+            *(f"{k} = {v}" for k, v in (cluster_keys or {}).items()),
             "",
         ]
+        self.tokens: dict[str, str] = {}
+        self.client_ssl: ssl.SSLContext | None = None
+        if secured is not None:
+            lines += self._secure(secured)
         for nd in self.nodes.values():
             lines += [
                 "[[node]]",
@@ -414,6 +457,38 @@ class Cluster:
                 "",
             ]
         self.config_path.write_text("\n".join(lines))
+        creds = Credentials(self.client_ssl, self.tokens.get("admin"))
+        for nd in self.nodes.values():
+            CREDENTIALS[nd.port] = creds
+
+    def _secure(self, sec: Secured) -> list[str]:
+        """Write the secret, tokens and certificates; the config lines that name them."""
+        from p2plog.security import tokens
+        from p2plog.security.certs import new_secret
+
+        lines = ["[security]"]
+        if sec.secret:
+            (self.root / "cluster.secret").write_bytes(new_secret())
+            (self.root / "cluster.secret").chmod(0o600)
+            lines.append('secret_file = "cluster.secret"')
+        if sec.tokens is not None:
+            for name, role in {"admin": "admin", **sec.tokens}.items():
+                self.tokens[name] = tokens.add(self.root / "tokens.toml", name, role)
+            lines.append('tokens_file = "tokens.toml"')
+        lines.append("")
+        if sec.tls:
+            import trustme
+
+            ca = trustme.CA()
+            ca.cert_pem.write_to_path(str(self.root / "ca.pem"))
+            for nid in self.nodes:
+                cert = ca.issue_cert(HOST, "localhost", common_name=nid)
+                cert.private_key_pem.write_to_path(str(self.root / f"{nid}.key"))
+                cert.cert_chain_pems[0].write_to_path(str(self.root / f"{nid}.pem"))
+            self.client_ssl = ssl.create_default_context()
+            ca.configure_trust(self.client_ssl)
+            lines += ["[tls]", 'ca = "ca.pem"', 'cert = "{id}.pem"', 'key = "{id}.key"', ""]
+        return lines
 
     @property
     def ids(self) -> list[str]:

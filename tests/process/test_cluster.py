@@ -13,26 +13,21 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import cbor2
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected
 
+from .checks import assert_alive, assert_same_logs, wait_new_leader, wait_until
 from .harness import (
     HOST,
     Cluster,
     WriterStats,
     duplicates,
-    encode,
     fmt_s,
-    log_key,
     make_records,
     open_client,
-    open_raw_ws,
     run_writer,
     write_records,
 )
@@ -51,87 +46,6 @@ FAILOVER_LIMIT_S = 1.5  # the target is < 1 s; the slack absorbs CI noise
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-async def wait_until(
-    pred: Callable[[], bool], timeout_s: float, what: str, cluster: Cluster, extra: Any = ""
-) -> float:
-    """Poll ``pred`` every 20 ms; return the seconds it took, or fail with the node logs."""
-    t0 = trio.current_time()
-    try:
-        with trio.fail_after(timeout_s):
-            for _ in range(int(timeout_s / 0.02) + 2):  # bounded by count and by time
-                if pred():
-                    break
-                await trio.sleep(0.02)
-            else:
-                raise trio.TooSlowError
-    except trio.TooSlowError:
-        raise AssertionError(
-            f"{what}: not within {timeout_s} s; {extra}\n{cluster.log_tails()}"
-        ) from None
-    return trio.current_time() - t0
-
-
-async def wait_new_leader(
-    cluster: Cluster, old: str | None, among: list[str], t0: float, timeout_s: float = 5.0
-) -> tuple[float, str]:
-    """From ``t0`` (trio clock) until the first status of a node in ``among`` names a leader
-    other than ``old``; returns (seconds since ``t0``, that leader)."""
-    seen: dict[str, Any] = {}
-    try:
-        with trio.fail_after(max(0.1, t0 + timeout_s - trio.current_time())):
-            for _ in range(100_000):  # bounded by count, and by the fail_after above
-                assert_alive(cluster, among, f"waiting for a leader other than {old}")
-                seen = await cluster.statuses(among, timeout_s=0.5)
-                for st in seen.values():
-                    if st is not None and st["leader"] not in (None, old):
-                        return trio.current_time() - t0, str(st["leader"])
-                await trio.sleep(0.01)
-            raise trio.TooSlowError
-    except trio.TooSlowError:
-        summary = {k: v and (v["role"], v["term"], v["leader"]) for k, v in seen.items()}
-        raise AssertionError(
-            f"no new leader (old {old}) among {among} within {timeout_s} s; last (role, term, "
-            f"leader) = {summary}; live processes {cluster.live()}\n{cluster.log_tails()}"
-        ) from None
-
-
-def assert_alive(cluster: Cluster, nids: list[str], when: str) -> None:
-    dead: dict[str, int | None] = {}
-    for n in nids:
-        proc = cluster.nodes[n].proc
-        if proc is None or proc.poll() is not None:
-            dead[n] = proc and proc.poll()
-    assert not dead, f"{when}: node(s) exited (id: exit code) {dead}\n{cluster.log_tails()}"
-
-
-async def assert_same_logs(
-    cluster: Cluster, nids: list[str], *, timeout_s: float = 20.0
-) -> list[dict[str, Any]]:
-    """Wait until the nodes agree on last/commit/applied index, then demand identical
-    (id, index, term) lists from index 1 on every node; return one node's records."""
-    statuses = await cluster.wait_converged(nids, timeout_s=timeout_s)
-    logs = {nid: await cluster.query_all(nid) for nid in nids}
-    ref = nids[0]
-    for nid in nids[1:]:
-        a, b = log_key(logs[ref]), log_key(logs[nid])
-        if a != b:
-            first = next(
-                (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
-                min(len(a), len(b)),
-            )
-            raise AssertionError(
-                f"logs of {ref} and {nid} differ: {len(a)} vs {len(b)} records, first "
-                f"difference at position {first}: "
-                f"{a[first] if first < len(a) else None} vs "
-                f"{b[first] if first < len(b) else None}\n" + cluster.log_tails()
-            )
-    for key in ("last_index", "commit_index", "applied_index", "records", "record_index"):
-        values = {nid: statuses[nid][key] for nid in nids}
-        assert len(set(values.values())) == 1, f"{key} differs: {values}"
-    assert statuses[ref]["records"] == len(logs[ref]), (statuses[ref], len(logs[ref]))
-    return logs[ref]
 
 
 def assert_no_loss(records: list[dict[str, Any]], stats: WriterStats, cluster: Cluster) -> None:
@@ -360,193 +274,6 @@ async def test_sigterm_leader_hands_over_and_exits_0(cluster: Cluster) -> None:
 
 
 # ---------------------------------------------------------------------------- 5. bad input
-
-
-async def assert_serving(port: int, tag: str) -> None:
-    """A normal submit through ``port`` is acked (the node survived what came before)."""
-    recs = make_records(3, tag)
-    with trio.fail_after(10):
-        async with open_client(port) as c:
-            reply = await c.submit(recs)
-    assert reply["kind"] == "ack", reply
-    assert [a["id"] for a in reply["acks"]] == [r["id"] for r in recs], reply
-    assert reply["errors"] == []
-
-
-async def expect_close(ws: Any, payload: bytes | str, timeout_s: float = 5.0) -> tuple[int, str]:
-    """Send ``payload``; the node must close the connection; return (code, reason)."""
-    with trio.fail_after(timeout_s):
-        await ws.send_message(payload)
-        with pytest.raises(ConnectionClosed) as info:
-            await ws.get_message()
-    reason = info.value.reason
-    assert reason is not None
-    return reason.code, reason.reason or ""
-
-
-async def test_bad_client_input_is_rejected_and_node_keeps_serving(cluster: Cluster) -> None:
-    target = cluster.ids[0]
-    port = cluster.port(target)
-    await assert_serving(port, "before")
-
-    bad_frames: list[tuple[str, bytes | str, str]] = [
-        ("invalid CBOR", b"\xff\x00\x13garbage", "undecodable CBOR"),
-        ("truncated CBOR", b"\xa2\x61", "undecodable CBOR"),
-        ("oversized frame", b"\x00" * ((2 << 20) + 1), "exceeds"),
-        ("text frame", '{"kind": "status", "req": 1}', "text frame"),
-        ("CBOR list, not a map", cbor2.dumps([1, 2, 3]), "expected a map"),
-        ("no version", cbor2.dumps({"kind": "status", "req": 1}), "version"),
-        ("no req", encode("status", {}), "req"),
-    ]
-    for what, payload, says in bad_frames:
-        async with open_raw_ws(port) as ws:
-            code, reason = await expect_close(ws, payload)
-        assert code == 1008, f"{what}: closed with {code} {reason!r}"
-        assert says in reason, f"{what}: reason {reason!r}"
-        await assert_serving(port, f"after-{what}")
-
-    # Well-formed requests with bad fields: error bad_request, and the connection stays open.
-    with trio.fail_after(20):
-        async with open_client(port) as c:
-            bad_requests: list[tuple[str, dict[str, Any]]] = [
-                ("submit", {"records": "not a list"}),
-                ("submit", {"records": {"id": "x"}}),
-                ("submit", {"records": [], "ack": "everyone"}),
-                ("query", {"limit": "ten"}),
-                ("query", {"level": "LOUD"}),
-                ("query", {"order": "random"}),
-                ("frobnicate", {}),
-            ]
-            for kind, fields in bad_requests:
-                reply = await c.request(kind, fields)
-                assert reply["kind"] == "error", (kind, fields, reply)
-                assert reply["code"] == "bad_request", (kind, fields, reply)
-                assert isinstance(reply["msg"], str)
-                assert reply["msg"], reply
-
-            # Bad records: per-record errors; the good records of the batch are stored.
-            good = make_records(3, "mixed")
-            bad = [
-                {**make_records(1, "loud")[0], "level": "LOUD"},
-                {**make_records(1, "nested")[0], "fields": {"http": {"status": 200}}},
-                {**make_records(1, "nomsg")[0], "msg": 42},
-                {**make_records(1, "extra")[0], "color": "red"},
-                {"id": "not-a-uuid", "msg": "x"},
-            ]
-            batch = [good[0], bad[0], good[1], bad[1], bad[2], bad[3], good[2], bad[4]]
-            reply = await c.submit(batch)
-            assert reply["kind"] == "ack", reply
-            assert sorted(a["i"] for a in reply["acks"]) == [0, 2, 6], reply
-            assert sorted(e["i"] for e in reply["errors"]) == [1, 3, 4, 5, 7], reply
-            errs = {e["i"]: e["error"] for e in reply["errors"]}
-            assert "LOUD" in errs[1], errs
-            assert "flat" in errs[3], errs
-            assert "msg" in errs[4], errs
-            assert "color" in errs[5], errs
-            assert "UUID" in errs[7], errs
-
-            # The same connection still serves.
-            st = await c.status()
-            assert st["id"] == target
-
-    await assert_serving(port, "after-bad-requests")
-    records = await assert_same_logs(cluster, cluster.ids, timeout_s=10)
-    stored = {r["id"] for r in records}
-    assert {r["id"] for r in good} <= stored
-    assert not {r["id"] for r in bad[:4]} & stored
-    assert not [r for r in records if r["msg"] == "x"]
-
-
-async def test_bad_peer_and_path_are_rejected(cluster: Cluster) -> None:
-    target = cluster.ids[0]
-    port = cluster.port(target)
-
-    # A peer of another cluster: closed with a reason naming the cluster, and logged.
-    async with open_raw_ws(port, "/peer") as ws:
-        hello = encode("hello", {"cluster": "other-cluster", "node": "n2", "to": target})
-        code, reason = await expect_close(ws, hello)
-    assert code == 1008, (code, reason)
-    assert "cluster" in reason, reason
-    assert "other-cluster" in reason, reason
-    await assert_serving(port, "after-wrong-cluster")
-    await wait_until(
-        lambda: "belongs to cluster 'other-cluster'" in cluster.logs(target),
-        5,
-        "the node logs the wrong-cluster peer",
-        cluster,
-    )
-
-    # Other bad hellos: not a hello, an unknown node, garbage.
-    for what, payload, says in [
-        ("unknown node", encode("hello", {"cluster": "ptest", "node": "n9", "to": target}), "n9"),
-        ("wrong target", encode("hello", {"cluster": "ptest", "node": "n2", "to": "n3"}), "n3"),
-        ("not a hello", encode("hb", {"src": "n2", "dst": target, "term": 1}), "hello"),
-        ("garbage", b"\xff\xfe", "undecodable"),
-    ]:
-        async with open_raw_ws(port, "/peer") as ws:
-            code, reason = await expect_close(ws, payload)
-        assert code == 1008, (what, code, reason)
-        assert says in reason, (what, reason)
-        await assert_serving(port, f"after-peer-{what}")
-
-    # A websocket to an unknown path is rejected at the handshake.
-    with trio.fail_after(5), pytest.raises(ConnectionRejected) as rejected:
-        async with open_raw_ws(port, "/other"):
-            pass
-    assert rejected.value.status_code == 404
-    await assert_serving(port, "after-bad-path")
-
-    # A plain HTTP GET (not a websocket upgrade) gets an HTTP error, not a hang or a crash.
-    with trio.fail_after(5):
-        stream = await trio.open_tcp_stream(HOST, port)
-        async with stream:
-            await stream.send_all(b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            head = await stream.receive_some(4096)
-    assert head.startswith(b"HTTP/1.1 4"), head[:200]
-    await assert_serving(port, "after-plain-http")
-    assert_alive(cluster, cluster.ids, "after bad peers and paths")
-
-
-async def test_peer_link_closing_after_hello_does_not_crash_node(cluster: Cluster) -> None:
-    """Regression (it once crashed every linked node): a peer link that says a valid hello
-    and then closes (or sends garbage) must only end that link."""
-    target = cluster.ids[0]
-    port = cluster.port(target)
-    other = cluster.ids[1]
-    # A valid hello followed by a clean close, like a peer that shuts down.
-    async with open_raw_ws(port, "/peer") as ws:
-        with trio.fail_after(5):
-            await ws.send_message(
-                encode("hello", {"cluster": cluster.name, "node": other, "to": target})
-            )
-            await trio.sleep(0.2)
-    await trio.sleep(0.5)
-    assert_alive(cluster, [target], "after a peer link closed cleanly")
-    await assert_serving(port, "after-peer-close")
-    # A valid hello followed by an undecodable frame: close that link (1008), keep running.
-    async with open_raw_ws(port, "/peer") as ws:
-        with trio.fail_after(5):
-            await ws.send_message(
-                encode("hello", {"cluster": cluster.name, "node": other, "to": target})
-            )
-        code, _ = await expect_close(ws, b"\xff")
-    assert code == 1008
-    assert_alive(cluster, [target], "after garbage on a peer link")
-    await assert_serving(port, "after-peer-garbage")
-
-
-async def test_time_request_with_bad_t1_gets_bad_request(cluster: Cluster) -> None:
-    port = cluster.port(cluster.ids[0])
-    with trio.fail_after(10):
-        async with open_client(port) as c:
-            ok = await c.request("time", {"t1": time.time_ns()})
-            assert ok["kind"] == "time", ok
-            assert ok["t2"] <= ok["t3"], ok
-            for fields in ({}, {"t1": "now"}):
-                reply = await c.request("time", fields)
-                assert reply["kind"] == "error", reply
-                assert reply["code"] == "bad_request", reply
-            assert (await c.status())["id"] == cluster.ids[0]
 
 
 async def test_forward_in_flight_when_leader_dies_is_answered_promptly(cluster: Cluster) -> None:

@@ -1,8 +1,10 @@
-"""PeerLink under trio's MockClock: queue bound, dial backoff, hello, frame order, keepalive.
+"""PeerLink under trio's MockClock: queue bound, dial backoff, the membership handshake,
+frame order, keepalive.
 
 ``open_websocket`` is replaced by a fake dialer that follows a script per attempt (refuse with
-an exception, or accept with a fake connection) and records the virtual time of everything.
-No socket is opened. Every wait is bounded in virtual time.
+an exception, or accept with a fake connection that plays the acceptor's side of the
+handshake) and records the virtual time of everything. No socket is opened. Every wait is
+bounded in virtual time.
 """
 
 from __future__ import annotations
@@ -28,10 +30,17 @@ from p2plog.net.peer_link import (
     KEEPALIVE_TIMEOUT_S,
     QUEUE_BYTES,
     QUEUE_FRAMES,
+    LinkAuth,
     PeerLink,
 )
+from p2plog.wire import peer as wp
+from p2plog.wire.envelope import encode
+from p2plog.wire.peer_auth import hello_proof, welcome_proof
 
-HELLO = b"hello-frame"
+HELLO = b"hello-frame"  # what FakeWS records in place of the (random) hello it received
+SECRET = b"s" * 32
+CLUSTER = "demo"
+CHALLENGE = b"c" * wp.NONCE_BYTES
 EPS = 1e-6
 WAIT_S = 60.0  # virtual seconds
 
@@ -54,19 +63,42 @@ class Recorder:
 
 @dataclass(eq=False)
 class FakeWS:
+    """The acceptor's end: a challenge, then (once the hello came) a welcome whose proof is
+    right unless ``secret`` is another cluster's."""
+
     rec: Recorder
     hang_ping: int | None = None  # this ping (0-based) never returns
     close_on_send: int | None = None  # this send (0-based, hello included) raises
+    secret: bytes = SECRET
     sent: list[tuple[float, bytes]] = field(default_factory=list)
     pings: list[float] = field(default_factory=list)
     closed_at: float | None = None
+    hello: wp.Hello | None = None
+    received: int = 0
 
     async def send_message(self, data: bytes) -> None:
         await trio.lowlevel.checkpoint()
         if self.close_on_send == len(self.sent):
             raise ConnectionClosed(CloseReason(1006, "gone"))
+        if self.hello is None:
+            msg = wp.decode_peer(data)
+            assert isinstance(msg, wp.Hello), msg
+            self.hello, data = msg, HELLO
         self.sent.append((trio.current_time(), data))
         self.rec.changed()
+
+    async def get_message(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        self.received += 1
+        if self.received == 1:
+            return encode("challenge", {"nonce": CHALLENGE})
+        assert self.received == 2, "the dialer reads only the handshake"
+        h = self.hello
+        assert h is not None
+        proof = welcome_proof(self.secret, CLUSTER, h.node, h.to, CHALLENGE, h.nonce)
+        # Wake waiters now: the link sets ``connected`` before its next checkpoint.
+        self.rec.changed()
+        return encode("welcome", {"proof": proof})
 
     async def ping(self, payload: bytes | None = None) -> None:
         self.pings.append(trio.current_time())
@@ -134,7 +166,7 @@ def install(
 
 
 def new_link() -> PeerLink:
-    return PeerLink("n1", "n2", "10.0.0.2", 7002, HELLO)
+    return PeerLink("n1", "n2", "10.0.0.2", 7002, LinkAuth(CLUSTER, SECRET))
 
 
 @asynccontextmanager
@@ -213,7 +245,7 @@ async def test_unreachable_peer_backoff_doubles_up_to_the_cap(
     assert args == ("10.0.0.2", 7002, "/peer")
     assert kw["use_ssl"] is False
     assert kw["connect_timeout"] == peer_link.CONNECT_TIMEOUT_S
-    assert kw["max_message_size"] == peer_link.MAX_MESSAGE_BYTES
+    assert kw["max_message_size"] == wp.MAX_HANDSHAKE_FRAME  # peers only send the handshake
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -275,6 +307,10 @@ async def test_hello_first_then_queued_frames_in_order(
         await rec.wait_for(lambda: len(ws.sent) == 6)
     assert ws.frames() == [HELLO, b"a", b"b", b"c", b"d", b"e"]
     assert link.sent == 5  # frames, not counting hello
+    h = ws.hello
+    assert h is not None
+    assert (h.node, h.to) == ("n1", "n2")
+    assert h.proof == hello_proof(SECRET, CLUSTER, "n1", "n2", CHALLENGE, h.nonce)
     assert link.dropped == 0
     assert len(dialer.attempts) == 1
     assert ws.closed_at is not None  # cancelling run() closed the connection
@@ -350,6 +386,48 @@ async def test_frames_queued_during_backoff_are_discarded(
     assert ws.frames() == [HELLO, b"fresh"]
 
 
+async def test_a_peer_without_the_secret_gets_nothing_and_is_redialled(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    rec: Recorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node that answers the hello with a wrong welcome (another cluster's secret, or a
+    stranger on the peer's address) is never sent a frame; the link keeps redialling."""
+    impostors = [FakeWS(rec, secret=b"x" * 32) for _ in range(3)]
+    dialer = install(monkeypatch, rec, lambda n: impostors[n] if n < 3 else FakeWS(rec))
+    link = new_link()
+    with caplog.at_level(logging.WARNING, logger="p2plog.net"):
+        async with running(link):
+            assert link.send_nowait(b"secret-record")
+            await rec.wait_for(lambda: link.connected)
+            link.send_nowait(b"fresh")
+            await rec.wait_for(lambda: b"fresh" in dialer.conns[3].frames())
+    for ws in impostors:
+        assert ws.frames() == [HELLO], "only the hello went to an impostor"
+        assert ws.closed_at is not None
+    assert dialer.conns[3].frames() == [HELLO, b"fresh"]
+    assert caplog.text.count("did not prove it holds this cluster's secret") == 1  # rate-limited
+
+
+async def test_a_peer_that_sends_no_challenge_is_dropped(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, rec: Recorder
+) -> None:
+    class Silent(FakeWS):
+        async def get_message(self) -> bytes:
+            await trio.sleep_forever()
+            raise AssertionError
+
+    silent = Silent(rec)
+    dialer = install(monkeypatch, rec, lambda n: silent if n == 0 else FakeWS(rec))
+    link = new_link()
+    async with running(link):
+        await rec.wait_for(lambda: link.connected)
+    assert silent.sent == []
+    assert silent.closed_at == pytest.approx(peer_link.SEND_TIMEOUT_S)
+    assert len(dialer.attempts) == 2
+
+
 # ------------------------------------------------------------------ keepalive
 
 
@@ -389,8 +467,7 @@ async def test_unanswered_ping_redials_after_the_keepalive_timeout(
     dialer = install(monkeypatch, rec, lambda n: [first, second][n])
     link = new_link()
     async with running(link):
-        await rec.wait_for(lambda: len(dialer.conns) == 2 and len(second.sent) > 0)
-        assert link.connected
+        await rec.wait_for(lambda: len(dialer.conns) == 2 and link.connected)
     assert len(first.pings) == 3
     assert first.closed_at is not None
     assert first.closed_at - first.pings[-1] == pytest.approx(KEEPALIVE_TIMEOUT_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import uuid
 from typing import Any
@@ -254,9 +255,26 @@ def test_too_many_fields() -> None:
 
 
 def test_huge_record() -> None:
-    msg = reject(good(msg="x" * (MAX_RECORD_BYTES + 1)))
+    msg = reject(good(msg="x" * (MAX_RECORD_BYTES + 1)))  # refused before it is encoded
+    assert "65537 characters is over the 65536 byte limit" in msg
+    assert "split the message" in msg
+    msg = reject(good(msg="x" * (MAX_RECORD_BYTES - 50)))  # encoded, then over the limit
     assert "bytes encoded, over the 65536 byte limit" in msg
     assert "split the message" in msg
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_field_values_are_refused(value: float) -> None:
+    """JSON has no NaN or infinity: ``query --json`` printed bare NaN, which no JSON reader
+    takes. Such a value is refused at the door, with the way out."""
+    msg = reject(good(fields={"ratio": value}))
+    assert "field 'ratio'" in msg
+    assert "send it as text" in msg
+
+
+def test_oversized_field_text_is_refused_before_encoding() -> None:
+    msg = reject(good(fields={"blob": "x" * (MAX_RECORD_BYTES + 1)}))
+    assert "field 'blob' is over the 65536 character limit" in msg
 
 
 def test_huge_fields_count_toward_the_limit() -> None:
@@ -309,7 +327,7 @@ text = st.text(max_size=200)
 field_values = st.one_of(
     st.text(max_size=50),
     st.integers(INT64_MIN, INT64_MAX),
-    st.floats(allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
 )
 records = st.fixed_dictionaries(
@@ -439,3 +457,14 @@ def test_level_of_an_unexpected_body_shape_is_left_to_the_decode() -> None:
 @given(st.binary(min_size=16, max_size=16))
 def test_uuid_text_is_the_uuid_module_s_text(rid: bytes) -> None:
     assert uuid_text(rid) == str(uuid.UUID(bytes=rid))
+
+
+def test_same_content_ignores_what_the_taking_node_added() -> None:
+    from p2plog.record import same_content
+
+    raw = {"id": b"\x01" * 16, "ts": 5, "msg": "m", "fields": {"a": 1}}
+    a = validate(raw, node="n1", clock_offset_ns=10).body
+    b = validate(raw, node="n2", clock_offset_ns=99, clock_uncertain=True).body
+    assert same_content(a, b)
+    for change in ({"msg": "x"}, {"ts": 6}, {"fields": {"a": 2}}, {"level": "error"}):
+        assert not same_content(a, validate({**raw, **change}, node="n1").body)

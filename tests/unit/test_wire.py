@@ -1,7 +1,8 @@
-"""Wire codecs: the envelope every frame shares, Raft messages, hello and forward.
+"""Wire codecs: the envelope every frame shares, typed peer messages (Raft, handshake,
+forward), the handshake's proofs.
 
-Decoders never trust input: everything malformed raises ``ProtocolError`` (the caller closes
-that one link), never another exception type.
+Decoders never trust input: everything malformed raises ``ProtocolError`` naming the kind and
+the field (the caller closes that one link), never another exception type.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from p2plog.raft.messages import (
     TimeoutNow,
 )
 from p2plog.raft.types import Entry, Index, NodeId, Term
+from p2plog.record import MAX_BATCH_RECORDS, batch_data, tick_data
 from p2plog.wire import envelope as env
 from p2plog.wire import peer as wp
+from p2plog.wire import peer_auth as pa
 from p2plog.wire.envelope import VERSION, ProtocolError
 
 MAX = wp.MAX_PEER_FRAME
@@ -42,7 +45,13 @@ def raft_dict(m: Message) -> dict[str, Any]:
 
 
 def round_trip(m: Message) -> Message:
-    return wp.decode_raft(raft_dict(m))
+    got = wp.decode_peer(wp.encode_raft(m))
+    assert isinstance(got, wp.RAFT_TYPES)
+    return wp.to_raft(got)
+
+
+def decode_dict(d: dict[str, Any]) -> wp.PeerMessage:
+    return wp.decode_peer(cbor2.dumps(d))
 
 
 # ------------------------------------------------------------------ envelope
@@ -100,6 +109,49 @@ def test_oversize_frame_rejected_before_decoding() -> None:
 def test_undecodable_cbor(data: bytes) -> None:
     with pytest.raises(ProtocolError, match="undecodable CBOR"):
         env.decode(data, 1 << 20)
+
+
+def test_trailing_bytes_after_the_map_are_refused() -> None:
+    data = frame(v=1, kind="hb")
+    assert env.decode(data, MAX)["kind"] == "hb"
+    for tail in (b"\x00", b"\xff", frame(v=1, kind="hb"), b"\xf6"):
+        with pytest.raises(ProtocolError, match="bytes after the end"):
+            env.decode(data + tail, MAX)
+
+
+@pytest.mark.parametrize("tag", [0, 1, 2, 3, 4, 5, 24, 25, 28, 29, 30, 37, 256, 258, 1099, 55799])
+def test_cbor_tags_are_refused(tag: int) -> None:
+    """Bignums (tags 2/3) made a 2 KB frame decode into 10**5000, whose repr raised
+    ValueError while formatting an error message and took the node down; string and shared
+    references let a small frame stand for a large one. p2plog sends no tags at all."""
+    value: Any = {0: "2026-01-01T00:00:00Z", 1: 5, 24: b"\x01", 28: [1], 256: ["a"]}.get(tag, 0)
+    data = cbor2.dumps({"v": 1, "kind": "hb", "x": cbor2.CBORTag(tag, value)})
+    with pytest.raises(ProtocolError, match="undecodable CBOR"):
+        env.decode(data, MAX)
+
+
+def test_a_bignum_anywhere_is_refused_without_formatting_it() -> None:
+    for where in ("v", "kind", "term", "extra"):
+        data = cbor2.dumps({"v": 1, "kind": "hb", where: 10**5000})
+        with pytest.raises(ProtocolError) as info:
+            wp.decode_peer(data)
+        assert len(str(info.value)) < 300
+
+
+def test_duplicate_keys_and_indefinite_lengths_are_refused() -> None:
+    dup = b"\xa3\x61v\x01\x64kind\x62hb\x61v\x01"  # {"v": 1, "kind": "hb", "v": 1}
+    with pytest.raises(ProtocolError, match="undecodable CBOR"):
+        env.decode(dup, MAX)
+    indefinite = b"\xbf\x61v\x01\x64kind\x62hb\xff"
+    with pytest.raises(ProtocolError, match="undecodable CBOR"):
+        env.decode(indefinite, MAX)
+
+
+def test_brief_bounds_what_an_error_repeats() -> None:
+    assert env.brief("x" * 1000).endswith("...")
+    assert len(env.brief("x" * 1000)) == 40
+    assert env.brief(10**5000) == "an integer of 16610 bits"
+    assert env.brief(3) == "3"
 
 
 @given(st.binary(max_size=64))
@@ -179,7 +231,7 @@ ALL_MESSAGES: list[Message] = [
         Term(5),
         Index(9),
         Term(4),
-        (Entry(Term(5), Index(10), b""), Entry(Term(5), Index(11), b"\x01rec")),
+        (Entry(Term(5), Index(10), b""), Entry(Term(5), Index(11), tick_data(7))),
         Index(9),
     ),
     AppendEntriesResponse(N2, N1, Term(5), success=True, index=Index(11)),
@@ -203,24 +255,34 @@ def test_every_message_type_is_covered() -> None:
     assert kinds == set(wp.RAFT_KINDS)
 
 
-nat = st.integers(0, (1 << 63) - 1)
-node_ids = st.text(min_size=1, max_size=8)
+nat = st.integers(0, wp.MAX_INDEX)
+node_ids = st.text("abcn0123-_", min_size=1, max_size=8)
+payloads = st.one_of(
+    st.just(b""),
+    st.integers(-(1 << 63), (1 << 63) - 1).map(tick_data),
+    st.lists(
+        st.tuples(st.binary(min_size=16, max_size=16), st.binary(min_size=9, max_size=40)),
+        min_size=1,
+        max_size=4,
+    ).map(lambda recs: batch_data(5, 1, recs)),
+)
 
 
 @st.composite
 def append_entries(draw: st.DrawFn) -> AppendEntries:
     prev = draw(st.integers(0, 1 << 40))
-    terms = draw(st.lists(st.integers(0, 1 << 40), max_size=20))
+    prev_term = draw(st.integers(0, 1 << 40))
+    terms = sorted(draw(st.lists(st.integers(prev_term, 1 << 41), max_size=20)))
     entries = tuple(
-        Entry(Term(t), Index(prev + 1 + i), draw(st.binary(max_size=64)))
-        for i, t in enumerate(sorted(terms))
+        Entry(Term(t), Index(prev + 1 + i), draw(payloads)) for i, t in enumerate(terms)
     )
+    term = draw(st.integers(terms[-1] if terms else 0, wp.MAX_TERM))
     return AppendEntries(
         NodeId(draw(node_ids)),
         NodeId(draw(node_ids)),
-        Term(draw(nat)),
+        Term(term),
         Index(prev),
-        Term(draw(nat)),
+        Term(prev_term),
         entries,
         Index(draw(nat)),
     )
@@ -256,6 +318,13 @@ def test_small_messages_round_trip(
         assert round_trip(m) == m
 
 
+_DELETE = object()
+AE = ALL_MESSAGES[6]
+AER = ALL_MESSAGES[8]
+RV = ALL_MESSAGES[0]
+HB = ALL_MESSAGES[9]
+
+
 def mutated(m: Message, **change: Any) -> dict[str, Any]:
     d = raft_dict(m)
     for k, v in change.items():
@@ -266,83 +335,103 @@ def mutated(m: Message, **change: Any) -> dict[str, Any]:
     return d
 
 
-_DELETE = object()
-AE = ALL_MESSAGES[6]
-AER = ALL_MESSAGES[8]
-RV = ALL_MESSAGES[0]
-
-
 @pytest.mark.parametrize(
     ("m", "key", "value", "match"),
     [
-        (RV, "src", 1, "field 'src' must be text"),
-        (RV, "dst", None, "field 'dst' must be text"),
-        (RV, "term", "3", "field 'term' must be an integer"),
-        (RV, "term", True, "field 'term' must be an integer"),
-        (RV, "term", -1, "rv: field 'term' must not be negative"),
-        (RV, "term", 1.0, "field 'term' must be an integer"),
-        (RV, "li", -5, "rv: field 'li' must not be negative"),
-        (RV, "lt", _DELETE, "field 'lt' must be an integer, got None"),
-        (RV, "pre", 1, "field 'pre' must be true or false"),
-        (RV, "tr", "yes", "field 'tr' must be true or false"),
-        (AER, "ok", 0, "field 'ok' must be true or false"),
-        (AER, "i", -1, "aer: field 'i' must not be negative"),
-        (AER, "hi", b"\x01", "field 'hi' must be an integer"),
-        (AER, "ht", -2, "aer: field 'ht' must not be negative"),
-        (AE, "pi", -1, "ae: field 'pi' must not be negative"),
-        (AE, "pt", None, "field 'pt' must be an integer"),
-        (AE, "c", -1, "ae: field 'c' must not be negative"),
-        (AE, "e", _DELETE, "field 'e' must be a list"),
-        (AE, "e", {"0": 1}, "field 'e' must be a list"),
-        (ALL_MESSAGES[9], "c", -1, "hb: field 'c' must not be negative"),
-        (ALL_MESSAGES[4], "pre", None, "field 'pre' must be true or false"),
+        (RV, "src", 1, r"Expected `str`, got `int` - at `\$.src`"),
+        (RV, "src", "", r"length >= 1 - at `\$.src`"),
+        (RV, "src", "n" * 65, r"length <= 64 - at `\$.src`"),
+        (RV, "src", "n 1", r"matching regex .* - at `\$.src`"),
+        (RV, "dst", None, r"Expected `str`, got `null` - at `\$.dst`"),
+        (RV, "term", "3", r"Expected `int`, got `str` - at `\$.term`"),
+        (RV, "term", True, r"Expected `int`, got `bool` - at `\$.term`"),
+        (RV, "term", -1, r"Expected `int` >= 0 - at `\$.term`"),
+        (RV, "term", 1.0, r"Expected `int`, got `float` - at `\$.term`"),
+        # The on-disk term and vote are u64: a peer's 2**64 - 1 crashed two nodes storing it,
+        # and again on every restart. Terms and indexes stop far below that.
+        (RV, "term", 2**64 - 1, r"Expected `int` <= 4611686018427387904 - at `\$.term`"),
+        (HB, "c", 2**63, r"Expected `int` <= 4611686018427387904 - at `\$.c`"),
+        (RV, "li", -5, r"Expected `int` >= 0 - at `\$.li`"),
+        (RV, "lt", _DELETE, "missing required field `lt`"),
+        (RV, "pre", 1, r"Expected `bool`, got `int` - at `\$.pre`"),
+        (RV, "extra", 1, "unknown field `extra`"),
+        (AER, "ok", 0, r"Expected `bool`, got `int` - at `\$.ok`"),
+        (AER, "hi", b"\x01", r"Expected `int`, got `bytes` - at `\$.hi`"),
+        (AE, "pi", -1, r"Expected `int` >= 0 - at `\$.pi`"),
+        (AE, "e", _DELETE, "missing required field `e`"),
+        (AE, "e", {"0": 1}, r"Expected `array`, got `object` - at `\$.e`"),
     ],
 )
 def test_decode_rejects_bad_fields(m: Message, key: str, value: Any, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
-        wp.decode_raft(mutated(m, **{key: value}))
+        decode_dict(mutated(m, **{key: value}))
 
 
 @pytest.mark.parametrize(
     "entry",
     [
-        [1, 1],  # too short
-        [1, 1, b"x", 0],  # too long
-        (1, 1, b"x"),  # not a list (cbor gives lists; a tuple must not slip through either)
-        [1, 1, "text"],  # data must be bytes
-        [1, 1, None],
-        ["1", 1, b"x"],
-        [1, 1.0, b"x"],
-        [-1, 1, b"x"],  # negative term
-        [1, 0, b"x"],  # index 0 does not exist
-        [1, -3, b"x"],
+        [5, 10],  # too short
+        [5, 10, b"", 0],  # too long
+        [5, 10, "text"],  # data must be bytes
+        [5, 10, None],
+        ["5", 10, b""],
+        [5, 10.0, b""],
+        [-1, 10, b""],
+        [5, 0, b""],  # index 0 does not exist
+        [True, 10, b""],  # a bool is not a term
         {"t": 1},
         b"\x01",
     ],
 )
 def test_decode_rejects_malformed_entries(entry: Any) -> None:
-    with pytest.raises(ProtocolError, match=r"ae: each entry must be \[term, index, bytes\]"):
-        wp.decode_raft(mutated(AE, e=[[5, 10, b""], entry]))
+    with pytest.raises(ProtocolError, match=r"ae: .* - at `\$.e\[0\]"):
+        decode_dict(mutated(AE, e=[entry]))
 
 
-@pytest.mark.parametrize("entry", [[True, 1, b"x"], [1, True, b"x"], [False, 1, b"x"]])
-def test_decode_rejects_bool_in_entries(entry: Any) -> None:
-    # like every other integer field (get_int), a bool is not a term or an index
-    with pytest.raises(ProtocolError, match=r"ae: each entry must be \[term, index, bytes\]"):
-        wp.decode_raft(mutated(AE, e=[entry]))
+@pytest.mark.parametrize(
+    ("entries", "match"),
+    [
+        ([[5, 11, b""]], "entry 0 has index 11, expected 10"),
+        ([[5, 10, b""], [5, 10, b""]], "entry 1 has index 10, expected 11"),
+        ([[3, 10, b""]], "entry 10 has term 3: terms must not go down"),  # below prev_term 4
+        ([[5, 10, b""], [4, 11, b""]], "entry 11 has term 4: terms must not go down"),
+        ([[6, 10, b""]], "not exceed the message's term 5"),
+        ([[5, 10, b"\x09"]], "entry 10: unknown entry kind 9"),
+        ([[5, 10, b"\x02\x00"]], "entry 10: a time tick of 2 bytes"),
+        ([[5, 10, b"\x03" + b"\x00" * 8]], "entry 10: a batch shorter than its header"),
+    ],
+)
+def test_append_entries_framing_is_checked(entries: list[Any], match: str) -> None:
+    """A follower appends nothing a leader could not have written: contiguous indexes, terms
+    that never go down, payloads shaped as the leader's own (``record.entry_problem``)."""
+    with pytest.raises(ProtocolError, match=match):
+        decode_dict(mutated(AE, e=entries))
 
 
-def test_too_many_entries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wp, "MAX_ENTRIES", 2)
-    d = mutated(AE, e=[[5, 10, b""]] * 3)
-    with pytest.raises(ProtocolError, match="'e' has 3 items, limit 2"):
-        wp.decode_raft(d)
+def test_batch_framing_is_checked() -> None:
+    good = batch_data(5, 1, [(b"\x01" * 16, b"\x00" * 8 + b"\xa0")])
+    assert decode_dict(mutated(AE, e=[[5, 10, good]]))
+    for bad in (good[:-1], good + b"\x00", good[:1] + b"\x00" * 20, good[:21]):
+        with pytest.raises(ProtocolError, match="entry 10: "):
+            decode_dict(mutated(AE, e=[[5, 10, bad]]))
 
 
-@pytest.mark.parametrize("kind", ["hello", "fwd", "xx", "AE"])
-def test_unknown_raft_kind(kind: str) -> None:
-    with pytest.raises(ProtocolError, match=f"unknown peer message kind {kind!r}"):
-        wp.decode_raft(mutated(ALL_MESSAGES[10], kind=kind))
+def test_too_many_entries() -> None:
+    d = mutated(AE, e=[[5, 10 + k, b""] for k in range(wp.MAX_ENTRIES + 1)])
+    with pytest.raises(ProtocolError, match=rf"length <= {wp.MAX_ENTRIES} - at `\$.e`"):
+        decode_dict(d)
+
+
+@pytest.mark.parametrize("kind", ["xx", "AE", "hello2", ""])
+def test_unknown_kind(kind: str) -> None:
+    with pytest.raises(ProtocolError, match="unknown message kind"):
+        decode_dict(mutated(ALL_MESSAGES[10], kind=kind))
+
+
+def test_oversized_peer_frame() -> None:
+    data = wp.encode_raft(HB)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        wp.decode_peer(data, len(data) - 1)
 
 
 def test_wire_field_names_are_short() -> None:
@@ -356,21 +445,47 @@ def test_wire_field_names_are_short() -> None:
         "pi": 9,
         "pt": 4,
         "c": 9,
-        "e": [[5, 10, b""], [5, 11, b"\x01rec"]],
+        "e": [[5, 10, b""], [5, 11, tick_data(7)]],
     }
 
 
-# ------------------------------------------------------------------ hello and forward
+# ------------------------------------------------------------------ handshake
 
 
-def test_hello() -> None:
-    assert env.decode(wp.encode_hello("demo", "n1", "n2"), MAX) == {
-        "v": 1,
-        "kind": "hello",
-        "cluster": "demo",
-        "node": "n1",
-        "to": "n2",
-    }
+def test_handshake_messages() -> None:
+    nonce, proof = b"\x01" * wp.NONCE_BYTES, b"\x02" * wp.PROOF_BYTES
+    assert decode_dict({"v": 1, "kind": "challenge", "nonce": nonce}) == wp.Challenge(
+        v=1, nonce=nonce
+    )
+    hello = {"v": 1, "kind": "hello", "node": "n1", "to": "n2", "nonce": nonce, "proof": proof}
+    assert decode_dict(hello) == wp.Hello(v=1, node="n1", to="n2", nonce=nonce, proof=proof)
+    for bad in ({"nonce": b"\x01"}, {"proof": b""}, {"cluster": "demo"}, {"node": 7}):
+        with pytest.raises(ProtocolError, match="hello: "):
+            decode_dict({**hello, **bad})
+
+
+def test_proofs_bind_both_nonces_both_ids_the_cluster_and_the_direction() -> None:
+    k, na, nd = b"k" * 32, b"a" * 16, b"d" * 16
+    base = pa.hello_proof(k, "demo", "n1", "n2", na, nd)
+    assert len(base) == wp.PROOF_BYTES
+    assert base == pa.hello_proof(k, "demo", "n1", "n2", na, nd)
+    changed = [
+        pa.hello_proof(b"K" * 32, "demo", "n1", "n2", na, nd),
+        pa.hello_proof(k, "demo2", "n1", "n2", na, nd),
+        pa.hello_proof(k, "demo", "n3", "n2", na, nd),
+        pa.hello_proof(k, "demo", "n1", "n3", na, nd),
+        pa.hello_proof(k, "demo", "n1", "n2", nd, na),
+        pa.hello_proof(k, "demo", "n1", "n2", na, b"e" * 16),
+        pa.welcome_proof(k, "demo", "n1", "n2", na, nd),  # not reflectable
+        pa.hello_proof(k, "dem", "on1", "n2", na, nd),  # no ambiguity between parts
+    ]
+    assert base not in changed
+    assert len(set(changed)) == len(changed)
+    assert pa.same(base, bytes(base))
+    assert not pa.same(base, changed[0])
+
+
+# ------------------------------------------------------------------ forward
 
 
 recs_strategy = st.lists(
@@ -378,22 +493,22 @@ recs_strategy = st.lists(
 )
 
 
-@given(fid=st.integers(-(1 << 63), (1 << 63) - 1), ack=st.sampled_from(["quorum", "leader"]))
+@given(fid=st.integers(0, (1 << 63) - 1), ack=st.sampled_from(["quorum", "leader"]))
 def test_forward_round_trip_fid_and_ack(fid: int, ack: str) -> None:
-    msg = env.decode(wp.encode_forward(fid, ack, []), MAX)
-    assert msg["kind"] == "fwd"
-    assert wp.decode_forward(msg) == (fid, ack, [])
-    assert wp.forward_id(msg) == fid
+    m = wp.decode_peer(wp.encode_forward(fid, ack, [], []))
+    assert m == wp.Fwd(v=1, fid=fid, ack=ack, ids=b"", bodies=[])  # type: ignore[arg-type]
 
 
 @given(recs=recs_strategy)
 def test_forward_round_trip_records(recs: list[tuple[bytes, bytes]]) -> None:
-    msg = env.decode(wp.encode_forward(7, "quorum", recs), MAX)
-    assert wp.decode_forward(msg) == (7, "quorum", recs)
+    ids, bodies = [r for r, _ in recs], [b for _, b in recs]
+    m = wp.decode_peer(wp.encode_forward(7, "quorum", ids, bodies))
+    assert isinstance(m, wp.Fwd)
+    assert m.records() == (ids, bodies)
 
 
 def fwd(**change: Any) -> dict[str, Any]:
-    d = env.decode(wp.encode_forward(1, "leader", [(b"\x00" * 16, b"body")]), MAX)
+    d = env.decode(wp.encode_forward(1, "leader", [b"\x00" * 16], [b"body"]), MAX)
     for k, v in change.items():
         if v is _DELETE:
             del d[k]
@@ -405,30 +520,29 @@ def fwd(**change: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"ack": "all"}, "fwd: ack must be quorum or leader, got 'all'"),
-        ({"ack": None}, "fwd: field 'ack' must be text"),
-        ({"ack": _DELETE}, "fwd: field 'ack' must be text"),
-        ({"bodies": _DELETE}, "fwd: field 'bodies' must be a list"),
-        ({"bodies": {}}, "fwd: field 'bodies' must be a list"),
-        ({"ids": _DELETE}, "fwd: field 'ids'"),
-        ({"ids": "0" * 16}, "fwd: field 'ids'"),
-        ({"ids": b"\x00" * 15}, "fwd: ids must be 16 bytes per body"),
-        ({"ids": b"\x00" * 32}, "fwd: ids must be 16 bytes per body"),
-        ({"bodies": ["b"]}, "fwd: ids must be 16 bytes per body, and bodies bytes"),
-        ({"fid": "1"}, "fwd: field 'fid' must be an integer"),
-        ({"fid": True}, "fwd: field 'fid' must be an integer"),
-        ({"fid": _DELETE}, "fwd: field 'fid' must be an integer"),
+        ({"ack": "all"}, r"Expected `str` matching .*|Invalid enum value 'all'"),
+        ({"ack": None}, r"at `\$.ack`"),
+        ({"bodies": _DELETE}, "missing required field `bodies`"),
+        ({"bodies": {}}, r"Expected `array`, got `object` - at `\$.bodies`"),
+        ({"ids": "0" * 16}, r"Expected `bytes`, got `str` - at `\$.ids`"),
+        ({"ids": b"\x00" * 15}, "ids must be 16 bytes per body"),
+        ({"ids": b"\x00" * 32}, "ids must be 16 bytes per body"),
+        ({"bodies": ["b"]}, r"Expected `bytes`, got `str` - at `\$.bodies\[0\]`"),
+        ({"bodies": [b"x" * (64 << 10 + 1)]}, "over the 65536 byte record limit"),
+        ({"fid": "1"}, r"Expected `int`, got `str` - at `\$.fid`"),
+        ({"fid": -1}, r"Expected `int` >= 0 - at `\$.fid`"),
+        ({"fid": _DELETE}, "missing required field `fid`"),
     ],
 )
 def test_forward_validation(change: dict[str, Any], match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
-        wp.decode_forward(fwd(**change))
+        decode_dict(fwd(**change))
 
 
 def test_forward_record_limit() -> None:
-    d = fwd(ids=b"\x00" * 16 * 100_001, bodies=[b""] * 100_001)
-    with pytest.raises(ProtocolError, match="'bodies' has 100001 items, limit 100000"):
-        wp.decode_forward(d)
+    n = MAX_BATCH_RECORDS + 1
+    with pytest.raises(ProtocolError, match=rf"length <= {MAX_BATCH_RECORDS} - at `\$.bodies`"):
+        decode_dict(fwd(ids=b"\x00" * 16 * n, bodies=[b""] * n))
 
 
 @given(
@@ -441,20 +555,35 @@ def test_forward_record_limit() -> None:
     )
 )
 def test_forward_acks_round_trip(acks: list[tuple[int, int, bool] | None]) -> None:
-    msg = env.decode(wp.encode_forward_acks(3, acks), MAX)
-    assert wp.decode_forward_acks(msg, len(acks)) == acks
+    m = wp.decode_peer(wp.encode_forward_acks(3, acks))
+    assert isinstance(m, wp.Fwda)
+    assert m.outcomes(len(acks)) == acks
 
 
-def test_forward_acks_are_runs() -> None:
+def test_forward_acks_are_runs_and_stay_inside_the_forward() -> None:
     acks: list[tuple[int, int, bool] | None] = [(10 + k, 2, False) for k in range(1000)]
     acks[500] = (3, 1, True)
-    msg = env.decode(wp.encode_forward_acks(3, acks), MAX)
+    data = wp.encode_forward_acks(3, acks)
+    msg = env.decode(data, MAX)
     assert msg["runs"] == [[0, 500, 10, 2], [501, 499, 511, 2]]
     assert msg["acks"] == [[500, 3, 1, True]]
-    with pytest.raises(ProtocolError, match="fwda: malformed acks"):
-        wp.decode_forward_acks({**msg, "runs": [[0, 1, 2]]}, 1000)
+    m = wp.decode_peer(data)
+    assert isinstance(m, wp.Fwda)
+    with pytest.raises(ProtocolError, match="past the 999 records forwarded"):
+        m.outcomes(999)
+    with pytest.raises(ProtocolError, match=r"at `\$.runs\[0\]`"):
+        decode_dict({**msg, "runs": [[0, 1, 2]]})
 
 
-def test_forward_id_of_a_bad_fid() -> None:
-    with pytest.raises(ProtocolError):
-        wp.forward_id(fwd(fid=None))
+def test_forward_error_reply() -> None:
+    m = wp.decode_peer(wp.encode_forward_error(9, "overloaded", "busy", 100))
+    assert m == wp.Fwda(v=1, fid=9, code="overloaded", msg="busy", retry_after_ms=100)
+    with pytest.raises(ProtocolError, match=r"at `\$.code`"):
+        decode_dict({**env.decode(wp.encode_forward_error(9, "x", "", 0), MAX)})
+
+
+def test_forward_acks_carry_conflicts() -> None:
+    m = wp.decode_peer(wp.encode_forward_acks(4, [(7, 1, False), None], {1: 3}))
+    assert isinstance(m, wp.Fwda)
+    assert m.conflicts == [(1, 3)]
+    assert m.outcomes(2) == [(7, 1, False), None]
