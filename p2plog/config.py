@@ -8,6 +8,7 @@ typo must not be silently ignored.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from p2plog.errors import ConfigError
 from p2plog.raft.types import NodeId
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
+# Every node id travels on the wire, where wire.peer.PeerId admits no other.
+NODE_ID = re.compile(r"(?=.*[A-Za-z0-9])[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,9 +269,10 @@ def _node(t: Any, i: int, f: str, base: Path) -> NodeConfig:
         raise ConfigError(f"{f}: [[node]] #{i + 1} must be a table")
     _no_unknown(t, {"id", "address", "data_dir"}, f, f"[[node]] #{i + 1}")
     nid = t.get("id")
-    if not isinstance(nid, str) or not nid or not nid.replace("-", "").replace("_", "").isalnum():
+    if not isinstance(nid, str) or not NODE_ID.fullmatch(nid):
         raise ConfigError(
-            f'{f}: [[node]] #{i + 1} needs id = "name" (letters, digits, - and _), got {nid!r}'
+            f'{f}: [[node]] #{i + 1} needs id = "name" (1 to 64 ASCII letters, digits, - and '
+            f"_), got {nid!r}"
         )
     address = t.get("address")
     if address is None:

@@ -163,8 +163,10 @@ def revalidate(body: bytes, rid: bytes, node: str) -> Accepted:
     ts, lv, cu = d["ts"], d["lv"], d["cu"]
     if type(lv) is not int or not 0 <= lv < len(LEVELS) or type(cu) is not bool:
         raise RecordError("the body's level or clock flag is malformed")
-    if d["n"] != node:
-        raise RecordError(f"the body says node {str(d['n'])[:64]!r} took it, not {node!r}")
+    taker = d["n"]
+    if taker != node:
+        named = repr(taker[:64]) if isinstance(taker, str) else "no node"
+        raise RecordError(f"the body says {named} took it, not {node!r}")
     raw = {"id": rid, "level": LEVELS[lv], "source": d["src"], "msg": d["msg"], "fields": d["f"]}
     tc = _TC.unpack_from(body)[0]
     offset, received = 0, None

@@ -448,7 +448,7 @@ async def open_client(
     opts = options or ClientOptions()
     if token is not None:
         opts = replace(opts, token=token)
-    dial = dial_for(nodes, opts)
+    dial = dial_for(nodes, opts, addresses)
     try:
         async with trio.open_nursery() as nursery:
             client = Client(addresses, opts, nursery, dial)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from p2plog.client.errors import ClientError
 from p2plog.client.options import ClientOptions
+from p2plog.client.records import split_address
 from p2plog.config import Config, load
+from p2plog.security.policy import is_loopback
 
 TOKEN_ENV = "P2PLOG_TOKEN"
 CA_ENV = "P2PLOG_CA"
@@ -35,15 +37,32 @@ class Dial:
         return "wss" if self.ssl_context is not None else "ws"
 
 
-def dial_for(nodes: str | Path | Config | Sequence[str], opts: ClientOptions) -> Dial:
+def dial_for(
+    nodes: str | Path | Config | Sequence[str], opts: ClientOptions, addresses: Sequence[str] = ()
+) -> Dial:
+    """``addresses``: the ``host:port`` the client will dial (to refuse sending a token in the
+    clear to a host that is not this one)."""
     cfg = _config_of(nodes)
-    items = [nodes] if isinstance(nodes, str) else nodes if isinstance(nodes, list) else []
-    wss = any(isinstance(a, str) and a.startswith("wss://") for a in items)
+    if isinstance(nodes, str):
+        items: list[str] = [nodes]
+    elif isinstance(nodes, Path | Config):
+        items = []
+    else:
+        items = [str(a) for a in nodes]
+    wss = any(a.startswith("wss://") for a in items)
     ca = opts.ca or os.environ.get(CA_ENV) or (cfg.tls.ca if cfg and cfg.tls else None)
     ctx = None
     if opts.tls or wss or ca is not None:
         ctx = _context(Path(ca) if ca is not None else None)
     token = opts.token or os.environ.get(TOKEN_ENV) or None
+    if token and ctx is None and not opts.insecure:
+        remote = [a for a in addresses if not is_loopback(split_address(a)[0])]
+        if remote:
+            raise ClientError(
+                f"refusing to send a token unencrypted to {', '.join(remote)}: use wss:// "
+                f"addresses or a CA (--ca, P2PLOG_CA, [tls] in the config), or set "
+                f"ClientOptions(insecure=True) if the network is trusted"
+            )
     headers = [(b"authorization", b"Bearer " + token.encode())] if token else []
     return Dial(ctx, headers)
 

@@ -30,6 +30,7 @@ class ClientOptions:
     token: str | None = field(default=None, repr=False)  # else P2PLOG_TOKEN; never logged
     ca: str | None = None  # the cluster CA for wss:// (else P2PLOG_CA, or the config's [tls])
     tls: bool = False  # wss:// even without a CA given (the system trust store)
+    insecure: bool = False  # allow sending the token over ws:// to a host other than this one
 
 
 @dataclass(frozen=True, slots=True)

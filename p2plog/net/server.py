@@ -5,8 +5,10 @@ Connections are counted where they are accepted, before any handshake: a flood o
 that never finish their handshake holds at most ``cap`` descriptors (each for at most the
 handshake timeout), so the node never runs out of descriptors for its peers and its storage.
 Over the cap a connection is closed at once (the session layer gives a clear HTTP refusal below
-its own, lower, ``max_connections``). Without this, ~1,010 idle connections under a
-1,024-descriptor limit left the listener failing ``accept`` with EMFILE every 100 ms.
+its own, lower, ``max_connections``); beyond it there is room reserved for the peers' own
+addresses, so a flood from elsewhere cannot keep a peer from redialling. Without the cap,
+~1,010 idle connections under a 1,024-descriptor limit left the listener failing ``accept``
+with EMFILE every 100 ms.
 
 Accepts are also paced (a token bucket, ``ACCEPT_RATE_S`` a second after a burst of
 ``ACCEPT_BURST``): a thousand connections arriving at once wait in the kernel's accept queue
@@ -49,9 +51,11 @@ class CappedListener(trio.abc.Listener[trio.abc.Stream]):
         cap: int,
         node: str,
         ssl_context: ssl.SSLContext | None = None,
+        reserve: tuple[set[str], int] = (set(), 0),
     ) -> None:
         self.inner = inner
         self.cap = cap
+        self.reserved_ips, self.reserve = reserve
         self.node = node
         self.ssl_context = ssl_context
         self.refused = 0
@@ -79,7 +83,8 @@ class CappedListener(trio.abc.Listener[trio.abc.Stream]):
         while True:
             await self._pace()
             stream = await self.inner.accept()
-            if self.open_connections < self.cap:
+            n = self.open_connections
+            if n < self.cap or (n < self.cap + self.reserve and _ip(stream) in self.reserved_ips):
                 self._open.append(stream)
                 if self.ssl_context is None:
                     return stream
@@ -100,6 +105,13 @@ class CappedListener(trio.abc.Listener[trio.abc.Stream]):
         await self.inner.aclose()
 
 
+def _ip(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return ""
+
+
 def _peer(stream: trio.SocketStream) -> str:
     try:
         host, port, *_ = stream.socket.getpeername()
@@ -109,11 +121,19 @@ def _peer(stream: trio.SocketStream) -> str:
 
 
 async def open_listeners(
-    host: str, port: int, *, cap: int, node: str, ssl_context: ssl.SSLContext | None
+    host: str,
+    port: int,
+    *,
+    cap: int,
+    node: str,
+    ssl_context: ssl.SSLContext | None,
+    reserve: tuple[set[str], int] = (set(), 0),
 ) -> tuple[CappedListener, int]:
-    """The capped listener (TLS inside when ``ssl_context``) and the port it is bound to."""
+    """The capped listener (TLS inside when ``ssl_context``; ``reserve``: room for that many
+    more connections from those IP addresses, the peers') and the port it is bound to."""
     (inner,) = await trio.open_tcp_listeners(port, host=host)
-    return CappedListener(inner, cap, node, ssl_context), inner.socket.getsockname()[1]
+    capped = CappedListener(inner, cap, node, ssl_context, reserve)
+    return capped, inner.socket.getsockname()[1]
 
 
 def remote_of(ws: Any) -> str:

@@ -129,16 +129,11 @@ async def _event_page(s: Session, req: int, flt: Filter, where: Span, limit: int
 
 
 async def tail(s: Session, t: Tail) -> None:
-    scope = trio.CancelScope()
-    s.tails[t.req] = scope
-    try:
-        with scope:
-            if t.order == "event":
-                await _tail_events(s, t.req, selection(t))
-            else:
-                await _tail_index(s, t, selection(t))
-    finally:
-        s.tails.pop(t.req, None)
+    """Follow the log until cancelled (the session holds the cancel scope)."""
+    if t.order == "event":
+        await _tail_events(s, t.req, selection(t))
+    else:
+        await _tail_index(s, t, selection(t))
 
 
 async def _tail_index(s: Session, t: Tail, flt: Filter) -> None:

@@ -9,8 +9,9 @@ per-record error in the ``ack`` and nothing of it is stored.
 
 Bounds, so that no client can take a node's memory or other clients' service:
 
-- requests in flight per connection (tails count) are bounded in number and in frame bytes:
-  at the bound the reader stops reading (TCP backpressure) until one finishes;
+- requests in flight per connection are bounded in number and in frame bytes: at the bound
+  the reader stops reading (TCP backpressure) until one finishes; tails are bounded apart, per
+  connection and per node (each is fed on every applied round, on the Raft loop);
 - a submit's records are validated as the frame is read and only their encoded bodies stay in
   memory while the submit waits for its commit;
 - replies a client has not read are bounded in bytes, and a reply that waits longer than
@@ -59,6 +60,9 @@ _violations = RateLimitedLog(log, interval_s=10.0)
 SEND_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0
 MAX_CONN_REQUEST_BYTES = 32 << 20
+MAX_CONN_TAILS = 16
+ANONYMOUS_IDLE_S = 10
+MAX_NODE_TAILS = 1024  # every tail is fed on each applied round, on the Raft loop
 RETRYABLE = ("unavailable", "overloaded", "disk_full", "timeout")
 
 
@@ -121,7 +125,13 @@ class Session:
         self.remote = remote_of(ws)
         self.budget = Budget(c.max_conn_requests, MAX_CONN_REQUEST_BYTES)
         self.max_unread = c.max_conn_unread_bytes
-        self.idle_s = float(c.client_idle_timeout_s)
+        # Without a token a connection may only ask status and time: it need not linger.
+        idle = (
+            c.client_idle_timeout_s
+            if grant.role
+            else min(ANONYMOUS_IDLE_S, c.client_idle_timeout_s)
+        )
+        self.idle_s = float(idle)
         self.unsent = 0
         self.inflight = 0
         self.tails: dict[int, trio.CancelScope] = {}
@@ -158,7 +168,7 @@ class Session:
             with trio.move_on_after(self.idle_s):
                 raw = await self.ws.get_message()
             if raw is None:
-                if not self.budget.requests:
+                if not self.budget.requests and not self.tails:
                     self.close(1000, f"idle for {self.idle_s:.0f} s with nothing in flight")
                     return
                 continue
@@ -170,6 +180,15 @@ class Session:
                 if scope is not None:
                     scope.cancel()
                 continue
+            if isinstance(req, Tail) and self._tail_room():
+                # Tails live outside the request budget (a reader parked on it with every
+                # slot held by tails would never read the ``cancel`` that ends one); their
+                # number is bounded instead. The scope is registered before the task starts,
+                # so a ``cancel`` right behind the ``tail`` finds it.
+                scope = self.tails[req.req] = trio.CancelScope()
+                self.node.tails_open += 1
+                nursery.start_soon(self._run_tail, req, scope)
+                continue
             size = len(raw)
             received = self.node.corrected_now()  # a time probe's t2: when it arrived
             await self.budget.acquire(size)
@@ -180,6 +199,24 @@ class Session:
                 work = Probe(req.req, req.t1, received)
             del raw, req  # only what the request needs stays while it is in flight
             nursery.start_soon(self._run, work, size)
+
+    def _tail_room(self) -> bool:
+        """Room for one more tail on this connection and on the node? (A tail that finds none
+        goes through the request path and is refused ``overloaded``.)"""
+        return len(self.tails) < MAX_CONN_TAILS and self.node.tails_open < MAX_NODE_TAILS
+
+    async def _run_tail(self, t: Tail, scope: trio.CancelScope) -> None:
+        try:
+            with scope:
+                if await self.require(t.req, "read"):
+                    await client_reads.tail(self, t)
+        except Closing:
+            pass
+        except ProtocolError as e:
+            await self.error(t.req, "bad_request", str(e))
+        finally:
+            self.tails.pop(t.req, None)
+            self.node.tails_open -= 1
 
     async def _decode(self, raw: bytes | str) -> ClientRequest | None:
         """The typed request, or None after answering and closing a protocol violation."""
@@ -214,9 +251,12 @@ class Session:
         elif isinstance(w, Query):
             if await self.require(w.req, "read"):
                 await client_reads.query(self, w)
-        elif isinstance(w, Tail):
-            if await self.require(w.req, "read"):
-                await client_reads.tail(self, w)
+        elif isinstance(w, Tail):  # only a tail that found no room comes this way
+            await self.error(
+                w.req,
+                "overloaded",
+                f"at most {MAX_CONN_TAILS} tails per connection and {MAX_NODE_TAILS} per node",
+            )
         elif isinstance(w, Status):
             await self.send("status", {"req": w.req, "node": node_status(self.node, self.grant)})
         elif isinstance(w, Probe):

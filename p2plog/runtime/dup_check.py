@@ -8,7 +8,10 @@ time the submission resolves) and compares what the producer sent (``record.same
 a mismatch becomes a per-record refusal naming the index the id is stored at.
 
 Only submissions with duplicates pay for this: one bounded read per run of nearby originals,
-in the storage worker thread, never on the Raft loop.
+in the storage worker thread, never on the Raft loop, and at most ``MAX_GROUPS`` such reads
+per submission (a submission of ids whose originals lie scattered over the whole log would
+otherwise cost a read per record, each taking its turn with the appends): duplicates of
+originals further out are acked as duplicates unchecked.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from p2plog.runtime.node import Node
 
 GROUP_GAP = 4096  # originals further apart than this many records are read separately
+MAX_GROUPS = 16  # reads per submission; duplicates of originals beyond them are not compared
 
 
 async def mark_conflicts(node: Node, bodies: list[bytes], res: SubmitResult) -> None:
@@ -43,7 +47,7 @@ async def mark_conflicts(node: Node, bodies: list[bytes], res: SubmitResult) -> 
             groups.append([])
         groups[-1].append(i)
     originals: dict[int, bytes] = {}
-    for g in groups:
+    for g in groups[:MAX_GROUPS]:
         span = Span(g[0], g[-1] + 1, applier.locate(g[0]), applier.applied_index + 1)
         got = await trio.to_thread.run_sync(
             partial(bodies_at, storage, span, set(g)), limiter=node.limiter

@@ -2,11 +2,13 @@
 
 Decided at the HTTP handshake, before a websocket exists:
 
-- more than ``max_connections`` client sessions, or more ``/peer`` sessions than the peers
-  could need (a few each: links are redialled while old ones time out): 503 with the reason.
-  The two are counted apart, so clients filling their share never lock a peer out; a flood of
-  connections that never finish a handshake is stopped earlier, at the capped TCP listener
-  (``net.server``);
+- more connections of a kind open than its pool takes: 503 with the reason. Pools: clients
+  with a token (``max_connections``), clients without one (64: status and time are all they
+  may ask), peer handshakes from the peers' own addresses, peer handshakes from anywhere else
+  (32). Strangers filling theirs never lock out a client with a token or a peer; an
+  authenticated member holds at most a few links (``peer_server``). A flood of connections
+  that never finish a handshake is stopped earlier, at the capped TCP listener (``net.server``),
+  which keeps room for the peers' addresses too;
 - ``/client`` with an ``Authorization: Bearer`` token that is not in the tokens file: 401
   (a missing token is an anonymous connection: ``status`` and ``time`` only);
 - any other path: 404.
@@ -20,7 +22,10 @@ traceback (rate-limited).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import trio
@@ -43,16 +48,76 @@ ANONYMOUS_FRAME = 64 << 10
 RECEIVE_BUFFER = 64 << 10
 
 
-PEER_SESSIONS_EACH = 4
+PEER_SESSIONS_EACH = 4  # links a member may hold to this node (one, and a few being redialled)
+STRANGER_HANDSHAKES = 32
+ANONYMOUS_SESSIONS = 64
+
+
+class Pool:
+    """Connections of one kind open at once, up to ``cap``."""
+
+    def __init__(self, name: str, cap: int) -> None:
+        self.name = name
+        self.cap = cap
+        self.open = 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.open += 1
+        try:
+            yield
+        finally:
+            self.open -= 1
+
+
+class Admission:
+    """One inbound peer link: in its handshake pool until it authenticates, then counted
+    against its member's links (at most ``PEER_SESSIONS_EACH``: a member holds one link, and
+    a few more only while a dead one has not timed out)."""
+
+    def __init__(self, pool: Pool, member_links: dict[str, int]) -> None:
+        self.pool = pool
+        self.member_links = member_links
+        self.member: str | None = None
+
+    def __enter__(self) -> Admission:
+        self.pool.open += 1
+        return self
+
+    def admit(self, member: str) -> bool:
+        """Move the link from the handshake pool to ``member``'s links; False: it has its
+        fill of links already (the link is then refused)."""
+        if self.member_links.get(member, 0) >= PEER_SESSIONS_EACH:
+            return False
+        self.pool.open -= 1
+        self.member = member
+        self.member_links[member] = self.member_links.get(member, 0) + 1
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.member is None:
+            self.pool.open -= 1
+        else:
+            self.member_links[self.member] -= 1
 
 
 class Listener:
     def __init__(self, node: Node, max_connections: int) -> None:
         self.node = node
         self.max_connections = max_connections
-        self.max_peer_sessions = PEER_SESSIONS_EACH * len(node.peers) + 8
-        self.sessions = 0  # /client
-        self.peer_sessions = 0
+        n_peers = len(node.peers)
+        self.pools = {
+            p.name: p
+            for p in (
+                Pool("client connections", max_connections),
+                Pool("anonymous connections", min(ANONYMOUS_SESSIONS, max_connections)),
+                Pool("peer handshakes", PEER_SESSIONS_EACH * n_peers + 8),
+                Pool("strangers' peer handshakes", STRANGER_HANDSHAKES),
+            )
+        }
+        self.peer_reserve = PEER_SESSIONS_EACH * n_peers + 8
+        self.member_links: dict[str, int] = {}  # authenticated inbound links per member
+        self.peer_ips = peer_addresses(node)
         self.refused = 0
         self.capped: CappedListener | None = None
         self._log = RateLimitedLog(log, interval_s=10.0)
@@ -62,9 +127,10 @@ class Listener:
         self.capped, port = await open_listeners(
             node.me.host,
             node.me.port,
-            cap=self.max_connections + self.max_peer_sessions + HANDSHAKE_SLACK,
+            cap=self.max_connections + ANONYMOUS_SESSIONS + HANDSHAKE_SLACK,
             node=node.me.id,
             ssl_context=node.security.server_ssl,
+            reserve=(self.peer_ips, self.peer_reserve),
         )
         server = WebSocketServer(
             self.handle,
@@ -95,32 +161,15 @@ class Listener:
         if request.path not in ("/peer", "/client"):
             await request.reject(404, body=b"p2plog: use /peer or /client\n")
             return
-        peer = request.path == "/peer"
-        open_now, cap = (
-            (self.peer_sessions, self.max_peer_sessions)
-            if peer
-            else (self.sessions, self.max_connections)
-        )
-        if open_now >= cap:
-            self.refused += 1
-            what = "peer links" if peer else "client connections ([cluster] max_connections)"
-            self._log.warning(
-                "%s: refused %s: %d %s open", node.me.id, remote_of(request), open_now, what
-            )
-            body = (
-                f"p2plog: node {node.me.id} has {open_now} {what.split(' (')[0]} open, the "
-                f"most it takes; retry later or use another node\n"
-            )
-            await request.reject(503, body=body.encode())
-            return
-        if peer:
-            self.peer_sessions += 1
-            try:
-                from p2plog.runtime.peer_server import serve_peer
+        if request.path == "/peer":
+            known = request_ip(request) in self.peer_ips
+            pool = self.pools["peer handshakes" if known else "strangers' peer handshakes"]
+            if await self._full(request, pool):
+                return
+            from p2plog.runtime.peer_server import serve_peer
 
-                await serve_peer(node, await request.accept())
-            finally:
-                self.peer_sessions -= 1
+            with Admission(pool, self.member_links) as admission:
+                await serve_peer(node, await request.accept(), admission.admit)
             return
         grant = self.grant(request)
         if grant is None:
@@ -129,14 +178,30 @@ class Listener:
                 401, body=b"p2plog: this token is not valid here (unknown or revoked)\n"
             )
             return
-        self.sessions += 1
-        try:
+        pool = self.pools["client connections" if grant.role else "anonymous connections"]
+        if await self._full(request, pool):
+            return
+        with pool.held():
             from p2plog.runtime.client_session import serve_client
 
             set_message_limit(request, MAX_CLIENT_FRAME if grant.role else ANONYMOUS_FRAME)
             await serve_client(node, await request.accept(), grant)
-        finally:
-            self.sessions -= 1
+
+    async def _full(self, request: WebSocketRequest, pool: Pool) -> bool:
+        """Refuse ``request`` with 503 and the reason if ``pool`` is full."""
+        if pool.open < pool.cap:
+            return False
+        self.refused += 1
+        self._log.warning(
+            "%s: refused %s: %d %s open, the most this node takes",
+            self.node.me.id,
+            remote_of(request),
+            pool.open,
+            pool.name,
+        )
+        body = f"p2plog: {pool.open} {pool.name} open, the most this node takes; retry later\n"
+        await request.reject(503, body=body.encode())
+        return True
 
     def grant(self, request: WebSocketRequest) -> Grant | None:
         """Who the client is: its token's grant, ``ANONYMOUS`` without a token, None for a
@@ -151,6 +216,24 @@ class Listener:
         if token is None:
             return ANONYMOUS
         return store.lookup(token)
+
+
+def request_ip(request: WebSocketRequest) -> str:
+    r = request.remote
+    return str(getattr(r, "address", ""))
+
+
+def peer_addresses(node: Node) -> set[str]:
+    """The IP addresses the configured peers may connect from (their hosts, resolved once at
+    start; a name that does not resolve is left out)."""
+    ips: set[str] = set()
+    for p in node.peers:
+        try:
+            infos = socket.getaddrinfo(p.host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        ips.update(str(info[4][0]) for info in infos)
+    return ips
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2plog.node")
 _refusals = RateLimitedLog(log, interval_s=10.0)
 
-HELLO_TIMEOUT_S = 5.0
+HELLO_TIMEOUT_S = 2.0  # one round trip: a stranger holds a handshake slot no longer
 AUTH_FAILED = "authentication failed"
 
 
@@ -62,13 +63,16 @@ class Refused(Exception):
         self.detail = detail
 
 
-async def serve_peer(node: Node, ws: WebSocketConnection) -> None:
-    """Authenticate one inbound link, then read it until it ends."""
+async def serve_peer(
+    node: Node, ws: WebSocketConnection, admit: Callable[[str], bool] = lambda _: True
+) -> None:
+    """Authenticate one inbound link, then read it until it ends. ``admit(member)`` is asked
+    once the hello authenticated: False refuses the link (that member has enough)."""
     remote = remote_of(ws)
     reason: str | None = None
     try:
         with trio.fail_after(HELLO_TIMEOUT_S):
-            src = await _handshake(node, ws)
+            src = await _handshake(node, ws, admit)
         async with trio.open_nursery() as nursery:
             try:
                 while True:
@@ -98,7 +102,7 @@ async def serve_peer(node: Node, ws: WebSocketConnection) -> None:
             await ws.aclose(1008, reason[:120])
 
 
-async def _handshake(node: Node, ws: WebSocketConnection) -> NodeId:
+async def _handshake(node: Node, ws: WebSocketConnection, admit: Callable[[str], bool]) -> NodeId:
     nonce = secrets.token_bytes(NONCE_BYTES)
     await ws.send_message(encode("challenge", {"nonce": nonce}))
     hello = decode_peer(await ws.get_message(), MAX_HANDSHAKE_FRAME)
@@ -116,6 +120,8 @@ async def _handshake(node: Node, ws: WebSocketConnection) -> NodeId:
             f"it claims to be {hello.node} but its proof does not match: a different "
             f"[security] secret_file or [cluster] name than this node's {cluster!r}?"
         )
+    if not admit(hello.node):
+        raise ProtocolError(f"{hello.node} holds the most links this node takes from a member")
     welcome = welcome_proof(secret, cluster, hello.node, me, nonce, hello.nonce)
     set_message_limit(ws, MAX_PEER_FRAME)  # before the welcome: frames follow it at once
     await ws.send_message(encode("welcome", {"proof": welcome}))

@@ -461,7 +461,7 @@ class RaftLoop:
                     p.resolve_run(pos0, n, w.base + k0, e.term)
             for p, pos, k in w.joiners:
                 if p.ack == "leader":
-                    p.resolve(pos, RecordAck(w.ids[k], w.base + k, e.term, False))
+                    p.resolve(pos, RecordAck(w.ids[k], w.base + k, e.term, True))
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         out: list[tuple[Entry, Applied | None]] = []
@@ -497,8 +497,10 @@ class RaftLoop:
                 else:
                     p.resolve(pos0 + j, RecordAck(ids[k], orig, term_of(orig), True))
         for p, pos, k in w.joiners:
+            # A joiner is a duplicate of the copy another position is storing: acked dup,
+            # so the node compares the two (runtime.dup_check).
             orig = dups.get(k, base + k)
-            p.resolve(pos, RecordAck(ids[k], orig, term_of(orig), orig != base + k))
+            p.resolve(pos, RecordAck(ids[k], orig, term_of(orig), True))
 
     def _soft_state_changed(self, ss: SoftState) -> None:
         self.role_changed.set()

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -25,22 +25,24 @@ M = TypeVar("M")
 class Waiting(Generic[M]):
     id: int
     peer: NodeId
+    kind: type[M]
     done: trio.Event = field(default_factory=trio.Event)
     reply: M | None = None
 
 
 class Replies:
     def __init__(self) -> None:
-        self._waiting: dict[int, Waiting[object]] = {}
+        self._waiting: dict[int, Waiting[Any]] = {}
 
     @contextmanager
-    def expect(self, peer: NodeId) -> Iterator[Waiting[object]]:
-        """A fresh id for a request to ``peer``; waiting on it ends with the block."""
+    def expect(self, peer: NodeId, kind: type[M]) -> Iterator[Waiting[M]]:
+        """A fresh id for a request to ``peer`` answered by a ``kind`` message; waiting on it
+        ends with the block."""
         while True:
             rid = secrets.randbits(63)
             if rid not in self._waiting:
                 break
-        w: Waiting[object] = Waiting(rid, peer)
+        w: Waiting[M] = Waiting(rid, peer, kind)
         self._waiting[rid] = w
         try:
             yield w
@@ -48,9 +50,10 @@ class Replies:
             self._waiting.pop(rid, None)
 
     def deliver(self, src: NodeId, rid: int, msg: object) -> bool:
-        """Hand ``msg`` to the request ``rid`` if ``src`` is the peer it asked; True if so."""
+        """Hand ``msg`` to the request ``rid`` if ``src`` is the peer it asked and ``msg`` the
+        kind of reply it waits for; True if so."""
         w = self._waiting.get(rid)
-        if w is None or w.peer != src or w.done.is_set():
+        if w is None or w.peer != src or not isinstance(msg, w.kind) or w.done.is_set():
             return False
         w.reply = msg
         w.done.set()

@@ -73,11 +73,14 @@ def parse(text: str, where: str) -> dict[str, Grant]:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where}: not valid TOML: {e}") from None
-    if set(raw) - {"token"}:
+    entries = raw.get("token", [])
+    if set(raw) - {"token"} or not isinstance(entries, list):
         raise ConfigError(f"{where}: only [[token]] entries belong here")
     out: dict[str, Grant] = {}
     names: set[str] = set()
-    for i, t in enumerate(raw.get("token", [])):
+    for i, t in enumerate(entries):
+        if not isinstance(t, dict):
+            raise ConfigError(f"{where}: token #{i + 1} must be a [[token]] table")
         name, role, digest = t.get("name"), t.get("role"), t.get("sha256")
         if not isinstance(name, str) or not name or name in names:
             raise ConfigError(f"{where}: token #{i + 1} needs a unique name, got {name!r}")
@@ -96,7 +99,7 @@ class TokenStore:
     def __init__(self, path: Path, clock: Any = time.monotonic) -> None:
         self.path = path
         self._clock = clock
-        self._mtime: float | None = None
+        self._version: tuple[int, int, int] | None = None
         self._checked = -float("inf")
         self._grants: dict[str, Grant] = {}
         self.reload()
@@ -112,7 +115,7 @@ class TokenStore:
                 f"python -m p2plog token add NAME --role write"
             ) from None
         self._grants = parse(text, str(self.path))
-        self._mtime = st.st_mtime
+        self._version = _version(st)
 
     def maybe_reload(self) -> str | None:
         """Re-read the file if it changed since the last look (at most once a second);
@@ -122,7 +125,7 @@ class TokenStore:
             return None
         self._checked = now
         try:
-            if self.path.stat().st_mtime == self._mtime:
+            if _version(self.path.stat()) == self._version:
                 return None
             self.reload()
         except (OSError, ConfigError) as e:
@@ -134,6 +137,12 @@ class TokenStore:
 
     def __len__(self) -> int:
         return len(self._grants)
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int]:
+    """What tells a changed file: the inode (the command replaces the file), the mtime in ns
+    and the size (an edit within the file system's mtime granularity still shows in one)."""
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 # ----------------------------------------------------------------- the token command

@@ -131,7 +131,7 @@ def typed(raw: dict[str, Any], by_kind: Mapping[str, type[T]]) -> T:
         # bytes and bytearray are CBOR's own: no base64 text may stand in for them.
         return msgspec.convert(raw, cls, builtin_types=(bytes, bytearray))
     except msgspec.ValidationError as e:
-        raise ProtocolError(f"{kind}: {e}") from None
+        raise ProtocolError(f"{kind}: {str(e)[:200]}") from None  # it may quote a long value
 
 
 def brief(value: Any, limit: int = 40) -> str:

@@ -178,16 +178,20 @@ class Fwda(_Msg, tag="fwda", frozen=True):
 
     def outcomes(self, n: int) -> list[tuple[int, int, bool] | None]:
         """(index, term, dup) per forwarded record, or None (not acked); ``ProtocolError``
-        when a position is outside the ``n`` records forwarded."""
+        when a position is outside the ``n`` records forwarded or answered twice (runs, acks
+        and conflicts must not overlap). The work is bounded by ``n``."""
         out: list[tuple[int, int, bool] | None] = [None] * n
         for i0, k, index, term in self.runs:
-            if i0 + k > n:
-                raise ProtocolError(f"fwda: run [{i0}, {k}] is past the {n} records forwarded")
+            if i0 + k > n or any(out[i0 : i0 + k]):
+                raise ProtocolError(f"fwda: run [{i0}, {k}] overlaps or is past {n} records")
             out[i0 : i0 + k] = [(index + j, term, False) for j in range(k)]
         for i, index, term, dup in self.acks:
-            if i >= n:
-                raise ProtocolError(f"fwda: ack of record {i} of {n} forwarded")
+            if i >= n or out[i] is not None:
+                raise ProtocolError(f"fwda: ack of record {i} of {n} overlaps or is past them")
             out[i] = (index, term, dup)
+        for i, _ in self.conflicts:
+            if i >= n or out[i] is not None:
+                raise ProtocolError(f"fwda: conflict {i} of {n} overlaps or is past them")
         return out
 
 

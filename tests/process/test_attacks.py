@@ -398,10 +398,12 @@ async def test_idle_connections_cannot_exhaust_descriptors(tmp_path: Path, reque
         before = await baseline(c)
         port = c.port("n1")
         outcome: dict[str, int] = {}
-        upgrade = (
+        upgrade = (  # with a token: anonymous connections have a small pool of their own
             b"GET /client HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n"
+            b"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer "
+            + c.tokens["writer"].encode()
+            + b"\r\n\r\n"
         )
         done = trio.Event()
         answered: list[bytes] = []
@@ -445,7 +447,7 @@ async def test_idle_connections_cannot_exhaust_descriptors(tmp_path: Path, reque
         assert "EMFILE" not in logs, logs[-2000:]
         assert "Too many open files" not in logs, logs[-2000:]
         assert "max_connections 1024 lowered to 768" in logs
-        assert "768 client connections ([cluster] max_connections) open" in logs
+        assert "768 client connections open, the most this node takes" in logs
         await c.leader()
         await still_fine(c, before, "after an idle-connection flood")
 
@@ -652,3 +654,53 @@ async def test_a_reused_id_with_other_content_is_refused_not_acked_as_a_dup(
             assert "with other content" in err["error"], err
     after = await assert_same_logs(secured, secured.ids)
     assert [r["msg"] for r in after if r["id"] == first[1]["id"]] == [first[1]["msg"]]
+
+
+async def test_strangers_without_a_token_get_a_small_pool_of_their_own(
+    secured: Cluster,
+) -> None:
+    """Anonymous connections (allowed: status and time) cannot take the slots of clients
+    with a token: they have a pool of 64 of their own, and a short idle timeout."""
+    before = await baseline(secured)
+    port = secured.port(secured.ids[0])
+    held, refused = 0, 0
+    done = trio.Event()
+
+    async def anon() -> None:
+        nonlocal held, refused
+        try:
+            async with open_raw_ws(port, creds=STRANGER):
+                held += 1
+                with trio.move_on_after(10):
+                    await done.wait()
+        except ConnectionRejected as e:
+            refused += e.status_code == 503
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for _ in range(80):
+                nursery.start_soon(anon)
+            await wait_until(lambda: held + refused >= 80, 20, "anonymous dials", secured)
+            async with open_client(port, creds=as_token(secured, "writer")) as c:
+                assert (await c.submit(make_records(1, "with-token")))["kind"] == "ack"
+            done.set()
+    assert (held, refused) == (64, 16)
+    await still_fine(secured, before, "after an anonymous flood")
+
+
+async def test_tails_are_bounded_and_a_cancel_right_behind_a_tail_ends_it(
+    secured: Cluster,
+) -> None:
+    port = secured.port(secured.ids[0])
+    async with open_client(port, creds=as_token(secured, "reader")) as c:
+        with trio.fail_after(10):
+            # tail + cancel in one go: the cancel must find the tail (it once could not).
+            await c.ws.send_message(encode("tail", {"req": 1}))
+            await c.ws.send_message(encode("cancel", {"req": 1}))
+            for k in range(2, 18):
+                await c.ws.send_message(encode("tail", {"req": k}))
+            reply = await c.request("tail", {})  # the 17th open tail on this connection
+            assert (reply["kind"], reply["code"]) == ("error", "overloaded"), reply
+            assert "tails per connection" in reply["msg"]
+            st = await c.status()
+            assert st["tail_subscribers"] == 16

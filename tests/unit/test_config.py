@@ -244,7 +244,7 @@ def test_bad_address_forms(tmp_path: Path, address: str) -> None:
     assert '"127.0.0.1:7001"' in msg  # the example of the fix
 
 
-@pytest.mark.parametrize("nid", ['""', '"a b"', '"n/1"', "1", '"-"'])
+@pytest.mark.parametrize("nid", ['""', '"a b"', '"n/1"', "1", '"-"', '"é1"', '"' + "n" * 65 + '"'])
 def test_bad_node_id(tmp_path: Path, nid: str) -> None:
     msg = error_of(tmp_path, f'[[node]]\nid = {nid}\naddress = "h:1"\n')
     assert "[[node]] #1 needs id = " in msg

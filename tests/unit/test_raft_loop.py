@@ -407,6 +407,7 @@ async def test_same_id_twice_while_pending_gets_one_entry(
             await p2.done.wait()
         a1, a2 = only_ack(p1), only_ack(p2)
         assert (a1.index, a1.term) == (a2.index, a2.term)
+        assert (a1.dup, a2.dup) == (False, True)
         assert [rid for _, _, rid in c.log_records(lead.id)].count(record(9)[0]) == 1
 
 
@@ -422,6 +423,7 @@ async def test_same_id_twice_in_one_proposal_is_stored_once(
         assert b is not None
         assert (b.index, b.term) == (a.index, a.term)  # both point at the one stored copy
         assert not a.dup
+        assert b.dup  # the node then finds the content differs (runtime.dup_check)
         # readers see the id once: any second copy in the log is marked a duplicate
         await c.wait_until(lambda: all(c.applied_records(n) for n in IDS))
         for n in IDS:

@@ -205,7 +205,7 @@ def test_a_mangled_forwarded_body_is_refused(mangle: object, match: str) -> None
 
 def test_a_forwarded_body_must_name_the_forwarder() -> None:
     rid, body = body_of(node="n3")
-    with pytest.raises(RecordError, match="says node 'n3' took it, not 'n2'"):
+    with pytest.raises(RecordError, match="says 'n3' took it, not 'n2'"):
         revalidate(body, rid, "n2")
 
 
@@ -214,12 +214,13 @@ def test_a_forwarded_body_must_name_the_forwarder() -> None:
 
 async def test_replies_count_only_from_the_peer_asked() -> None:
     r = Replies()
-    with r.expect(NodeId("n1")) as w, r.expect(NodeId("n1")) as w2:
+    with r.expect(NodeId("n1"), str) as w, r.expect(NodeId("n1"), str) as w2:
         assert w.id != w2.id
         assert 0 <= w.id < 1 << 63
         assert abs(w.id - w2.id) > 1  # not sequential (a guessed next id answered a forward)
         assert not r.deliver(NodeId("n2"), w.id, "forged")
         assert not r.deliver(NodeId("n1"), w.id + 1, "guess")
+        assert not r.deliver(NodeId("n1"), w.id, 7)  # another kind of reply
         assert r.deliver(NodeId("n1"), w.id, "real")
         assert not r.deliver(NodeId("n1"), w.id, "again")
         with trio.fail_after(1):

@@ -569,7 +569,7 @@ def test_forward_acks_are_runs_and_stay_inside_the_forward() -> None:
     assert msg["acks"] == [[500, 3, 1, True]]
     m = wp.decode_peer(data)
     assert isinstance(m, wp.Fwda)
-    with pytest.raises(ProtocolError, match="past the 999 records forwarded"):
+    with pytest.raises(ProtocolError, match="overlaps or is past 999 records"):
         m.outcomes(999)
     with pytest.raises(ProtocolError, match=r"at `\$.runs\[0\]`"):
         decode_dict({**msg, "runs": [[0, 1, 2]]})
@@ -587,3 +587,20 @@ def test_forward_acks_carry_conflicts() -> None:
     assert isinstance(m, wp.Fwda)
     assert m.conflicts == [(1, 3)]
     assert m.outcomes(2) == [(7, 1, False), None]
+
+
+def test_forward_acks_must_not_overlap() -> None:
+    """Overlapping runs could make a reply cost runs x n steps, or count a record twice (so
+    another would get neither an ack nor an error)."""
+    data = wp.encode_forward_acks(3, [(10, 2, False), (11, 2, False)])
+    msg = env.decode(data, MAX)
+    for bad in (
+        {"runs": [[0, 2, 10, 2], [1, 1, 11, 2]]},
+        {"acks": [[0, 10, 2, True]]},
+        {"conflicts": [[1, 5]]},
+        {"conflicts": [[2, 5]]},
+    ):
+        m = decode_dict({**msg, **bad})
+        assert isinstance(m, wp.Fwda)
+        with pytest.raises(ProtocolError, match="overlaps or is past"):
+            m.outcomes(2)
