@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
+from p2plog.entry import BatchRef
 from p2plog.order.reorder import Emitted
-from p2plog.record import BatchRef, StoredRecord
+from p2plog.record import StoredRecord
 from p2plog.runtime.event_stream import emitted_json, emitted_record
 from p2plog.runtime.reads import (
     MAX_LIMIT,

@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import Any
 
+from p2plog.entry import BatchRef, entry_tick_ts, parse_batch
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.types import Entry
-from p2plog.record import NO_TS, BatchRef, StoredRecord, entry_tick_ts, parse_batch
+from p2plog.record import NO_TS, StoredRecord
 from p2plog.runtime.tail_hub import TailHub
 from p2plog.state.applier import Applied
 

@@ -21,6 +21,7 @@ from p2plog.clock.estimator import ClockEstimator
 from p2plog.clock.ntp_poller import NtpPoller, steady_wall_clock
 from p2plog.clock.peer_skew import PeerSkew
 from p2plog.config import Config, NodeConfig
+from p2plog.entry import Rec
 from p2plog.errors import P2PLogError, StorageError
 from p2plog.net.peer_link import LinkAuth, PeerLink
 from p2plog.net.server import connection_cap, raise_open_files_limit
@@ -28,7 +29,7 @@ from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import Message
 from p2plog.raft.types import Entry, NodeId, Role
 from p2plog.ratelog import RateLimitedLog
-from p2plog.record import Rec, RecordError, revalidate
+from p2plog.record import RecordError, revalidate
 from p2plog.runtime.dup_check import mark_conflicts
 from p2plog.runtime.event_stream import EventStream
 from p2plog.runtime.listener import Listener

@@ -26,20 +26,14 @@ from random import Random
 import trio
 
 from p2plog.clock.hlc import HLC
+from p2plog.entry import MAX_ENTRY_RECORDS, batch_data_of, entry_ingest_ts, parse_batch, tick_data
 from p2plog.errors import DiskFull, StorageFailed
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import Message
 from p2plog.raft.node import RaftNode, Ready, Status
 from p2plog.raft.progress import ProgressState
 from p2plog.raft.types import Entry, Index, NodeId, Role, SoftState
-from p2plog.record import (
-    MAX_ENTRY_RECORDS,
-    PER_RECORD_OVERHEAD,
-    batch_data_of,
-    entry_ingest_ts,
-    parse_batch,
-    tick_data,
-)
+from p2plog.record import PER_RECORD_OVERHEAD
 from p2plog.runtime.proposals import Proposal, RecordAck, Waiter, position_of
 from p2plog.state.applier import Applied, Applier
 from p2plog.storage.segmented_log import SegmentedLog

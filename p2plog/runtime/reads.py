@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from p2plog.entry import BatchRef, parse_batch
 from p2plog.order.reorder import DAY_MS, Emitted, ReorderBuffer
 from p2plog.raft.types import Index
-from p2plog.record import LEVELS, BatchRef, StoredRecord, decode_body, level_at_least, parse_batch
+from p2plog.record import LEVELS, StoredRecord, decode_body, level_at_least
 from p2plog.runtime.event_stream import IsDup, emitted_record, feed_entry, watermark_time
 from p2plog.storage.segmented_log import SegmentedLog
 

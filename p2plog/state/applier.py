@@ -14,8 +14,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from p2plog.entry import Batch, parse_batch
 from p2plog.raft.types import Entry
-from p2plog.record import Batch, parse_batch
 from p2plog.state.dedup import DedupWindow
 
 LOCATE_EVERY_ENTRIES = 1024

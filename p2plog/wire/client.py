@@ -1,5 +1,9 @@
-"""Client protocol, spoken on ``ws://HOST:PORT/client``. Requests carry a client-chosen ``req``
-integer that every reply to them echoes; many requests may be in flight on one connection.
+"""Client protocol, spoken on ``ws://HOST:PORT/client`` (``wss://`` with ``[tls]``). A token, if
+any, goes in the websocket handshake: ``Authorization: Bearer p2p_...``; a token the node does not
+know is refused there (HTTP 401). Requests carry a client-chosen ``req`` integer that every reply
+to them echoes; many requests may be in flight on one connection. Every request is decoded into
+the typed message below (``decode_request``): one that breaks the protocol is answered
+``error bad_request`` (when its ``req`` can be read) and its connection is closed (1008, reason).
 
 Client -> node
 - ``submit {req, ack: "quorum"|"leader", records: [record, ...], clock_offset_ns?, compact?}``;
@@ -26,12 +30,17 @@ Node -> client
   With ``compact: true`` in the submit, fresh records come as ``runs: [[i, n, index, term]]``
   (records ``i .. i+n-1`` stored at ``index .. index+n-1``, in ``term``) and ``acks`` lists only
   the rest (duplicates): one small reply for a batch instead of a map per record.
+  A duplicate whose original holds other content is not acked: it gets an error naming the
+  index its id is stored at.
 - ``error {req, code, msg, retry_after_ms?}``; codes: ``unavailable`` (no leader yet),
   ``overloaded``, ``disk_full``, ``storage_failed``, ``shutting_down``, ``timeout``,
-  ``bad_request``. The first four come with ``retry_after_ms``; nothing of the request was
-  stored unless an ``ack`` said so, and a retry with the same record ids is stored once.
+  ``bad_request``, ``unauthorized`` (this needs a token), ``forbidden`` (the token's role may
+  not). ``unavailable``, ``overloaded``, ``disk_full`` and ``timeout`` come with
+  ``retry_after_ms``; nothing of the request was stored unless an ``ack`` said so, and a retry
+  with the same record ids is stored once.
 - ``batch {req, records: [record_json, ...], next_index, done}``: query results (``done`` true
-  on the last page; pass ``next_index`` as ``from_index`` to continue) or tail records.
+  on the last page; pass ``next_index`` as ``from_index`` to continue; a page holds at most
+  ``limit`` records and about 1 MiB) or tail records.
 - ``end {req, code, msg, resume_index}``: a tail ended (e.g. ``behind``: the reader fell too far
   behind; reconnect with ``from_index = resume_index``).
 - ``status {req, node: {...}}``, ``time {req, t1, t2, t3}``.
@@ -56,6 +65,8 @@ ErrorCode = Literal[
     "shutting_down",
     "timeout",
     "bad_request",
+    "unauthorized",
+    "forbidden",
 ]
 ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
 REQUEST_KINDS = ("submit", "query", "tail", "cancel", "status", "time")

@@ -27,11 +27,12 @@ import pytest
 import trio
 import trio.testing
 
+from p2plog.entry import Rec, entry_ingest_ts, entry_tick_ts, parse_batch
 from p2plog.errors import DiskFull, StorageFailed
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import HeartbeatResponse, Message
 from p2plog.raft.types import Entry, HardState, Index, NodeId, Role, Term
-from p2plog.record import Rec, entry_ingest_ts, entry_tick_ts, parse_batch, validate
+from p2plog.record import validate
 from p2plog.runtime import raft_loop as raft_loop_mod
 from p2plog.runtime.proposals import Proposal, RecordAck
 from p2plog.runtime.raft_loop import RaftLoop

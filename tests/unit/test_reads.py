@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from p2plog.entry import batch_data, parse_batch
 from p2plog.raft.types import Entry, HardState, Index, NodeId, Term
-from p2plog.record import LEVELS, batch_data, parse_batch, validate
+from p2plog.record import LEVELS, validate
 from p2plog.runtime import reads
 from p2plog.runtime.reads import Filter, Span, record_json, scan_chunk, scan_step
 from p2plog.storage.segmented_log import SegmentedLog

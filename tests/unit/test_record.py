@@ -12,10 +12,18 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from p2plog.record import (
+from p2plog.entry import (
     BATCH_HEAD_SIZE,
     KIND_BATCH,
     KIND_TICK,
+    Rec,
+    batch_data,
+    entry_ingest_ts,
+    entry_tick_ts,
+    parse_batch,
+    tick_data,
+)
+from p2plog.record import (
     LEVELS,
     MAX_FIELDS,
     MAX_RECORD_BYTES,
@@ -23,16 +31,10 @@ from p2plog.record import (
     NO_TS,
     PER_RECORD_OVERHEAD,
     Accepted,
-    Rec,
     RecordError,
     StoredRecord,
-    batch_data,
-    entry_ingest_ts,
-    entry_tick_ts,
     level_at_least,
-    parse_batch,
     parse_id,
-    tick_data,
     uuid_text,
     validate,
 )

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2plog.entry import batch_data, tick_data
 from p2plog.errors import P2PLogError
 from p2plog.raft.messages import (
     AppendEntries,
@@ -26,7 +27,7 @@ from p2plog.raft.messages import (
     TimeoutNow,
 )
 from p2plog.raft.types import Entry, Index, NodeId, Term
-from p2plog.record import MAX_BATCH_RECORDS, batch_data, tick_data
+from p2plog.record import MAX_BATCH_RECORDS
 from p2plog.wire import envelope as env
 from p2plog.wire import peer as wp
 from p2plog.wire import peer_auth as pa
