@@ -702,5 +702,10 @@ async def test_tails_are_bounded_and_a_cancel_right_behind_a_tail_ends_it(
             reply = await c.request("tail", {})  # the 17th open tail on this connection
             assert (reply["kind"], reply["code"]) == ("error", "overloaded"), reply
             assert "tails per connection" in reply["msg"]
-            st = await c.status()
+            # A tail subscribes once its task runs, so the count may trail the replies.
+            for _ in range(100):  # bounded: 100 x 50 ms, under the fail_after
+                st = await c.status()
+                if st["tail_subscribers"] == 16:
+                    break
+                await trio.sleep(0.05)
             assert st["tail_subscribers"] == 16
