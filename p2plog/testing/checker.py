@@ -52,9 +52,12 @@ class Violation(AssertionError):
 
 
 class CheckedNode(Protocol):
-    id: NodeId
-    store: MemoryStore
-    raft: RaftNode | None
+    @property
+    def id(self) -> NodeId: ...
+    @property
+    def store(self) -> MemoryStore: ...
+    @property
+    def raft(self) -> RaftNode | None: ...
 
 
 class Checker:
@@ -73,6 +76,10 @@ class Checker:
         self.leaders_seen: set[tuple[NodeId, Term]] = set()
         self.checked_commit: dict[NodeId, Index] = {v: Index(0) for v in self.voters}
         self.applied: dict[NodeId, Index] = {v: Index(0) for v in self.voters}
+
+    def fail(self, kind: str, detail: str) -> None:
+        """Raise a ``Violation`` (when ``kind`` is checked); other checkers report here too."""
+        raise Violation(kind, detail)
 
     def _fail(self, kind: str, detail: str) -> None:
         if kind in self.checks:

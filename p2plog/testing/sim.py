@@ -1,12 +1,15 @@
-"""The deterministic Raft simulator (TigerBeetle VOPR style): seed -> options -> faults ->
+"""The deterministic replica simulator (TigerBeetle VOPR style): seed -> options -> faults ->
 every check after every step -> a seed in the failure message.
 
-A run has two phases. The safety phase runs ``steps`` events with the drawn faults (loss,
-duplication, delay/reordering, partitions, crashes with torn unsynced writes, leadership
-transfers, proposals) and checks ``checker.Checker`` after each. The liveness phase then heals
-everything and demands that a leader emerges and a new proposal is applied on every node within
-a bound. A failure prints the seed, the options, the last events and the one command that
-reproduces it::
+Each node is a whole ``Replica`` (Raft, intake, acks, dedup, the event-time stream), and
+simulated clients (``sim_clients``) submit records in both ack modes, retry with the same ids
+and fail over between nodes. A run has two phases. The safety phase runs ``steps`` events with
+the drawn faults (loss, duplication, delay/reordering, partitions, crashes with torn unsynced
+writes, leadership transfers, submissions) and checks ``checker.Checker`` (Raft) and
+``replica_checker.ReplicaChecker`` (acks, dedup, event order) after each. The liveness
+phase then heals everything and demands that a leader emerges and a new record is applied on
+every node within a bound. A failure prints the seed, the options, the last events and the one
+command that reproduces it::
 
     python -m p2plog.testing.sim --seed S --steps N
 """
@@ -21,81 +24,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from random import Random
 
-from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import AppendEntries, Message
-from p2plog.raft.types import Entry, NodeId
+from p2plog.raft.types import Index, NodeId
+from p2plog.replica.proposals import Proposal
+from p2plog.replica.replica import AppliedItems, Replica
 from p2plog.storage.memory import MemoryStore
 from p2plog.testing.broken_store import BROKEN_STORES
 from p2plog.testing.checker import ALL_CHECKS, Checker, Violation
-from p2plog.testing.sim_cluster import CHAOS, CLIENT, EVENT_NAMES, RESTART, SimNode, SimWorld
+from p2plog.testing.planted import PLANTED
+from p2plog.testing.replica_checker import REPLICA_CHECKS, ReplicaChecker
+from p2plog.testing.sim_clients import SimClients
+from p2plog.testing.sim_cluster import (
+    CHAOS,
+    CLIENT,
+    EVENT_NAMES,
+    RESTART,
+    SimNode,
+    SimWorld,
+)
 from p2plog.testing.sim_network import SimNetwork
+from p2plog.testing.sim_options import SimOptions
 
-
-@dataclass(frozen=True)
-class SimOptions:
-    """Everything a seed decides about a run (printed on failure)."""
-
-    nodes: int
-    election_ticks: int
-    heartbeat_ticks: int
-    pre_vote: bool
-    check_quorum: bool
-    max_inflight_msgs: int
-    max_msg_bytes: int
-    tick_interval: int
-    delay_max: int
-    fifo: bool
-    drop_p: float
-    dup_p: float
-    persist_max: int
-    chaos_interval: int
-    crash_p: float
-    restart_max: int
-    partition_p: float
-    heal_p: float
-    transfer_p: float
-    propose_interval: int
-    batch_max: int
-
-    @classmethod
-    def draw(cls, rng: Random, nodes: int | None = None) -> SimOptions:
-        election = rng.choice((5, 10, 20))
-        return cls(
-            nodes=nodes or rng.choice((3, 3, 4, 5, 5)),
-            election_ticks=election,
-            heartbeat_ticks=rng.choice((1, 1, 2)),
-            pre_vote=rng.random() < 0.8,
-            check_quorum=rng.random() < 0.8,
-            max_inflight_msgs=rng.choice((1, 4, 32)),
-            max_msg_bytes=rng.choice((16, 256, 1 << 20)),
-            tick_interval=10,
-            delay_max=rng.choice((2, 5, 10, 30)),
-            fifo=rng.random() < 0.5,
-            drop_p=rng.choice((0.0, 0.01, 0.05, 0.2)),
-            dup_p=rng.choice((0.0, 0.01, 0.05)),
-            persist_max=rng.choice((1, 5, 20)),
-            chaos_interval=rng.choice((50, 200, 1000)),
-            crash_p=rng.choice((0.0, 0.05, 0.2, 0.4)),
-            restart_max=rng.choice((50, 500, 3000)),
-            partition_p=rng.choice((0.0, 0.1, 0.3)),
-            heal_p=rng.choice((0.1, 0.3, 0.6)),
-            transfer_p=rng.choice((0.0, 0.05, 0.2)),
-            propose_interval=rng.choice((3, 10, 50)),
-            batch_max=rng.choice((1, 4, 16)),
-        )
-
-    def raft_config(self) -> RaftConfig:
-        return RaftConfig(
-            election_ticks=self.election_ticks,
-            heartbeat_ticks=self.heartbeat_ticks,
-            pre_vote=self.pre_vote,
-            check_quorum=self.check_quorum,
-            max_inflight_msgs=self.max_inflight_msgs,
-            max_msg_bytes=self.max_msg_bytes,
-        )
-
-    def describe(self) -> str:
-        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))
+EVERY_CHECK = ALL_CHECKS | REPLICA_CHECKS
+MARKER = b"\xffmarker"
 
 
 @dataclass
@@ -135,15 +86,21 @@ class Simulation:
         *,
         nodes: int | None = None,
         broken_store: str | None = None,
-        checks: frozenset[str] = ALL_CHECKS,
+        planted: str | None = None,
+        checks: frozenset[str] = EVERY_CHECK,
     ) -> None:
         self.seed = seed
         self.broken_store = broken_store
+        self.planted = planted
         self.rng = Random(seed)
         self.opts = SimOptions.draw(self.rng, nodes)
         o = self.opts
         self.ids = [NodeId(f"n{i + 1}") for i in range(o.nodes)]
-        self.checker = Checker(self.ids, checks)
+        self.checker = Checker(self.ids, checks & ALL_CHECKS)
+        rchecker = ReplicaChecker(
+            lambda: self.checker.canonical, self.checker.fail, checks & REPLICA_CHECKS
+        )
+        self.rchecker = rchecker
         store_cls = BROKEN_STORES[broken_store] if broken_store else MemoryStore
         net = SimNetwork(
             Random(self.rng.getrandbits(64)),
@@ -162,13 +119,17 @@ class Simulation:
             store_factory=store_cls,
             tick_interval=o.tick_interval,
             persist_latency=(1, o.persist_max),
+            replica_checker=rchecker,
+            params=o.replica_params(Random(self.rng.getrandbits(64))),
+            replica_factory=PLANTED[planted] if planted else Replica,
         )
+        self.clients = SimClients(self.world, Random(self.rng.getrandbits(64)), o.client_params())
         self.world.on_chaos = self._chaos
         self.world.on_client = self._client
         self.world.on_apply = self._on_apply  # type: ignore[method-assign]
-        self.proposed = 0
+        self.markers = 0
         self.markers_applied: dict[NodeId, set[bytes]] = {i: set() for i in self.ids}
-        self.marker_terms: set[tuple[NodeId, int]] = set()
+        self.marker_terms: dict[tuple[NodeId, int], Proposal] = {}
         self.world.schedule(o.chaos_interval, CHAOS)
         self.world.schedule(o.propose_interval, CLIENT)
         self.phase = "safety"
@@ -193,48 +154,39 @@ class Simulation:
             w.net.heal()
         if rng.random() < o.transfer_p:
             for n in w.leaders():
-                assert n.raft is not None
+                assert n.replica is not None
                 if n.busy is None:
-                    n.raft.transfer_leadership(rng.choice([i for i in self.ids if i != n.id]))
+                    n.replica.transfer(rng.choice([i for i in self.ids if i != n.id]))
                     w.stats.transfers += 1
                     w.drive(n)
 
     def _client(self) -> None:
-        w, o, rng = self.world, self.opts, self.rng
-        w.schedule(o.propose_interval, CLIENT)
+        w = self.world
+        w.schedule(self.opts.propose_interval, CLIENT)
         if self.phase == "safety":
-            up = [n for n in w.up() if n.busy is None]
-            if not up:
-                return
-            n = rng.choice(up)
-            batch = [self._payload(b"p") for _ in range(rng.randint(1, o.batch_max))]
-        else:
-            # One marker per leader term: the liveness question is whether *a* new proposal
-            # commits everywhere, not whether the cluster keeps up with a flood.
-            leaders = [n for n in w.leaders() if n.busy is None]
-            if not leaders:
-                return
-            n = max(leaders, key=lambda x: x.raft.term if x.raft else 0)
-            assert n.raft is not None
-            if (n.id, n.raft.term) in self.marker_terms:
-                return
-            batch = [self._payload(b"marker")]
+            self.clients.act()
+            return
+        # One marker per leader term: the liveness question is whether *a* new record commits
+        # everywhere, not whether the cluster keeps up with a flood.
+        leaders = [n for n in w.leaders() if n.busy is None]
+        if not leaders:
+            return
+        n = max(leaders, key=lambda x: x.raft.term if x.raft else 0)
         assert n.raft is not None
-        if n.raft.propose_many(batch) is not None:
-            if self.phase != "safety":
-                self.marker_terms.add((n.id, n.raft.term))
-            w.stats.proposals += len(batch)
-            w.drive(n)
+        sent = self.marker_terms.get((n.id, n.raft.term))
+        if sent is not None and sent.error is None:
+            return  # in flight or done; a refused one (say, overloaded) is sent again
+        self.markers += 1
+        rid = MARKER + self.markers.to_bytes(16 - len(MARKER), "big")
+        self.marker_terms[(n.id, n.raft.term)] = self.clients.marker(n, rid)
+        w.stats.proposals += 1
 
-    def _payload(self, kind: bytes) -> bytes:
-        self.proposed += 1
-        return b"%s-%d-%d" % (kind, self.seed, self.proposed)
-
-    def _on_apply(self, n: SimNode, entries: Sequence[Entry]) -> None:
+    def _on_apply(self, n: SimNode, items: AppliedItems) -> None:
         if self.phase == "liveness":
-            for e in entries:
-                if e.data.startswith(b"marker"):
-                    self.markers_applied[n.id].add(e.data)
+            for _, a in items:
+                if a is not None:
+                    got = self.markers_applied[n.id]
+                    got.update(rid for rid in a.batch.ids() if rid.startswith(MARKER))
 
     # ------------------------------------------------------------------ phases
 
@@ -254,6 +206,19 @@ class Simulation:
         result.terms_with_leader = len(self.checker.leaders_by_term)
         result.committed = len(self.checker.canonical)
         result.stats = dataclasses.asdict(self.world.stats)
+        r, cs = self.rchecker.stats, self.clients.stats
+        result.stats.update(
+            records_committed=len(self.rchecker.model.first),
+            quorum_acks=r.quorum_acks,
+            leader_acks=r.leader_acks,
+            leader_acks_lost=r.leader_acks_lost,
+            dup_acks=r.dup_acks,
+            emitted=r.emitted,
+            flagged=r.flagged,
+            submissions=cs.submissions,
+            resends=cs.resends,
+            timeouts=cs.timeouts,
+        )
         return result
 
     def _liveness(self) -> int:
@@ -270,8 +235,12 @@ class Simulation:
             s.clear()
         # Bound: many randomized election rounds (each < 2 * election_ticks) plus the time the
         # pipeline needs to ship the whole log to a follower that has none of it.
-        backlog = max(n.store.last_index() for n in w.nodes.values())
-        per_msg = max(1, o.max_msg_bytes // 32)
+        longest = max(w.nodes.values(), key=lambda n: n.store.last_index())
+        backlog = longest.store.last_index()
+        # Entries per append: the byte cap over the log's mean entry (records, not a constant).
+        entries = longest.store.entries(Index(1), Index(backlog + 1), 1 << 62)
+        mean_bytes = sum(len(e.data) + 32 for e in entries) // max(1, len(entries))
+        per_msg = max(1, o.max_msg_bytes // max(1, mean_bytes))
         round_trip = 2 * w.net.delay_max + o.persist_max
         # On a reordering network an append that overtakes its predecessor is refused and the
         # follower drops back to probing (as in etcd), so count one message per round trip.
@@ -308,6 +277,8 @@ class Simulation:
         cmd = f"python -m p2plog.testing.sim --seed {self.seed} --steps {steps}"
         if self.broken_store:
             cmd += f" --broken-store {self.broken_store}"
+        if self.planted:
+            cmd += f" --planted {self.planted}"
         lines.append(f"reproduce: {cmd}")
         return "\n".join(lines)
 
@@ -357,9 +328,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="use a deliberately broken store, to see the checkers catch it",
     )
     p.add_argument(
+        "--planted",
+        choices=sorted(PLANTED),
+        help="use a replica with a planted bug, to see the checkers catch it",
+    )
+    p.add_argument(
         "--only",
         action="append",
-        choices=sorted(ALL_CHECKS),
+        choices=sorted(EVERY_CHECK),
         help="run only these checks (repeatable); default: all",
     )
     p.add_argument("--no-liveness", action="store_true", help="skip the healing phase")
@@ -368,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.seed,
         nodes=a.nodes,
         broken_store=a.broken_store,
-        checks=frozenset(a.only) if a.only else ALL_CHECKS,
+        planted=a.planted,
+        checks=frozenset(a.only) if a.only else EVERY_CHECK,
     )
     result = sim.run(a.steps, liveness=not a.no_liveness)
     print(result.summary())

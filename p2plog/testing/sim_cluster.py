@@ -1,11 +1,14 @@
 """Simulated nodes and the event loop that drives them; no trio, no wall clock.
 
-Each node is a ``RaftNode`` plus a ``MemoryStore``, driven exactly as the runtime will drive it:
-on ``ready()`` the node sends ``messages`` at once, writes entries and hard state, and only after
-a simulated fsync latency (during which it takes no input) syncs, sends
-``messages_after_persist``, applies committed entries and calls ``advance``. Ticks and messages
-that arrive while it is busy queue up and are handled together afterwards, as a real loop that
-batches its inbox would. A crash keeps only what the store synced (``MemoryStore.crash``).
+Each node is a ``Replica`` (the whole replicated state machine: Raft, intake, acks, dedup, the
+event-time stream) plus a ``MemoryStore``, driven exactly as ``runtime.raft_loop`` drives it: on
+``ready()`` the node sends ``messages`` and hands out finished submissions, applied entries and
+emitted records at once, writes entries and hard state, and only after a simulated fsync
+latency (during which it takes no input) syncs, sends ``messages_after_persist`` and calls
+``advance``. Ticks, messages and submissions that arrive while it is busy queue up and are
+handled together afterwards, as a real loop that batches its inbox would. A crash keeps only
+what the store synced (``MemoryStore.crash``). Virtual time is in milliseconds: each node's
+wall clock (for HLC ingest times) is the virtual time plus its own fixed skew.
 
 Everything random comes from the one ``Random`` the world is given, and events with equal times
 are ordered by a sequence number, so a seed replays the same run.
@@ -20,29 +23,67 @@ from dataclasses import dataclass
 from random import Random
 from typing import cast
 
+from p2plog.order.reorder import ReorderBuffer
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import Message
-from p2plog.raft.node import RaftNode, Ready
-from p2plog.raft.types import Entry, NodeId, Role
+from p2plog.raft.node import RaftNode
+from p2plog.raft.types import NodeId, Role
+from p2plog.replica.proposals import Proposal
+from p2plog.replica.replica import AppliedItems, Replica, ReplicaReady
+from p2plog.state.applier import Applier
 from p2plog.storage.memory import MemoryStore
 from p2plog.testing.checker import Checker
+from p2plog.testing.replica_checker import ReplicaChecker
 from p2plog.testing.sim_network import SimNetwork
 
 TICK, DELIVER, PERSISTED, RESTART, CHAOS, CLIENT = range(6)
 EVENT_NAMES = ("tick", "deliver", "persisted", "restart", "chaos", "client")
 
 
-class SimNode:
-    __slots__ = ("busy", "id", "inbox", "incarnation", "pending_ticks", "raft", "store")
+NS_PER_UNIT = 1_000_000  # one unit of virtual time is a millisecond of wall clock
+DEDUP_FOREVER = 1 << 40  # the simulated dedup window never evicts: the checker's model neither
 
-    def __init__(self, node_id: NodeId, store: MemoryStore) -> None:
+
+@dataclass(frozen=True)
+class ReplicaParams:
+    """What every simulated replica is built with (drawn per seed)."""
+
+    reorder_window_ms: int = 200
+    reorder_max_records: int = 1000
+    time_tick_ms: int = 50
+    skew_ms: tuple[int, ...] = ()  # per node, in node order
+
+
+ReplicaFactory = Callable[..., Replica]
+
+
+class SimNode:
+    __slots__ = (
+        "busy",
+        "id",
+        "inbox",
+        "incarnation",
+        "pending_props",
+        "pending_ticks",
+        "replica",
+        "skew",
+        "store",
+    )
+
+    def __init__(self, node_id: NodeId, store: MemoryStore, skew: int) -> None:
         self.id = node_id
         self.store = store
-        self.raft: RaftNode | None = None
+        self.skew = skew
+        self.replica: Replica | None = None
         self.incarnation = 0
-        self.busy: Ready | None = None
+        self.busy: ReplicaReady | None = None
         self.inbox: deque[Message] = deque()
+        self.pending_props: list[Proposal] = []
         self.pending_ticks = 0
+
+    @property
+    def raft(self) -> RaftNode | None:
+        return self.replica.raft if self.replica is not None else None
 
 
 @dataclass
@@ -69,6 +110,9 @@ class SimWorld:
         store_factory: Callable[[], MemoryStore],
         tick_interval: int,
         persist_latency: tuple[int, int],
+        replica_checker: ReplicaChecker,
+        params: ReplicaParams = ReplicaParams(),
+        replica_factory: ReplicaFactory = Replica,
         trace_len: int = 60,
     ) -> None:
         self.ids = list(node_ids)
@@ -78,7 +122,14 @@ class SimWorld:
         self.checker = checker
         self.tick_interval = tick_interval
         self.persist_latency = persist_latency
-        self.nodes = {nid: SimNode(nid, store_factory()) for nid in self.ids}
+        self.rchecker = replica_checker
+        self.params = params
+        self.replica_factory = replica_factory
+        skews = params.skew_ms or (0,) * len(self.ids)
+        self.nodes = {
+            nid: SimNode(nid, store_factory(), skew)
+            for nid, skew in zip(self.ids, skews, strict=True)
+        }
         self.now = 0
         self.stats = WorldStats()
         self.trace: deque[tuple[int, int, object]] = deque(maxlen=trace_len)
@@ -86,6 +137,7 @@ class SimWorld:
         self._seq = 0
         self.on_chaos: Callable[[], None] = lambda: None
         self.on_client: Callable[[], None] = lambda: None
+        self.on_finished: Callable[[SimNode, list[Proposal]], None] = lambda n, ps: None
         for nid in self.ids:
             self.boot(self.nodes[nid])
 
@@ -127,7 +179,8 @@ class SimWorld:
         if n.busy is not None:
             n.inbox.append(m)
             return n
-        n.raft.step(m)
+        assert n.replica is not None
+        n.replica.step(m)
         self.drive(n)
         return n
 
@@ -139,7 +192,8 @@ class SimWorld:
         if n.busy is not None:
             n.pending_ticks += 1
             return n
-        n.raft.tick()
+        assert n.replica is not None
+        n.replica.tick()
         self.drive(n)
         return n
 
@@ -154,10 +208,15 @@ class SimWorld:
 
     def drive(self, n: SimNode) -> None:
         """Take Ready batches until the node is idle or waits for a simulated fsync."""
-        while n.raft is not None and n.busy is None and n.raft.has_ready():
-            rd = n.raft.ready()
+        while n.replica is not None and n.busy is None and n.replica.has_ready():
+            rd = n.replica.ready()
             for m in rd.messages:
                 self.send(n, m)
+            self.checker.on_apply(n.id, rd.raft.committed_entries)
+            self.rchecker.on_ready(n, rd)
+            self.on_apply(n, rd.applied)
+            if rd.finished:
+                self.on_finished(n, rd.finished)
             n.store.append_batch(rd.entries, rd.hard_state, sync=False)
             if rd.entries:
                 self.checker.on_write(n.id, n.store, rd.entries)
@@ -168,27 +227,39 @@ class SimWorld:
                 return
             self.finish(n, rd)
 
-    def finish(self, n: SimNode, rd: Ready) -> None:
-        """The fsync of ``rd`` completed: send what depended on it, apply, advance."""
-        assert n.raft is not None
+    def finish(self, n: SimNode, rd: ReplicaReady) -> None:
+        """The fsync of ``rd`` completed: send what depended on it, advance, take the input
+        that queued meanwhile."""
+        assert n.replica is not None
         if rd.must_sync:
             n.store.sync()
             self.checker.on_sync(n.id, n.store)
         for m in rd.messages_after_persist:
             self.send(n, m)
-        self.checker.on_apply(n.id, rd.committed_entries)
-        self.on_apply(n, rd.committed_entries)
         n.busy = None
-        n.raft.advance(rd)
+        n.replica.advance(rd)
         for _ in range(n.pending_ticks):
-            n.raft.tick()
+            n.replica.tick()
         n.pending_ticks = 0
         while n.inbox:
-            n.raft.step(n.inbox.popleft())
+            n.replica.step(n.inbox.popleft())
+        if n.pending_props:
+            props, n.pending_props = n.pending_props, []
+            n.replica.submit(props)
         self.drive(n)
 
-    def on_apply(self, n: SimNode, entries: Sequence[Entry]) -> None:
-        """Hook for the liveness phase; the checker already saw the entries."""
+    def submit(self, n: SimNode, p: Proposal) -> None:
+        """A client's submission reaches ``n`` (queued while it waits for an fsync)."""
+        if n.replica is None:
+            return
+        if n.busy is not None:
+            n.pending_props.append(p)
+            return
+        n.replica.submit([p])
+        self.drive(n)
+
+    def on_apply(self, n: SimNode, items: AppliedItems) -> None:
+        """Hook for the liveness phase; the checkers already saw the entries."""
 
     def send(self, n: SimNode, m: Message) -> None:
         self.checker.on_send(n, m)
@@ -200,23 +271,34 @@ class SimWorld:
 
     def boot(self, n: SimNode) -> None:
         n.incarnation += 1
-        n.raft = RaftNode(
-            self.config,
-            n.id,
-            self.ids,
-            n.store.hard_state(),
-            n.store,
-            Random(self.rng.getrandbits(64)),
+        p = self.params
+        skew_ns = n.skew * NS_PER_UNIT
+        n.replica = self.replica_factory(
+            node_id=n.id,
+            voters=self.ids,
+            config=self.config,
+            store=n.store,
+            applier=Applier(DEDUP_FOREVER, DEDUP_FOREVER),
+            events=ReorderBuffer(
+                reorder_window_ms=p.reorder_window_ms,
+                max_records=p.reorder_max_records,
+                max_bytes=1 << 30,
+            ),
+            rng=Random(self.rng.getrandbits(64)),
+            wall_ns=lambda: self.now * NS_PER_UNIT + skew_ns,
+            time_tick_ns=p.time_tick_ms * NS_PER_UNIT,
         )
         self.checker.on_restart(n.id)
+        self.rchecker.on_restart(n.id)
         self.schedule(self.rng.randint(1, self.tick_interval), TICK, (n.id, n.incarnation))
         self.drive(n)
 
     def crash(self, n: SimNode) -> None:
         """Power loss on ``n``: process state gone, disk keeps what it synced."""
-        n.raft = None
+        n.replica = None
         n.busy = None
         n.inbox.clear()
+        n.pending_props.clear()
         n.pending_ticks = 0
         n.incarnation += 1
         n.store.crash(self.rng)

@@ -1,5 +1,8 @@
-"""RaftLoop under trio's MockClock: three loops in one trio process, each with its own
-SegmentedLog on real files, wired by an in-memory network that can drop messages.
+"""RaftLoop, the replica's driver, under trio's MockClock: three loops in one trio process,
+each with its own SegmentedLog on real files, wired by an in-memory network that can drop
+messages. What the replica decides (acks, dedup, time ticks, ingest time) is tested without
+trio or files in ``test_replica.py``; this file tests what the driver adds: the inbox, ticks,
+group commit, fsync on the loop or in a thread, disk-full backoff and storage failure.
 
 Time is virtual (``autojump_clock``): the clock jumps whenever every task is blocked, so an
 election timeout costs no real time. ``append_batch`` runs in real worker threads, and a task
@@ -27,16 +30,16 @@ import pytest
 import trio
 import trio.testing
 
-from p2plog.entry import Rec, entry_ingest_ts, entry_tick_ts, parse_batch
 from p2plog.errors import DiskFull, StorageFailed
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import HeartbeatResponse, Message
 from p2plog.raft.types import Entry, HardState, Index, NodeId, Role, Term
 from p2plog.record import validate
+from p2plog.replica.proposals import Proposal, RecordAck
 from p2plog.runtime import raft_loop as raft_loop_mod
-from p2plog.runtime.proposals import Proposal, RecordAck
 from p2plog.runtime.raft_loop import RaftLoop
 from p2plog.state.applier import Applied, Applier
+from p2plog.state.entry import Rec, parse_batch
 from p2plog.storage.segmented_log import SegmentedLog
 
 TICK_S = 0.02
@@ -89,6 +92,16 @@ def frozen_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trio.to_thread, "run_sync", run_sync)
 
 
+class Prop(Proposal):
+    """A proposal with the event the runtime would wait on (``wake`` sets it)."""
+
+    __slots__ = ("woken",)
+
+    def __init__(self, recs: list[tuple[bytes, bytes]], ack: str) -> None:
+        self.woken = trio.Event()
+        super().__init__(recs, ack, wake=self.woken.set)
+
+
 class Cluster:
     """Three RaftLoops and the network between them."""
 
@@ -98,7 +111,6 @@ class Cluster:
         self.applied: dict[NodeId, list[tuple[Entry, Applied | None]]] = {}
         self.isolated: set[NodeId] = set()  # nodes whose messages (both ways) are dropped
         self.skew_ns: dict[NodeId, int] = dict.fromkeys(IDS, 0)  # each node's wall clock error
-        self.want_time_ticks = False
         for nid in IDS:
             storage = SegmentedLog(tmp_path / nid, node=nid)
             self.storages[nid] = storage
@@ -110,11 +122,10 @@ class Cluster:
                 storage=storage,
                 applier=Applier(1000, 3600 * S),
                 send=self.send,
-                on_applied=self.applied[nid].extend,
+                on_applied=lambda items, _emitted, nid=nid: self.applied[nid].extend(items),
                 tick_s=TICK_S,
                 limiter=trio.CapacityLimiter(1),
                 wall_ns=partial(self.wall_ns, nid),
-                wants_time_tick=lambda: self.want_time_ticks,
             )
 
     def wall_ns(self, nid: NodeId) -> int:
@@ -177,7 +188,7 @@ class Cluster:
     async def submit(self, loop: RaftLoop, p: Proposal) -> Proposal:
         assert loop.submit_nowait(p)
         with trio.fail_after(WAIT_S):
-            await p.done.wait()
+            await p.woken.wait()
         return p
 
     def log_records(self, nid: NodeId) -> list[tuple[int, int, bytes]]:
@@ -273,7 +284,7 @@ async def test_quorum_ack_after_commit(autojump_clock: trio.testing.MockClock, e
         lead = await c.wait_leader()
         term = lead.status().term
         recs = [record(i) for i in range(1, 4)]
-        p = await c.submit(lead, Proposal(recs, "quorum"))
+        p = await c.submit(lead, Prop(recs, "quorum"))
         assert p.error is None
         acks = [a for a in p.acks() if a is not None]
         assert len(acks) == 3
@@ -283,8 +294,8 @@ async def test_quorum_ack_after_commit(autojump_clock: trio.testing.MockClock, e
         # acked means committed and applied on the leader. (status() is the snapshot taken at
         # the end of a loop round, and the ack wakes us mid-round: read the node itself.)
         assert lead.applier.record_index >= acks[-1].index
-        assert lead.waiters == {}
-        assert lead.pending_ids == {}
+        assert lead.replica.waiters == {}
+        assert lead.replica.pending_ids == {}
         # every node ends with the same records at the same indexes
         want = [(a.index, a.term, a.id) for a in acks]
         await c.wait_until(lambda: all(c.log_records(n) == want for n in IDS))
@@ -302,25 +313,26 @@ async def test_many_concurrent_proposals_all_commit_in_order(
 ) -> None:
     async with open_cluster(env) as c:
         lead = await c.wait_leader()
-        ps = [Proposal([record(i)], "quorum") for i in range(1, 51)]
+        ps = [Prop([record(i)], "quorum") for i in range(1, 51)]
         batches_before = len(lead.fsync_s)
         for p in ps:
             assert lead.submit_nowait(p)
         with trio.fail_after(WAIT_S):
             for p in ps:
-                await p.done.wait()
+                await p.woken.wait()
         indexes = [only_ack(p).index for p in ps]
         assert indexes == list(range(indexes[0], indexes[0] + 50))  # in submission order
         # group commit: the loop took all 50 from its inbox in one round, so one append_batch
         # (one fsync) carried them
         assert len(lead.fsync_s) - batches_before == 1
         await c.wait_until(lambda: all(len(c.log_records(n)) == 50 for n in IDS))
-        await trio.sleep(2 * TICK_S)  # status() and follower_lag() are per-round snapshots
-        lag = lead.follower_lag()
-        assert set(lag) == {f.id for f in c.followers(lead)}
-        last = lead.node.log.last_index()
-        for match, behind, state in lag.values():
-            assert (match, behind, state) == (last, 0, "replicate")
+        await trio.sleep(2 * TICK_S)  # status() is a per-round snapshot
+        st = lead.status()
+        last = lead.replica.raft.log.last_index()
+        followers = {k: v for k, v in st.progress.items() if k != lead.id}
+        assert set(followers) == {f.id for f in c.followers(lead)}
+        for pr in followers.values():
+            assert (pr.match, pr.state.value) == (last, "replicate")
 
 
 async def test_leader_ack_after_persist_before_commit(
@@ -331,31 +343,18 @@ async def test_leader_ack_after_persist_before_commit(
         # Cut the leader off, so nothing it appends can commit.
         c.isolated.add(lead.id)
         commit_before = lead.status().commit_index
-        pl = Proposal([record(1)], "leader")
-        pq = Proposal([record(2)], "quorum")
+        pl = Prop([record(1)], "leader")
+        pq = Prop([record(2)], "quorum")
         assert lead.submit_nowait(pl)
         assert lead.submit_nowait(pq)
         with trio.fail_after(ELECTION_S):  # well before CheckQuorum could depose it
-            await pl.done.wait()
+            await pl.woken.wait()
         ack = only_ack(pl)
         assert ack.term == lead.status().term
         assert not ack.dup
         assert c.log_records(lead.id)[-1][0] >= ack.index  # on the leader's disk
-        assert lead.node.status().commit_index == commit_before  # not committed
-        assert not pq.done.is_set()  # a quorum ack must wait for the commit
-
-
-async def test_proposal_to_a_follower_fails_not_leader(
-    autojump_clock: trio.testing.MockClock, env: Env
-) -> None:
-    async with open_cluster(env) as c:
-        lead = await c.wait_leader()
-        for f in c.followers(lead):
-            p = await c.submit(f, Proposal([record(1)], "quorum"))
-            assert p.error == ("not_leader", lead.id)
-            assert p.acks() == [None]
-        # nothing was appended anywhere
-        assert all(c.log_records(n) == [] for n in IDS)
+        assert lead.replica.raft.status().commit_index == commit_before  # not committed
+        assert not pq.done  # a quorum ack must wait for the commit
 
 
 async def test_empty_proposal_is_done_at_once(
@@ -363,89 +362,13 @@ async def test_empty_proposal_is_done_at_once(
 ) -> None:
     async with open_cluster(env) as c:
         lead = await c.wait_leader()
-        p = Proposal([], "quorum")
-        assert p.done.is_set()
+        p = Prop([], "quorum")
+        assert p.done
         assert lead.submit_nowait(p)
         await trio.sleep(5 * TICK_S)
         assert p.error is None
         assert not lead.stopped.is_set()
-        assert lead.waiters == {}
-
-
-async def test_resubmitting_an_id_acks_dup_with_the_original(
-    autojump_clock: trio.testing.MockClock, env: Env
-) -> None:
-    async with open_cluster(env) as c:
-        lead = await c.wait_leader()
-        first = only_ack(await c.submit(lead, Proposal([record(7)], "quorum")))
-        before = c.log_records(lead.id)
-        for ack_mode in ("quorum", "leader"):
-            again = only_ack(await c.submit(lead, Proposal([record(7, "retry")], ack_mode)))
-            assert again == RecordAck(first.id, first.index, first.term, True)
-        assert c.log_records(lead.id) == before  # a committed id is not appended again
-        # a mixed batch: the known id dups, the new one is stored
-        p = await c.submit(lead, Proposal([record(7), record(8)], "quorum"))
-        assert p.error is None
-        a7, a8 = p.acks()
-        assert a7 == RecordAck(first.id, first.index, first.term, True)
-        assert a8 is not None
-        assert not a8.dup
-        assert a8.index > first.index
-
-
-async def test_same_id_twice_while_pending_gets_one_entry(
-    autojump_clock: trio.testing.MockClock, env: Env
-) -> None:
-    async with open_cluster(env) as c:
-        lead = await c.wait_leader()
-        p1 = Proposal([record(9)], "quorum")
-        assert lead.submit_nowait(p1)
-        await trio.lowlevel.checkpoint()
-        p2 = Proposal([record(9)], "quorum")
-        assert lead.submit_nowait(p2)
-        with trio.fail_after(WAIT_S):
-            await p1.done.wait()
-            await p2.done.wait()
-        a1, a2 = only_ack(p1), only_ack(p2)
-        assert (a1.index, a1.term) == (a2.index, a2.term)
-        assert (a1.dup, a2.dup) == (False, True)
-        assert [rid for _, _, rid in c.log_records(lead.id)].count(record(9)[0]) == 1
-
-
-async def test_same_id_twice_in_one_proposal_is_stored_once(
-    autojump_clock: trio.testing.MockClock, env: Env
-) -> None:
-    async with open_cluster(env) as c:
-        lead = await c.wait_leader()
-        p = await c.submit(lead, Proposal([record(4), record(4, "again")], "quorum"))
-        assert p.error is None
-        a, b = p.acks()
-        assert a is not None
-        assert b is not None
-        assert (b.index, b.term) == (a.index, a.term)  # both point at the one stored copy
-        assert not a.dup
-        assert b.dup  # the node then finds the content differs (runtime.dup_check)
-        # readers see the id once: any second copy in the log is marked a duplicate
-        await c.wait_until(lambda: all(c.applied_records(n) for n in IDS))
-        for n in IDS:
-            stored = [(i, rid) for i, rid, dup in c.applied_records(n) if not dup]
-            assert stored == [(a.index, a.id)]
-
-
-async def test_dup_after_leader_change_acks_the_original(
-    autojump_clock: trio.testing.MockClock, env: Env
-) -> None:
-    async with open_cluster(env) as c:
-        lead = await c.wait_leader()
-        first = only_ack(await c.submit(lead, Proposal([record(5)], "quorum")))
-        lead.request_transfer()
-        new = await c.wait_new_leader(lead)
-        assert new.status().term > first.term
-        again = only_ack(await c.submit(new, Proposal([record(5)], "quorum")))
-        assert again == RecordAck(first.id, first.index, first.term, True)
-
-
-# ------------------------------------------------------------------ leadership changes
+        assert lead.replica.waiters == {}
 
 
 async def test_isolated_leader_steps_down_and_fails_pending(
@@ -456,7 +379,7 @@ async def test_isolated_leader_steps_down_and_fails_pending(
         old_term = lead.status().term
         c.isolated.add(lead.id)
         t0 = trio.current_time()
-        ps = [Proposal([record(i)], "quorum") for i in (1, 2)]
+        ps = [Prop([record(i)], "quorum") for i in (1, 2)]
         for p in ps:
             assert lead.submit_nowait(p)
         await c.wait_until(lambda: lead.status().role is not Role.LEADER)
@@ -465,11 +388,11 @@ async def test_isolated_leader_steps_down_and_fails_pending(
         assert took <= 2 * ELECTION_S + 4 * TICK_S
         assert lead.status().term == old_term  # stepping down does not bump the term
         for p in ps:
-            assert p.done.is_set()
+            assert p.done
             assert p.error is not None
             assert p.error[0] == "unavailable"
-        assert lead.waiters == {}
-        assert lead.pending_ids == {}
+        assert lead.replica.waiters == {}
+        assert lead.replica.pending_ids == {}
         # the majority side elects a new leader at a higher term
         rest = [n for n in IDS if n != lead.id]
         new = await c.wait_leader(rest)
@@ -479,7 +402,7 @@ async def test_isolated_leader_steps_down_and_fails_pending(
         await c.wait_until(lambda: c.stable_leader(IDS) is new)
         # the retried ids are stored exactly once (whether or not the first try committed)
         for i in (1, 2):
-            only_ack(await c.submit(new, Proposal([record(i)], "quorum")))
+            only_ack(await c.submit(new, Prop([record(i)], "quorum")))
         await c.wait_until(lambda: all(c.log_records(n) == c.log_records(new.id) for n in IDS))
         ids = [rid for _, _, rid in c.log_records(new.id)]
         assert len(set(ids)) == len(ids) == 2
@@ -492,7 +415,7 @@ async def test_follower_hears_of_a_new_leader_and_rejects_proposals(
         lead = await c.wait_leader()
         c.isolated.add(lead.id)
         await c.wait_until(lambda: lead.status().role is not Role.LEADER)
-        p = await c.submit(lead, Proposal([record(1)], "quorum"))
+        p = await c.submit(lead, Prop([record(1)], "quorum"))
         assert p.error is not None
         assert p.error[0] == "not_leader"
 
@@ -516,7 +439,7 @@ async def test_request_transfer_moves_leadership(
 ) -> None:
     async with open_cluster(env) as c:
         lead = await c.wait_leader()
-        only_ack(await c.submit(lead, Proposal([record(1)], "quorum")))
+        only_ack(await c.submit(lead, Prop([record(1)], "quorum")))
         old_term = lead.status().term
         to = c.followers(lead)[-1].id if named else None
         t0 = trio.current_time()
@@ -528,7 +451,7 @@ async def test_request_transfer_moves_leadership(
             assert new.id == to
         assert new.status().term == old_term + 1
         # the new leader takes writes
-        a = only_ack(await c.submit(new, Proposal([record(2)], "quorum")))
+        a = only_ack(await c.submit(new, Prop([record(2)], "quorum")))
         assert a.term == old_term + 1
 
 
@@ -551,9 +474,9 @@ async def test_full_inbox_refuses_proposals_and_drops_messages(
     c = Cluster(env.tmp_path)  # not running: nothing drains the inboxes
     try:
         lp = c.loops[IDS[0]]
-        assert lp.submit_nowait(Proposal([record(1)], "quorum"))
-        assert lp.submit_nowait(Proposal([record(2)], "quorum"))
-        assert not lp.submit_nowait(Proposal([record(3)], "quorum"))  # -> "overloaded"
+        assert lp.submit_nowait(Prop([record(1)], "quorum"))
+        assert lp.submit_nowait(Prop([record(2)], "quorum"))
+        assert not lp.submit_nowait(Prop([record(3)], "quorum"))  # -> "overloaded"
         lp.deliver_nowait(HeartbeatResponse(IDS[1], IDS[0], Term(1)))  # dropped, no error
         lp.request_transfer()  # dropped with a warning, no error
     finally:
@@ -612,7 +535,7 @@ async def test_disk_full_on_a_follower_retries_with_backoff(
         async with trio.open_nursery() as watch:
             watch.start_soon(watch_flag, lambda: f.disk_full, seen)
             await trio.sleep(0.01)  # the watcher sees the first value (a small write is inline)
-            acks = [only_ack(await c.submit(lead, Proposal([record(i)], "quorum"))) for i in (1, 2)]
+            acks = [only_ack(await c.submit(lead, Prop([record(i)], "quorum"))) for i in (1, 2)]
             # the other follower carried the commit; the full one is still retrying
             await c.wait_until(lambda: flaky.left == 0 and not f.disk_full)
             await trio.sleep(0.05)  # let the watcher see the last value
@@ -646,10 +569,10 @@ async def test_disk_full_on_the_leader_then_success(
         async with trio.open_nursery() as watch:
             watch.start_soon(watch_flag, lambda: lead.disk_full, seen)
             await trio.sleep(0.01)  # the watcher sees the first value (a small write is inline)
-            p = Proposal([record(1)], "quorum")
+            p = Prop([record(1)], "quorum")
             assert lead.submit_nowait(p)
             with trio.fail_after(WAIT_S):
-                await p.done.wait()
+                await p.woken.wait()
             await c.wait_until(lambda: not lead.disk_full)
             await trio.sleep(0.05)  # let the watcher see the last value
             watch.cancel_scope.cancel()
@@ -674,20 +597,20 @@ async def test_storage_failed_stops_the_loop(
             trio.lowlevel.current_trio_token(),
         )
         env.monkeypatch.setattr(c.storages[lead.id], "append_batch", flaky)
-        p = Proposal([record(1), record(2)], "quorum")
+        p = Prop([record(1), record(2)], "quorum")
         assert lead.submit_nowait(p)
         with trio.fail_after(WAIT_S):
             await lead.stopped.wait()
         assert lead.failed == "fdatasync failed (test)"
-        assert p.done.is_set()
+        assert p.done
         assert p.error == ("storage_failed", "fdatasync failed (test)")
-        assert lead.waiters == {}
-        assert lead.pending_ids == {}
+        assert lead.replica.waiters == {}
+        assert lead.replica.pending_ids == {}
         assert len(flaky.calls) == 1  # no retry after an I/O error (fsyncgate)
         # the others carry on without it
         rest = [n for n in IDS if n != lead.id]
         new = await c.wait_leader(rest)
-        only_ack(await c.submit(new, Proposal([record(3)], "quorum")))
+        only_ack(await c.submit(new, Prop([record(3)], "quorum")))
 
 
 async def test_storage_failed_also_fails_proposals_queued_in_the_inbox(
@@ -709,10 +632,10 @@ async def test_storage_failed_also_fails_proposals_queued_in_the_inbox(
             raise StorageFailed("fdatasync failed (test)")
 
         env.monkeypatch.setattr(storage, "append_batch", failing)
-        p1 = Proposal([record(1)], "quorum")
+        p1 = Prop([record(1)], "quorum")
         assert lead.submit_nowait(p1)
         assert await trio.to_thread.run_sync(in_fsync.wait, 10)  # real seconds, bounded
-        p2 = Proposal([record(2)], "quorum")  # arrives while the fsync is failing
+        p2 = Prop([record(2)], "quorum")  # arrives while the fsync is failing
         assert lead.submit_nowait(p2)
         release.set()
         with trio.fail_after(WAIT_S):
@@ -720,7 +643,7 @@ async def test_storage_failed_also_fails_proposals_queued_in_the_inbox(
         assert p1.error is not None
         assert p1.error[0] == "storage_failed"
         with trio.move_on_after(WAIT_S):
-            await p2.done.wait()
+            await p2.woken.wait()
         assert p2.error is not None
         assert p2.error[0] == "storage_failed"
 
@@ -734,75 +657,16 @@ async def test_submit_after_storage_failed_fails_at_once(
             c.storages[lead.id], StorageFailed("EIO (test)"), 1, trio.lowlevel.current_trio_token()
         )
         env.monkeypatch.setattr(c.storages[lead.id], "append_batch", flaky)
-        assert lead.submit_nowait(Proposal([record(1)], "quorum"))
+        assert lead.submit_nowait(Prop([record(1)], "quorum"))
         with trio.fail_after(WAIT_S):
             await lead.stopped.wait()
-        p = Proposal([record(2)], "leader")
+        p = Prop([record(2)], "leader")
         lead.submit_nowait(p)
-        assert p.done.is_set()  # no loop is left to take it: answered on the spot
+        assert p.done  # no loop is left to take it: answered on the spot
         assert p.error == ("storage_failed", "EIO (test)")
 
 
 # ------------------------------------------------------------------ leader time
-
-
-def ingest_times(c: Cluster, nid: NodeId) -> list[tuple[int, str, int]]:
-    """(index, "record"/"tick", ingest_ts) of every timed entry in ``nid``'s log."""
-    s = c.storages[nid]
-    out: list[tuple[int, str, int]] = []
-    for e in s.entries(s.first_index(), Index(s.last_index() + 1), 1 << 30):
-        ts = entry_ingest_ts(e.data)
-        if ts is not None:
-            out.append((e.index, "tick" if entry_tick_ts(e.data) is not None else "record", ts))
-    return out
-
-
-async def test_ingest_ts_keeps_increasing_across_leaders_with_a_slow_clock(
-    autojump_clock: trio.testing.MockClock, env: Env
-) -> None:
-    async with open_cluster(env) as c:
-        lead = await c.wait_leader()
-        for f in c.followers(lead):
-            c.skew_ns[f.id] = -10 * S  # every other node's clock is 10 s behind
-        only_ack(await c.submit(lead, Proposal([record(1)], "quorum")))
-        lead.request_transfer()
-        new = await c.wait_new_leader(lead)
-        only_ack(await c.submit(new, Proposal([record(2)], "quorum")))
-        await c.wait_until(lambda: len(ingest_times(c, new.id)) == 2)
-        (_, _, t1), (_, _, t2) = ingest_times(c, new.id)
-        # the new leader merged the logged ingest time into its HLC (Kulkarni et al.)
-        assert t2 > t1
-        assert t1 - c.wall_ns(new.id) > 9 * S  # although its own clock says otherwise
-
-
-async def test_idle_leader_commits_time_ticks_when_asked(
-    autojump_clock: trio.testing.MockClock, env: Env
-) -> None:
-    async with open_cluster(env) as c:
-        lead = await c.wait_leader()
-        await trio.sleep(1.0)
-        assert ingest_times(c, lead.id) == []  # nobody asked: no ticks
-        c.want_time_ticks = True
-        t0 = trio.current_time()
-        await trio.sleep(1.0 + TICK_S)
-        ticks = ingest_times(c, lead.id)
-        assert [kind for _, kind, _ in ticks] == ["tick"] * 4  # one per time_tick_s (0.25 s)
-        first_ts = ticks[0][2]
-        assert first_ts == pytest.approx(t0 * S, abs=2 * TICK_S * S)  # the leader's time
-        assert [b - a for (_, _, a), (_, _, b) in itertools.pairwise(ticks)] == pytest.approx(
-            [lead.time_tick_s * S] * 3, abs=TICK_S * S
-        )
-        # ticks are committed everywhere and are not records to the applier
-        await c.wait_until(lambda: all(ingest_times(c, n) == ticks for n in IDS))
-        assert all(c.applied_records(n) == [] for n in IDS)
-        # records count as the leader's time: while they flow, no ticks are added
-        n_ticks = len(ticks)
-        for i in range(10):
-            only_ack(await c.submit(lead, Proposal([record(i)], "quorum")))
-            await trio.sleep(0.1)
-        kinds = [k for _, k, _ in ingest_times(c, lead.id)]
-        assert kinds.count("tick") == n_ticks
-        assert kinds.count("record") == 10
 
 
 async def test_small_writes_run_on_the_loop_large_ones_in_a_worker_thread(
@@ -833,46 +697,46 @@ async def test_small_writes_run_on_the_loop_large_ones_in_a_worker_thread(
         def writes(nid: NodeId, since: int = 0) -> list[tuple[int, bool]]:
             return [(size, inline) for n, size, inline in where[since:] if n == nid and size]
 
-        only_ack(await c.submit(lead, Proposal([record(1)], "quorum")))
+        only_ack(await c.submit(lead, Prop([record(1)], "quorum")))
         await c.wait_until(lambda: len(writes(f.id)) == 1)
         assert [inline for _, inline in writes(lead.id)] == [True]
         assert [inline for _, inline in writes(f.id)] == [True]
         before = len(where)
         others = [c.loops[n] for n in IDS if n != lead.id]
         async with others[0].limiter, others[1].limiter:  # the first entry cannot commit
-            p1 = Proposal([record(10)], "quorum")
+            p1 = Prop([record(10)], "quorum")
             assert lead.submit_nowait(p1)
             for _ in range(200):  # checkpoints, not wait_until: the clock is frozen meanwhile
                 if len(writes(lead.id, before)) == 1:
                     break
                 await trio.lowlevel.checkpoint()
             assert len(writes(lead.id, before)) == 1
-            p2 = Proposal([record(11)], "quorum")
+            p2 = Prop([record(11)], "quorum")
             assert lead.submit_nowait(p2)
             for _ in range(50):  # not a sleep: threads freeze the mock clock (frozen_threads)
                 await trio.lowlevel.checkpoint()
         await c.wait_until(lambda: len(writes(lead.id, before)) == 2)
         assert [inline for _, inline in writes(lead.id, before)] == [True, False]
         with trio.fail_after(WAIT_S):
-            await p2.done.wait()
+            await p2.woken.wait()
         only_ack(p1)
         only_ack(p2)
         big = raft_loop_mod.INLINE_PERSIST_BYTES
         half = "x" * (big // 2 + 1000)
         before = len(where)
-        p = await c.submit(lead, Proposal([record(2, half), record(3, half)], "quorum"))
+        p = await c.submit(lead, Prop([record(2, half), record(3, half)], "quorum"))
         assert p.error is None
         assert len(p.acks()) == 2
         await c.wait_until(lambda: any(size > big for size, _ in writes(f.id, before)))
         assert [inline for size, inline in writes(f.id, before) if size > big] == [False]
         before = len(where)
         async with f.limiter:  # a read holds the follower's storage: its write waits in a thread
-            p = Proposal([record(4)], "quorum")
+            p = Prop([record(4)], "quorum")
             assert lead.submit_nowait(p)
             for _ in range(50):  # not a sleep: threads freeze the mock clock (frozen_threads)
                 await trio.lowlevel.checkpoint()
         await c.wait_until(lambda: len(writes(f.id, before)) == 1)
         assert [inline for _, inline in writes(f.id, before)] == [False]
         with trio.fail_after(WAIT_S):
-            await p.done.wait()
+            await p.woken.wait()
         only_ack(p)

@@ -1,26 +1,24 @@
-"""The event-time ordered stream of committed records, and its live subscribers.
+"""How committed entries feed the event-time ordered stream (one rule for every reader).
 
 Every node feeds one ``ReorderBuffer`` with every applied record and every leader time tick
 (which moves the watermark when no records come), in log order. The stream is therefore a
 pure function of the committed log: every node emits the same records in the same order with
 the same ``late``/``early``/``absurd`` flags. ``feed_entry`` is the one rule for how an entry
-feeds a buffer; the query replay (``reads.event_scan``) uses it too, so the two cannot drift
-apart. Subscribers get what is emitted from the moment they subscribe, through a ``TailHub``
-(bounded per-subscriber buffers; a reader that falls behind is cut off, not waited for).
+feeds a buffer: the replica's live stream (``replica.Replica``) and the query replay
+(``state.scans.event_scan``) both use it, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from itertools import repeat
 from typing import Any
 
-from p2plog.entry import BatchRef, entry_tick_ts, parse_batch
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.types import Entry
-from p2plog.record import NO_TS, StoredRecord
-from p2plog.runtime.tail_hub import TailHub
-from p2plog.state.applier import Applied
+from p2plog.record import NO_TS
+from p2plog.state.entry import BatchRef, entry_tick_ts, parse_batch
+from p2plog.state.stored import StoredRecord
 
 IsDup = Callable[[int], bool]
 
@@ -83,37 +81,6 @@ def watermark_time(
         if not dup(r.index) and not buf.is_absurd(r.ts_corrected, b.ingest_ts):
             return b.ingest_ts
     return None
-
-
-class EventStream:
-    def __init__(self, *, reorder_window_ms: int, max_records: int, max_bytes: int) -> None:
-        self.buffer: ReorderBuffer[BatchRef] = ReorderBuffer(
-            reorder_window_ms=reorder_window_ms, max_records=max_records, max_bytes=max_bytes
-        )
-        self.hub: TailHub[Emitted[BatchRef]] = TailHub()
-
-    def feed(self, items: Sequence[tuple[Entry, Applied | None]]) -> None:
-        self.buffer.discard_output = not self.hub.subs
-        out: list[Emitted[BatchRef]] = []
-        for e, a in items:
-            if a is not None and a.dups:
-                dups = {a.batch.base + k for k in a.dups}
-                out += feed_entry(self.buffer, e, dup=dups.__contains__)
-            else:
-                out += feed_entry(self.buffer, e)
-        if out:
-            self.hub.publish(
-                out, sum(len(em.payload.batch.data) // em.payload.batch.n for em in out)
-            )
-
-    def wants_time_tick(self) -> bool:
-        """Records are waiting for the watermark: the leader should commit its time."""
-        return self.buffer.depth > 0
-
-    def statistics(self, now_ns: int) -> dict[str, Any]:
-        st = self.buffer.statistics(now_ns)
-        st["subscribers"] = len(self.hub.subs)
-        return st
 
 
 def emitted_record(em: Emitted[BatchRef]) -> StoredRecord:

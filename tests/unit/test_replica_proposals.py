@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from p2plog.runtime.proposals import AckRun, Proposal, RecordAck, SubmitResult
+from p2plog.replica.proposals import AckRun, Proposal, RecordAck, SubmitResult
 from p2plog.wire.client import add_to_runs
 
 
@@ -18,7 +18,7 @@ def test_a_run_resolves_a_slice_with_one_shared_object() -> None:
     p = proposal(5)
     p.resolve(4, RecordAck(rid(4), 3, 1, True))  # a duplicate, acked at once
     p.resolve_run(0, 4, 100, 2)
-    assert p.done.is_set()
+    assert p.done
     assert p.results[:4] == [AckRun(0, 4, 100, 2)] * 4
     assert p.acks() == [
         RecordAck(rid(0), 100, 2, False),
@@ -63,7 +63,7 @@ def test_runs_that_continue_each_other_merge() -> None:
 def test_unresolved_positions_are_not_acked() -> None:
     p = proposal(4)
     p.resolve_run(1, 2, 10, 1)
-    assert not p.done.is_set()
+    assert not p.done
     res = p.result()
     assert res.acked == 2
     assert res.outcomes() == [None, (10, 1, False), (11, 1, False), None]

@@ -9,13 +9,15 @@ Acks are kept as runs, not an object per record: the records of one submission m
 side by side in one entry, so "positions ``pos0 .. pos0 + n - 1`` stored at ``index0 ..`` in
 ``term``" is one ``AckRun`` (the client wire's compact form: ``wire.client.add_to_runs``).
 Duplicates and other one-off outcomes are a ``RecordAck`` each.
+
+Pure: a proposal only records its outcome (``done``); the replica hands finished proposals out
+in its Ready, and the runtime calls ``wake`` for each (to set the event its submitter waits on).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import trio
 
 from p2plog.record import PER_RECORD_OVERHEAD
 from p2plog.wire.client import add_to_runs
@@ -75,21 +77,34 @@ class SubmitResult:
         return out
 
 
+def _no_wake() -> None:
+    pass
+
+
 class Proposal:
-    """One submission's records (``ids[k]``, ``bodies[k]``) on their way through the leader."""
+    """One submission's records (``ids[k]``, ``bodies[k]``) on their way through the leader.
 
-    __slots__ = ("ack", "bodies", "done", "error", "ids", "remaining", "results", "size")
+    ``resolve``, ``resolve_run`` and ``fail`` return True when that call finished the proposal,
+    so the replica hands each finished proposal out exactly once."""
 
-    def __init__(self, recs: list[tuple[bytes, bytes]], ack: str) -> None:
-        self._init([r for r, _ in recs], [b for _, b in recs], ack)
+    __slots__ = ("ack", "bodies", "done", "error", "ids", "remaining", "results", "size", "wake")
+
+    def __init__(
+        self, recs: list[tuple[bytes, bytes]], ack: str, wake: Callable[[], None] = _no_wake
+    ) -> None:
+        self._init([r for r, _ in recs], [b for _, b in recs], ack, wake)
 
     @classmethod
-    def of(cls, ids: list[bytes], bodies: list[bytes], ack: str) -> Proposal:
+    def of(
+        cls, ids: list[bytes], bodies: list[bytes], ack: str, wake: Callable[[], None] = _no_wake
+    ) -> Proposal:
         p = cls.__new__(cls)
-        p._init(ids, bodies, ack)
+        p._init(ids, bodies, ack, wake)
         return p
 
-    def _init(self, ids: list[bytes], bodies: list[bytes], ack: str) -> None:
+    def _init(
+        self, ids: list[bytes], bodies: list[bytes], ack: str, wake: Callable[[], None]
+    ) -> None:
         assert len(ids) == len(bodies)
         self.ids = ids
         self.bodies = bodies
@@ -98,22 +113,23 @@ class Proposal:
         self.error: tuple[str, str] | None = None  # (code, message) for the whole proposal
         self.remaining = len(ids)
         self.size = sum(map(len, bodies)) + PER_RECORD_OVERHEAD * len(ids)
-        self.done = trio.Event()
-        if not ids:
-            self.done.set()
+        self.done = not ids
+        self.wake = wake  # called by the runtime once the replica hands the proposal out
 
-    def resolve(self, pos: int, ack: RecordAck) -> None:
-        if self.results[pos] is None and not self.done.is_set():
+    def resolve(self, pos: int, ack: RecordAck) -> bool:
+        if self.results[pos] is None and not self.done:
             self.results[pos] = ack
             self.remaining -= 1
             if self.remaining == 0:
-                self.done.set()
+                self.done = True
+                return True
+        return False
 
-    def resolve_run(self, pos0: int, n: int, index0: int, term: int) -> None:
+    def resolve_run(self, pos0: int, n: int, index0: int, term: int) -> bool:
         """Positions ``pos0 ..`` stored fresh at ``index0 ..``: one slice assignment when none
         of them has resolved yet (the usual case), else one by one."""
-        if self.done.is_set():
-            return
+        if self.done:
+            return False
         results = self.results
         if results[pos0 : pos0 + n].count(None) == n:
             results[pos0 : pos0 + n] = [AckRun(pos0, n, index0, term)] * n
@@ -125,12 +141,16 @@ class Proposal:
                     results[pos0 + j] = RecordAck(ids[pos0 + j], index0 + j, term, False)
                     self.remaining -= 1
         if self.remaining == 0:
-            self.done.set()
+            self.done = True
+            return True
+        return False
 
-    def fail(self, code: str, message: str) -> None:
-        if not self.done.is_set():
-            self.error = (code, message)
-            self.done.set()
+    def fail(self, code: str, message: str) -> bool:
+        if self.done:
+            return False
+        self.error = (code, message)
+        self.done = True
+        return True
 
     def acks(self) -> list[RecordAck | None]:
         """One ack (or None) per position."""

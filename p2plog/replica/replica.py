@@ -1,0 +1,310 @@
+"""The replica: everything a node does with the replicated log, as one sans-I/O state machine.
+
+``Replica`` wraps the ``RaftNode`` with what p2plog adds around Raft: intake on the leader
+(gatekeeping ids against the dedup window and the entries in flight, packing batches, record
+numbering, HLC ingest time), the waiters that turn commits into acks, the applier (dedup,
+identical on every node), the leader's time ticks and the event-time stream. Like the Raft
+node it does no I/O and reads no clock: input comes through ``tick``, ``step``, ``submit`` and
+``transfer`` (and the ``wall_ns`` it is given, the runtime's corrected clock or the simulator's
+virtual one); output comes out of ``ready``. The runtime (``runtime.raft_loop``) and the
+simulator (``testing.sim_cluster``) drive it the same way::
+
+    rd = replica.ready()
+    send rd.messages; persist rd.entries / rd.hard_state (fsync when rd.must_sync);
+    send rd.messages_after_persist; hand out rd.finished, rd.applied, rd.emitted
+    replica.advance(rd)
+
+``rd.finished`` may be handed out at once, even before ``rd.entries`` are persisted: an
+``ack=quorum`` record is finished when its entry is applied (it is committed, so on a
+majority's disk), an ``ack=leader`` record only in the Ready after the one that persisted its
+entry (``advance`` resolves it). ``rd.applied`` and ``rd.emitted`` are the entries applied and
+the event-time records emitted, in order; every node emits the same ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from random import Random
+from typing import Protocol
+
+from p2plog.clock.hlc import HLC
+from p2plog.order.reorder import Emitted, ReorderBuffer
+from p2plog.raft.config import RaftConfig
+from p2plog.raft.messages import Message
+from p2plog.raft.node import RaftNode, Ready, Status
+from p2plog.raft.types import Entry, HardState, Index, LogReader, NodeId, Role
+from p2plog.replica import acks
+from p2plog.replica.intake import Draft, pack
+from p2plog.replica.proposals import Proposal, Waiter
+from p2plog.state.applier import Applied, Applier
+from p2plog.state.entry import BatchRef, batch_data_of, entry_ingest_ts, parse_batch, tick_data
+from p2plog.state.event_feed import feed_entry
+
+log = logging.getLogger("p2plog.replica")
+
+AppliedItems = list[tuple[Entry, Applied | None]]
+LEADER_CHANGED = "the leader changed before the record committed"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaReady:
+    """Raft's Ready plus what the replica decided: see the module docstring."""
+
+    raft: Ready
+    finished: list[Proposal]
+    applied: AppliedItems
+    emitted: list[Emitted[BatchRef]]
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        return self.raft.entries
+
+    @property
+    def hard_state(self) -> HardState | None:
+        return self.raft.hard_state
+
+    @property
+    def must_sync(self) -> bool:
+        return self.raft.must_sync
+
+    @property
+    def messages(self) -> tuple[Message, ...]:
+        return self.raft.messages
+
+    @property
+    def messages_after_persist(self) -> tuple[Message, ...]:
+        return self.raft.messages_after_persist
+
+
+class Store(LogReader, Protocol):
+    """What the replica reads of the node's storage (``SegmentedLog``, ``MemoryStore``)."""
+
+    def hard_state(self) -> HardState: ...
+
+
+class Replica:
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        voters: Sequence[NodeId],
+        config: RaftConfig,
+        store: Store,
+        applier: Applier,
+        events: ReorderBuffer[BatchRef],
+        rng: Random,
+        wall_ns: Callable[[], int],
+        time_tick_ns: int,
+    ) -> None:
+        self.id = node_id
+        self.raft = RaftNode(config, node_id, voters, store.hard_state(), store, rng)
+        self.applier = applier
+        self.events = events
+        self.wall_ns = wall_ns
+        self.time_tick_ns = time_tick_ns
+        self.hlc = HLC()
+        self.waiters: dict[int, Waiter] = {}  # Raft index -> the batch proposed there
+        self.pending_ids: dict[bytes, int] = {}  # id -> Raft index of the entry carrying it
+        self.want_events = True  # False: the stream's state moves, but nothing is emitted
+        self.disk_full = False  # the driver says so; the leader then refuses new records
+        self.failed: str | None = None  # the driver's storage failed: no more writes
+        self._finished: list[Proposal] = []
+        self._next_record = 0
+        self._next_record_term = -1
+        self._last_leader_ns = 0
+
+    # ----------------------------------------------------------------- input
+
+    @property
+    def role(self) -> Role:
+        return self.raft.role
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self.raft.leader
+
+    def status(self) -> Status:
+        return self.raft.status()
+
+    def tick(self) -> None:
+        self.raft.tick()
+        self._maybe_time_tick()
+
+    def step(self, m: Message) -> None:
+        self.raft.step(m)
+
+    def transfer(self, to: NodeId | None) -> None:
+        """Hand leadership to ``to`` (None: the most up-to-date follower)."""
+        st = self.raft.status()
+        if st.role is not Role.LEADER:
+            return
+        if to is None:
+            followers = {k: v for k, v in st.progress.items() if k != self.id}
+            if not followers:
+                return
+            to = max(followers, key=lambda k: (followers[k].match, k))
+        log.info("%s term=%d: transferring leadership to %s", self.id, st.term, to)
+        self.raft.transfer_leadership(to)
+
+    def submit(self, props: list[Proposal]) -> None:
+        """One round's submissions: every record is gatekept, the fresh ones are proposed as
+        one batch entry (several when over the entry bounds). Refusals finish at once."""
+        code = self._refusal()
+        if code is not None:
+            for p in props:
+                self._fail(p, *code)
+            return
+        drafts = pack(props, self.applier, self.pending_ids, self.waiters, self._finished)
+        if drafts:
+            self._propose(drafts, props)
+
+    def stop(self, reason: str) -> list[Proposal]:
+        """The driver's storage failed: no more writes. Fails what waits; returns it."""
+        self.failed = reason
+        self._fail_all("storage_failed", reason)
+        out, self._finished = self._finished, []
+        return out
+
+    def _refusal(self) -> tuple[str, str] | None:
+        if self.failed is not None:
+            return ("storage_failed", self.failed)
+        if self.raft.role is not Role.LEADER:
+            return ("not_leader", self.raft.leader or "")
+        if self.disk_full:
+            return ("disk_full", "the leader's disk is full; retry when space returns")
+        return None
+
+    def _propose(self, drafts: list[Draft], props: list[Proposal]) -> None:
+        ts = self._ingest_ts()
+        self._last_leader_ns = self.wall_ns()
+        nxt = self._next_record_index()
+        datas = []
+        for d in drafts:
+            d.base = nxt
+            datas.append(batch_data_of(ts, nxt, d.ids, d.bodies))
+            nxt += len(d.ids)
+        first = self.raft.propose_many(datas)
+        if first is None:
+            for p in props:
+                self._fail(p, "overloaded", "too many uncommitted records on the leader; retry")
+            return
+        self._next_record = nxt
+        term = self.raft.term
+        for k, d in enumerate(drafts):
+            self.waiters[first + k] = d.waiter(term)
+            self.pending_ids.update(zip(d.ids, repeat(first + k)))
+
+    def _next_record_index(self) -> int:
+        """One past the last record in this leader's log: the base of its next batch. Found
+        once per term by reading back from the end of the log to the applied index (past
+        no-ops and ticks); the applier knows the applied part."""
+        if self._next_record_term == self.raft.term:
+            return self._next_record
+        nxt = self.applier.record_index + 1
+        applied = self.applier.applied_index
+        hi = self.raft.log.last_index() + 1
+        while hi > applied + 1:  # the applier knows the rest
+            lo = max(applied + 1, hi - 64)
+            tail = self.raft.log.entries(Index(lo), Index(hi), 1 << 62)
+            last = next((b for e in reversed(tail) if (b := parse_batch(e.data))), None)
+            if last is not None:
+                nxt = last.base + last.n
+                break
+            hi = lo
+        self._next_record, self._next_record_term = nxt, self.raft.term
+        return nxt
+
+    def _maybe_time_tick(self) -> None:
+        """While the event-time buffer holds records and no new ones come, the leader commits
+        its time now and then, so every node's watermark moves and the buffer drains."""
+        if self.raft.role is not Role.LEADER or self.events.depth == 0:
+            return
+        now = self.wall_ns()
+        if now - self._last_leader_ns < self.time_tick_ns or self._refusal() is not None:
+            return
+        self.raft.propose(tick_data(self._ingest_ts()))
+        self._last_leader_ns = now
+
+    def _ingest_ts(self) -> int:
+        """Leader ingest time from the hybrid logical clock: unique, increasing across leaders
+        (every appended entry's ingest time advanced the HLC), close to corrected time."""
+        return self.hlc.now(self.wall_ns())
+
+    # ---------------------------------------------------------------- output
+
+    def has_ready(self) -> bool:
+        return bool(self._finished) or self.raft.has_ready()
+
+    def ready(self) -> ReplicaReady:
+        rd = self.raft.ready()
+        self._observe_ingest(rd.entries)
+        applied = self._apply(rd.committed_entries) if rd.committed_entries else []
+        emitted = self._feed(applied) if applied else []
+        if rd.soft_state is not None:
+            log.info(
+                "%s term=%d index=%d: role %s, leader %s",
+                self.id,
+                self.raft.term,
+                self.raft.log.last_index(),
+                rd.soft_state.role.value,
+                rd.soft_state.leader,
+            )
+            if rd.soft_state.role is not Role.LEADER and self.waiters:
+                self._fail_all("unavailable", "leadership changed; retry (the same ids dedup)")
+        finished, self._finished = self._finished, []
+        return ReplicaReady(rd, finished, applied, emitted)
+
+    def advance(self, rd: ReplicaReady) -> None:
+        """The driver persisted ``rd.entries`` and sent everything in ``rd``."""
+        if rd.entries and self.raft.role is Role.LEADER:
+            acks.ack_persisted(self.waiters, rd.entries, self._finished)
+        self.raft.advance(rd.raft)
+
+    def _observe_ingest(self, entries: Sequence[Entry]) -> None:
+        for e in reversed(entries):
+            ts = entry_ingest_ts(e.data)
+            if ts is not None:
+                self.hlc.update(ts, self.wall_ns())
+                return
+
+    def _apply(self, entries: Sequence[Entry]) -> AppliedItems:
+        out: AppliedItems = []
+        pending, finished = self.pending_ids, self._finished
+        for e in entries:
+            a = self.applier.apply(e)
+            out.append((e, a))
+            w = self.waiters.pop(e.index, None)
+            if w is None:
+                continue
+            deque(map(pending.pop, w.ids, repeat(None)), maxlen=0)
+            if a is None or e.term != w.term:
+                acks.fail(w, "unavailable", LEADER_CHANGED, finished)
+            else:
+                acks.ack_applied(w, a, self.applier, finished)
+        return out
+
+    def _feed(self, items: AppliedItems) -> list[Emitted[BatchRef]]:
+        buf = self.events
+        buf.discard_output = not self.want_events
+        out: list[Emitted[BatchRef]] = []
+        for e, a in items:
+            if a is not None and a.dups:
+                dups = {a.batch.base + k for k in a.dups}
+                out += feed_entry(buf, e, dup=dups.__contains__)
+            else:
+                out += feed_entry(buf, e)
+        return out
+
+    def _fail(self, p: Proposal, code: str, message: str) -> None:
+        if p.fail(code, message):
+            self._finished.append(p)
+
+    def _fail_all(self, code: str, message: str) -> None:
+        for w in self.waiters.values():
+            acks.fail(w, code, message, self._finished)
+        self.waiters.clear()
+        self.pending_ids.clear()
