@@ -1,4 +1,4 @@
-"""Log records: validation of what clients submit, and the bytes one record has in the log.
+"""Client records: what a client may submit, checked and encoded once where it enters.
 
 A client record is a map: ``id`` (UUID as 16 bytes or text; client-made so retries dedup),
 ``ts`` (event time, ns since the epoch, producer clock; optional), ``level``, ``source``,
@@ -6,8 +6,9 @@ A client record is a map: ``id`` (UUID as 16 bytes or text; client-made so retri
 
 The node that takes a submission validates each record once and encodes it once (``body``:
 ``ts_corrected`` as an i64, then a CBOR map that also carries the taking ``node``). From then on
-the record travels as bytes, many to a Raft entry (``p2plog.entry``). A leader checks the bodies
-a follower forwards as it checks a client's records (``revalidate``).
+the record travels as bytes, many to a Raft entry (``p2plog.state.entry``); readers decode the
+body with ``p2plog.state.stored``. A leader checks the bodies a follower forwards as it checks a
+client's records (``revalidate``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ MAX_BATCH_RECORDS = 10_000
 MAX_SOURCE_CHARS = 256
 MAX_FIELDS = 256
 MAX_CLOCK_OFFSET_NS = 86_400 * 10**9  # a producer clock off by more than a day is broken
-_TC = struct.Struct("<q")  # ts_corrected, first in the body: the event-time key without CBOR
+TS_PREFIX = struct.Struct("<q")  # ts_corrected, first in the body: the event-time key without CBOR
 NO_TS = -(1 << 63)
 _RECORD_KEYS = {"id", "ts", "level", "source", "msg", "fields"}
 _FIELD_TYPES = (str, int, float, bool)
@@ -89,23 +90,7 @@ def validate(
             f"allowed: {', '.join(sorted(_RECORD_KEYS))}"
         )
     rid = parse_id(raw.get("id"))
-    ts = raw.get("ts")
-    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or not _in64(ts)):
-        raise RecordError(f"ts {ts!r} must be an integer of nanoseconds since the epoch")
-    level = raw.get("level", "info")
-    if level not in LEVELS:
-        raise RecordError(f"level {level!r} is not one of {'|'.join(LEVELS)}")
-    source = raw.get("source", "")
-    if not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS:
-        raise RecordError(f"source must be text of at most {MAX_SOURCE_CHARS} characters")
-    msg = raw.get("msg")
-    if not isinstance(msg, str):
-        raise RecordError(f"msg must be text, got {type(msg).__name__}")
-    if len(msg) > MAX_RECORD_BYTES:  # refused before it is encoded: that costs ~1 ms per MB
-        raise RecordError(
-            f"msg of {len(msg)} characters is over the {MAX_RECORD_BYTES} byte limit; split "
-            f"the message or move data out of fields"
-        )
+    ts, level, source, msg = _check_head(raw)
     fields = raw.get("fields", {})
     _check_fields(fields)
     tc = ts + clock_offset_ns if ts is not None else received_ns
@@ -113,7 +98,7 @@ def validate(
         raise RecordError(
             f"ts {ts} corrected by the producer's clock offset leaves the int64 range"
         )
-    body = _TC.pack(NO_TS if tc is None else tc) + cbor2.dumps(
+    body = TS_PREFIX.pack(NO_TS if tc is None else tc) + cbor2.dumps(
         {
             "ts": ts,
             "cu": clock_uncertain,
@@ -139,10 +124,10 @@ def revalidate(body: bytes, rid: bytes, node: str) -> Accepted:
     ``validate`` as the forwarding node ran it; the result must be these very bytes, so nothing
     else rides along. ``node`` is the authenticated peer that forwarded it (a body claiming
     another taker is refused). Raises ``RecordError``."""
-    if len(body) <= _TC.size:
+    if len(body) <= TS_PREFIX.size:
         raise RecordError("the body is shorter than its time prefix")
     try:
-        d = cbor2.loads(body[_TC.size :])
+        d = cbor2.loads(body[TS_PREFIX.size :])
     except (cbor2.CBORError, ValueError, TypeError, RecursionError, OverflowError) as e:
         raise RecordError(f"the body is not CBOR: {str(e)[:80]}") from None
     if not isinstance(d, dict) or list(d) != ["ts", "cu", "lv", "src", "msg", "f", "n"]:
@@ -155,7 +140,7 @@ def revalidate(body: bytes, rid: bytes, node: str) -> Accepted:
         named = repr(taker[:64]) if isinstance(taker, str) else "no node"
         raise RecordError(f"the body says {named} took it, not {node!r}")
     raw = {"id": rid, "level": LEVELS[lv], "source": d["src"], "msg": d["msg"], "fields": d["f"]}
-    tc = _TC.unpack_from(body)[0]
+    tc = TS_PREFIX.unpack_from(body)[0]
     offset, received = 0, None
     if ts is None:
         received = tc
@@ -173,8 +158,30 @@ def same_content(a: bytes, b: bytes) -> bool:
     """Do two record bodies hold the same record as its producer sent it (``ts``, level,
     source, message, fields)? What the taking node added (its corrected time, its id, its
     clock flag) may differ between a record and its retry through another node."""
-    da, db = cbor2.loads(a[_TC.size :]), cbor2.loads(b[_TC.size :])
+    da, db = cbor2.loads(a[TS_PREFIX.size :]), cbor2.loads(b[TS_PREFIX.size :])
     return all(da.get(k) == db.get(k) for k in ("ts", "lv", "src", "msg", "f"))
+
+
+def _check_head(raw: dict[Any, Any]) -> tuple[int | None, str, str, str]:
+    """``ts``, ``level``, ``source`` and ``msg`` of a record map, each checked."""
+    ts = raw.get("ts")
+    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or not _in64(ts)):
+        raise RecordError(f"ts {ts!r} must be an integer of nanoseconds since the epoch")
+    level = raw.get("level", "info")
+    if level not in LEVELS:
+        raise RecordError(f"level {level!r} is not one of {'|'.join(LEVELS)}")
+    source = raw.get("source", "")
+    if not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS:
+        raise RecordError(f"source must be text of at most {MAX_SOURCE_CHARS} characters")
+    msg = raw.get("msg")
+    if not isinstance(msg, str):
+        raise RecordError(f"msg must be text, got {type(msg).__name__}")
+    if len(msg) > MAX_RECORD_BYTES:  # refused before it is encoded: that costs ~1 ms per MB
+        raise RecordError(
+            f"msg of {len(msg)} characters is over the {MAX_RECORD_BYTES} byte limit; split "
+            f"the message or move data out of fields"
+        )
+    return ts, level, source, msg
 
 
 def _in64(v: int) -> bool:
@@ -202,82 +209,3 @@ def _check_fields(fields: Any) -> None:
             raise RecordError(f"field {k!r} is {v}, which JSON cannot carry; send it as text")
         if isinstance(v, str) and len(v) > MAX_RECORD_BYTES:
             raise RecordError(f"field {k!r} is over the {MAX_RECORD_BYTES} character limit")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """A committed record as readers see it."""
-
-    index: int
-    term: int
-    id: bytes
-    ingest_ts: int
-    ts: int | None
-    ts_corrected: int | None
-    level: str
-    source: str
-    msg: str
-    fields: dict[str, Any]
-    node: str
-    clock_uncertain: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": uuid_text(self.id),
-            "index": self.index,
-            "term": self.term,
-            "ts": self.ts,
-            "ts_corrected": self.ts_corrected,
-            "ingest_ts": self.ingest_ts,
-            "level": self.level,
-            "source": self.source,
-            "msg": self.msg,
-            "fields": self.fields,
-            "late": False,
-            "node": self.node,
-            "clock_uncertain": self.clock_uncertain,
-        }
-
-
-_LV_TAIL = {0x1B: 9, 0x1A: 5, 0x19: 3, 0x18: 2, 0x3B: 9, 0x3A: 5, 0x39: 3, 0x38: 2}
-
-
-def level_at_least(body: bytes, level_no: int) -> bool:
-    """Is the record's level >= ``level_no``, read from the body bytes without a decode?
-
-    The body's CBOR map is written by ``validate`` as ``{ts, cu, lv, ...}``, so ``lv`` sits
-    after an int-or-null ``ts`` and a bool ``cu``; every marker is checked, and a body of any
-    other shape answers True (the caller then decodes and filters exactly)."""
-    if body[8:12] != b"\xa7\x62ts":
-        return True
-    ib = body[12]
-    n = 1 if ib < 0x18 or 0x20 <= ib < 0x38 or ib == 0xF6 else _LV_TAIL.get(ib, 0)
-    if n == 0:
-        return True
-    p = 12 + n
-    if body[p : p + 3] != b"\x62cu" or body[p + 3] not in (0xF4, 0xF5):
-        return True
-    if body[p + 4 : p + 7] != b"\x62lv":
-        return True
-    lv = body[p + 7]
-    return lv >= level_no if lv < len(LEVELS) else True
-
-
-def decode_body(index: int, term: int, ingest_ts: int, rid: bytes, body: bytes) -> StoredRecord:
-    """Decode one record's body (the CBOR after the ``ts_corrected`` prefix)."""
-    tc = _TC.unpack_from(body)[0]
-    b = cbor2.loads(body[_TC.size :])
-    return StoredRecord(
-        index,
-        term,
-        rid,
-        ingest_ts,
-        b["ts"],
-        None if tc == NO_TS else tc,
-        LEVELS[b["lv"]],
-        b["src"],
-        b["msg"],
-        b["f"],
-        b["n"],
-        b.get("cu", False),
-    )

@@ -6,7 +6,14 @@ Enforced on every module under p2plog/ (a failure names file, line and the forbi
 - The pure packages (`raft/`, `state/`, `order/`, `clock/` except `clock/ntp_poller.py`, `wire/`)
   import no I/O, clock or scheduling module, use no module-level `random` function (a seeded
   `random.Random` instance is the only randomness) and never call `uuid4()`/`uuid1()`.
-- `net/` never imports `p2plog.raft.node` or `p2plog.state`.
+- `net/` never imports `p2plog.raft.node`, `p2plog.state`, `p2plog.runtime` or `p2plog.service`:
+  it carries frames and connections, the runtime hands it what to do with them.
+- `service/` never imports `p2plog.storage`, nor `p2plog.runtime` beyond the live streams it
+  subscribes to (`runtime.tail_hub`) and, in `service/main.py` only (where a node is built
+  whole), `runtime.node`: client sessions see their node only as `service.api.NodeApi`, and
+  read the log only through it.
+- `runtime/` never imports `p2plog.service`: the sessions sit above the node, so a record's
+  path from a session to the disk only goes down.
 
 Packages that do not exist yet pass vacuously, but `raft/` must exist and hold a module so the
 scan can never silently check nothing. The checker tests itself on synthetic sources below.
@@ -24,7 +31,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-PURE_PACKAGES = ("p2plog/raft/", "p2plog/state/", "p2plog/order/", "p2plog/clock/", "p2plog/wire/")
+PURE_PACKAGES = (
+    "p2plog/raft/",
+    "p2plog/replica/",
+    "p2plog/state/",
+    "p2plog/order/",
+    "p2plog/clock/",
+    "p2plog/wire/",
+)
 PURE_EXEMPT = frozenset({"p2plog/clock/ntp_poller.py"})
 # The pure core gets time only through tick() and input only through step() (etcd-io/raft's
 # shape); anything that reads a clock, touches a socket or schedules work belongs to runtime/.
@@ -34,7 +48,22 @@ IMPURE_MODULES = IO_MODULES | {"time", "threading", "subprocess"}
 # (random.random, randint, choice, shuffle, seed...) or OS entropy (SystemRandom).
 RANDOM_ALLOWED = frozenset({"Random"})
 UUID_FORBIDDEN = frozenset({"uuid1", "uuid4"})  # global randomness / the wall clock
-NET_FORBIDDEN = ("p2plog.raft.node", "p2plog.state")
+NET_FORBIDDEN = ("p2plog.raft.node", "p2plog.state", "p2plog.runtime", "p2plog.service")
+SERVICE_FORBIDDEN = ("p2plog.runtime", "p2plog.storage")
+SERVICE_MAY_USE = ("p2plog.runtime.tail_hub",)
+SERVICE_ROOT = "p2plog/service/main.py"  # builds a node whole: the one place to name Node
+SERVICE_ROOT_MAY_USE = ("p2plog.runtime.node",)
+# The replica is the sans-I/O state machine the simulator drives whole: besides the standard
+# library it may build only on the other pure parts (never on runtime/, net/, storage/...).
+REPLICA_ALLOWED = (
+    "p2plog.replica",
+    "p2plog.raft",
+    "p2plog.state",
+    "p2plog.order",
+    "p2plog.clock.hlc",
+    "p2plog.record",
+    "p2plog.wire.client",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +139,16 @@ def check_raft_stdlib(src: Source) -> list[str]:
     return out
 
 
+def check_replica(src: Source) -> list[str]:
+    return [
+        f"{src.path}:{imp.line}: imports {imp.module!r}; replica/ builds only on the standard "
+        f"library and {', '.join(REPLICA_ALLOWED[1:])}"
+        for imp in imports(src)
+        if imp.module.partition(".")[0] not in sys.stdlib_module_names
+        and not any(in_package(imp.module, ok) for ok in REPLICA_ALLOWED)
+    ]
+
+
 def check_pure(src: Source) -> list[str]:
     out: list[str] = []
     aliases: dict[str, str] = {}  # local name bound by `import random`/`import uuid` -> module
@@ -148,13 +187,37 @@ def check_pure(src: Source) -> list[str]:
     return out
 
 
+def reaches(src: Source, forbidden: tuple[str, ...]) -> Iterator[tuple[Import, str]]:
+    """Each import of ``src`` that reaches into a ``forbidden`` package, with what it names."""
+    for imp in imports(src):
+        for name in dict.fromkeys([imp.module, *imp.qualified()]):
+            if any(in_package(name, f) for f in forbidden):
+                yield imp, name
+
+
 def check_net(src: Source) -> list[str]:
     return [
-        f"{src.path}:{imp.line}: imports {name!r}; net/ talks to the runtime, never to "
-        "raft.node or state/"
-        for imp in imports(src)
-        for name in dict.fromkeys([imp.module, *imp.qualified()])
-        if any(in_package(name, forbidden) for forbidden in NET_FORBIDDEN)
+        f"{src.path}:{imp.line}: imports {name!r}; net/ carries frames for the runtime, never "
+        "imports raft.node, state/, runtime/ or service/"
+        for imp, name in reaches(src, NET_FORBIDDEN)
+    ]
+
+
+def check_service(src: Source) -> list[str]:
+    allowed = SERVICE_MAY_USE + (SERVICE_ROOT_MAY_USE if src.path == SERVICE_ROOT else ())
+    return [
+        f"{src.path}:{imp.line}: imports {name!r}; service/ talks to its node through "
+        "service.api.NodeApi, never to runtime/ (but its tail hubs) or storage/"
+        for imp, name in reaches(src, SERVICE_FORBIDDEN)
+        if not any(in_package(name, ok) for ok in allowed)
+    ]
+
+
+def check_runtime(src: Source) -> list[str]:
+    return [
+        f"{src.path}:{imp.line}: imports {name!r}; runtime/ is below the client sessions and "
+        "never imports service/ (they are plugged in by service.main.make_node)"
+        for imp, name in reaches(src, ("p2plog.service",))
     ]
 
 
@@ -178,7 +241,20 @@ RULES = (
         lambda path: path.startswith(PURE_PACKAGES) and path not in PURE_EXEMPT,
         check_pure,
     ),
-    Rule("net-not-raft-node-or-state", lambda path: path.startswith("p2plog/net/"), check_net),
+    Rule(
+        "replica-pure-parts-only",
+        lambda path: path.startswith("p2plog/replica/"),
+        check_replica,
+        must_exist="p2plog/replica/",
+    ),
+    Rule("net-transport-only", lambda path: path.startswith("p2plog/net/"), check_net),
+    Rule("runtime-below-service", lambda path: path.startswith("p2plog/runtime/"), check_runtime),
+    Rule(
+        "service-through-node-api",
+        lambda path: path.startswith("p2plog/service/"),
+        check_service,
+        must_exist="p2plog/service/",
+    ),
 )
 
 
@@ -257,12 +333,40 @@ def test_raft_stdlib_checker(path: str, text: str, flagged: bool) -> None:
         ("import p2plog.state.dedup", True),
         ("from ..state import applier", True),
         ("from p2plog import state", True),
+        ("from p2plog.runtime.node import Node", True),
+        ("from ..service import session", True),
         ("from p2plog.raft.messages import Message", False),
         ("from ..wire import codec", False),
+        ("from p2plog.security.tokens import Grant", False),
     ],
 )
 def test_net_checker(text: str, flagged: bool) -> None:
     assert bool(check_net(Source.parse("p2plog/net/peer_link.py", text))) is flagged
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        ("from p2plog.runtime.node import Node", True),
+        ("from ..runtime import raft_loop", True),
+        ("from p2plog import runtime", True),
+        ("from p2plog.storage.segmented_log import SegmentedLog", True),
+        ("from p2plog.service.api import NodeApi", False),
+        ("from .api import NodeApi", False),
+        ("from p2plog.state.scans import ScanLog", False),
+        ("from p2plog.runtime.tail_hub import TailHub", False),
+    ],
+)
+def test_service_checker(text: str, flagged: bool) -> None:
+    assert bool(check_service(Source.parse("p2plog/service/session.py", text))) is flagged
+
+
+def test_only_service_main_builds_a_node() -> None:
+    text = "from p2plog.runtime.node import Node"
+    assert not check_service(Source.parse("p2plog/service/main.py", text))
+    assert check_service(Source.parse("p2plog/service/main.py", "from p2plog import runtime"))
+    assert check_runtime(Source.parse("p2plog/runtime/node.py", "from p2plog.service import x"))
+    assert not check_runtime(Source.parse("p2plog/runtime/node.py", "from p2plog.state import x"))
 
 
 def test_scan_names_file_and_line_and_honours_exemption(tmp_path: Path) -> None:
@@ -287,3 +391,19 @@ def test_scan_names_file_and_line_and_honours_exemption(tmp_path: Path) -> None:
 
 def test_missing_packages_scan_nothing(tmp_path: Path) -> None:
     assert all(run_rule(rule, tmp_path) == (0, []) for rule in RULES)
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        ("from p2plog.raft.node import RaftNode", False),
+        ("from p2plog.state.applier import Applier", False),
+        ("import collections", False),
+        ("from p2plog.runtime.raft_loop import RaftLoop", True),
+        ("from p2plog.storage.segmented_log import SegmentedLog", True),
+        ("import cbor2", True),
+    ],
+)
+def test_replica_checker(text: str, flagged: bool) -> None:
+    src = Source.parse("p2plog/replica/x.py", text)
+    assert bool(check_replica(src)) is flagged

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from p2plog.client.connection import Connection, Stream
 from p2plog.client.errors import (
@@ -22,10 +22,7 @@ from p2plog.client.errors import (
     StreamOverflow,
     Unreachable,
 )
-from p2plog.client.options import Backoff
-
-if TYPE_CHECKING:
-    from p2plog.client.client import Client
+from p2plog.client.options import Backoff, ClientOptions
 
 SELECTORS = ("from_index", "to_index", "since", "until", "level", "source", "grep", "order")
 RETRY_CODES = frozenset({"unavailable", "overloaded", "timeout", "shutting_down"})
@@ -39,8 +36,21 @@ def query_fields(selectors: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in selectors.items() if v is not None}
 
 
+class TailClient(Protocol):
+    """What a ``TailStream`` uses of its ``Client``: a connection to the node it reads from,
+    the failover when that node is lost, and the index of the client's own last acked write
+    (a tail "from now" starts after it)."""
+
+    options: ClientOptions
+    last_acked_index: int
+
+    async def connection(self) -> Connection: ...
+
+    def failover(self, conn: Connection | None, reason: str) -> None: ...
+
+
 class TailStream:
-    def __init__(self, client: Client, selectors: dict[str, Any]) -> None:
+    def __init__(self, client: TailClient, selectors: dict[str, Any]) -> None:
         sel = dict(selectors)
         self.limit: int | None = sel.pop("limit", None)
         fields = query_fields(sel)

@@ -6,8 +6,6 @@ at least as up-to-date as its own (Raft §5.2, §5.4.1); a PreVote grant changes
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from p2plog.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -18,13 +16,11 @@ from p2plog.raft.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
+from p2plog.raft.participant import Participant
 from p2plog.raft.types import Index, Role
 
-if TYPE_CHECKING:
-    from p2plog.raft.node import RaftNode
 
-
-def handle_vote_request(node: RaftNode, m: RequestVote) -> None:
+def handle_vote_request(node: Participant, m: RequestVote) -> None:
     can_vote = (
         node.vote == m.src
         or (node.vote is None and node.leader is None)
@@ -42,7 +38,7 @@ def handle_vote_request(node: RaftNode, m: RequestVote) -> None:
         )
 
 
-def step_follower(node: RaftNode, m: Message) -> None:
+def step_follower(node: Participant, m: Message) -> None:
     if isinstance(m, AppendEntries):
         node.election_elapsed = 0
         node.leader = m.src
@@ -57,7 +53,7 @@ def step_follower(node: RaftNode, m: Message) -> None:
         node.campaign(pre_vote=False, transfer=True)
 
 
-def step_candidate(node: RaftNode, m: Message) -> None:
+def step_candidate(node: Participant, m: Message) -> None:
     if isinstance(m, (AppendEntries, Heartbeat)):
         # Raft §5.2: a candidate that hears from a leader of its term returns to follower.
         node.become_follower(m.term, m.src)
@@ -66,7 +62,7 @@ def step_candidate(node: RaftNode, m: Message) -> None:
         node.record_vote(m.src, m.granted)
 
 
-def handle_append(node: RaftNode, m: AppendEntries) -> None:
+def handle_append(node: Participant, m: AppendEntries) -> None:
     lg = node.log
     if m.prev_index < lg.committed:
         # Everything up to our commit index already matches the leader (Log Matching).

@@ -9,7 +9,6 @@ below ``match + 1``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from p2plog.raft.messages import (
     AppendEntries,
@@ -19,15 +18,13 @@ from p2plog.raft.messages import (
     Message,
     TimeoutNow,
 )
+from p2plog.raft.participant import Participant
 from p2plog.raft.progress import ProgressState
 from p2plog.raft.quorum import committed_index
 from p2plog.raft.types import Entry, Index, NodeId
 
-if TYPE_CHECKING:
-    from p2plog.raft.node import RaftNode
 
-
-def append_entries(node: RaftNode, entries: Sequence[Entry]) -> None:
+def append_entries(node: Participant, entries: Sequence[Entry]) -> None:
     """Append the leader's own entries; they go out with the next ``ready()``."""
     node.log.append(entries)
     for e in entries:
@@ -36,12 +33,12 @@ def append_entries(node: RaftNode, entries: Sequence[Entry]) -> None:
     node.bcast_pending = True
 
 
-def self_persisted(node: RaftNode, index: Index) -> None:
+def self_persisted(node: Participant, index: Index) -> None:
     node.progress[node.id].maybe_update(index)
     maybe_commit(node)
 
 
-def maybe_commit(node: RaftNode) -> bool:
+def maybe_commit(node: Participant) -> bool:
     """Commit the highest index persisted on a majority if it is of the current term."""
     q = committed_index(p.match for p in node.progress.values())
     if q <= node.log.committed or node.log.term(q) != node.term:
@@ -55,7 +52,7 @@ def maybe_commit(node: RaftNode) -> bool:
     return True
 
 
-def send_append(node: RaftNode, to: NodeId, *, send_if_empty: bool) -> bool:
+def send_append(node: Participant, to: NodeId, *, send_if_empty: bool) -> bool:
     """Send one AppendEntries to ``to`` if its pipeline has room; returns whether it sent."""
     pr = node.progress[to]
     if pr.is_paused(node.config.max_inflight_msgs):
@@ -74,7 +71,7 @@ def send_append(node: RaftNode, to: NodeId, *, send_if_empty: bool) -> bool:
     return True
 
 
-def fill_pipeline(node: RaftNode, to: NodeId, *, commit_only: bool = True) -> None:
+def fill_pipeline(node: Participant, to: NodeId, *, commit_only: bool = True) -> None:
     """Send as many AppendEntries as the window allows (fast catch-up of a follower behind);
     with ``commit_only``, an empty one too if the follower has not been told the commit."""
     pr = node.progress[to]
@@ -83,25 +80,25 @@ def fill_pipeline(node: RaftNode, to: NodeId, *, commit_only: bool = True) -> No
         sent = send_append(node, to, send_if_empty=False)
 
 
-def bcast_append(node: RaftNode) -> None:
+def bcast_append(node: Participant) -> None:
     node.bcast_pending = False
     for p in node.peers:
         fill_pipeline(node, p)
 
 
-def bcast_heartbeat(node: RaftNode) -> None:
+def bcast_heartbeat(node: Participant) -> None:
     for p in node.peers:
         _heartbeat(node, p)
 
 
-def _heartbeat(node: RaftNode, to: NodeId) -> None:
+def _heartbeat(node: Participant, to: NodeId) -> None:
     pr = node.progress[to]
     commit = Index(min(pr.match, node.log.committed))
     node.send(Heartbeat(node.id, to, node.term, commit))
     pr.sent_commit = max(pr.sent_commit, commit)
 
 
-def send_commit(node: RaftNode) -> None:
+def send_commit(node: Participant) -> None:
     """Tell each follower a commit index it has not been sent yet (a heartbeat carries it)."""
     for p in node.peers:
         pr = node.progress[p]
@@ -109,7 +106,7 @@ def send_commit(node: RaftNode) -> None:
             _heartbeat(node, p)
 
 
-def tick_leader(node: RaftNode) -> None:
+def tick_leader(node: Participant) -> None:
     node.heartbeat_elapsed += 1
     node.election_elapsed += 1
     node.leader_ticks += 1
@@ -130,17 +127,17 @@ def tick_leader(node: RaftNode) -> None:
         send_commit(node)
 
 
-def is_active(node: RaftNode, pid: NodeId) -> bool:
+def is_active(node: Participant, pid: NodeId) -> bool:
     """Did ``pid`` answer within the last election timeout (always true for the leader)?"""
     window = node.leader_ticks - node.progress[pid].last_active
     return pid == node.id or window < node.config.election_ticks
 
 
-def quorum_active(node: RaftNode) -> bool:
+def quorum_active(node: Participant) -> bool:
     return sum(1 for pid in node.progress if is_active(node, pid)) >= node.quorum
 
 
-def start_transfer(node: RaftNode, to: NodeId) -> None:
+def start_transfer(node: Participant, to: NodeId) -> None:
     if to == node.id or node.lead_transferee == to:
         return
     node.lead_transferee = to
@@ -151,7 +148,7 @@ def start_transfer(node: RaftNode, to: NodeId) -> None:
         send_append(node, to, send_if_empty=True)
 
 
-def step_leader(node: RaftNode, m: Message) -> None:
+def step_leader(node: Participant, m: Message) -> None:
     if isinstance(m, AppendEntriesResponse):
         _handle_append_response(node, m)
     elif isinstance(m, HeartbeatResponse):
@@ -170,7 +167,7 @@ def step_leader(node: RaftNode, m: Message) -> None:
     # another leader (election safety), so there is nothing else a leader acts on.
 
 
-def _handle_append_response(node: RaftNode, m: AppendEntriesResponse) -> None:
+def _handle_append_response(node: Participant, m: AppendEntriesResponse) -> None:
     pr = node.progress[m.src]
     pr.last_active = node.leader_ticks
     if not m.success:

@@ -16,30 +16,35 @@ originals further out are acked as duplicates unchecked.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
-
-import trio
+from typing import TypeVar
 
 from p2plog.record import same_content
-from p2plog.runtime.proposals import SubmitResult
-from p2plog.runtime.reads import Span, bodies_at
-
-if TYPE_CHECKING:
-    from p2plog.runtime.node import Node
+from p2plog.replica.proposals import SubmitResult
+from p2plog.state.applier import Applier
+from p2plog.state.event_feed import IsDup
+from p2plog.state.scans import ScanLog, Span, bodies_at
 
 GROUP_GAP = 4096  # originals further apart than this many records are read separately
 MAX_GROUPS = 16  # reads per submission; duplicates of originals beyond them are not compared
 
 
-async def mark_conflicts(node: Node, bodies: list[bytes], res: SubmitResult) -> None:
+R = TypeVar("R")
+ReadLog = Callable[[Callable[[ScanLog, IsDup], R]], Awaitable[R]]
+
+
+async def mark_conflicts(
+    applied: Applier,
+    read_log: Callable[[Callable[[ScanLog, IsDup], dict[int, bytes]]], Awaitable[dict[int, bytes]]],
+    bodies: list[bytes],
+    res: SubmitResult,
+) -> None:
     """Move the duplicates in ``res`` whose original differs from ``bodies[k]`` into
-    ``res.conflicts``."""
+    ``res.conflicts`` (``read_log`` runs a read in the storage worker thread)."""
     dups = {k: a.index for k, a in res.singles.items() if a.dup}
-    loop, storage = node.loop, node.storage
-    if not dups or loop is None or storage is None:
+    if not dups:
         return
-    applier = loop.applier
     wanted = sorted(set(dups.values()))
     groups: list[list[int]] = [[wanted[0]]]
     for i in wanted[1:]:
@@ -48,13 +53,14 @@ async def mark_conflicts(node: Node, bodies: list[bytes], res: SubmitResult) -> 
         groups[-1].append(i)
     originals: dict[int, bytes] = {}
     for g in groups[:MAX_GROUPS]:
-        span = Span(g[0], g[-1] + 1, applier.locate(g[0]), applier.applied_index + 1)
-        got = await trio.to_thread.run_sync(
-            partial(bodies_at, storage, span, set(g)), limiter=node.limiter
-        )
-        originals.update(got)
+        span = Span(g[0], g[-1] + 1, applied.locate(g[0]), applied.applied_index + 1)
+        originals.update(await read_log(partial(_bodies_at, span, set(g))))
     for k, orig in dups.items():
         body = originals.get(orig)
         if body is not None and not same_content(body, bodies[k]):
             del res.singles[k]
             res.conflicts[k] = orig
+
+
+def _bodies_at(span: Span, want: set[int], log: ScanLog, _dup: IsDup) -> dict[int, bytes]:
+    return bodies_at(log, span, want)

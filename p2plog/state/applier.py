@@ -14,9 +14,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from p2plog.entry import Batch, parse_batch
 from p2plog.raft.types import Entry
 from p2plog.state.dedup import DedupWindow
+from p2plog.state.entry import Batch, parse_batch
 
 LOCATE_EVERY_ENTRIES = 1024
 LOCATE_EVERY_RECORDS = 65_536

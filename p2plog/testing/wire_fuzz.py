@@ -10,7 +10,6 @@ from typing import Any
 import cbor2
 from hypothesis import strategies as st
 
-from p2plog.entry import batch_data, tick_data
 from p2plog.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -20,6 +19,7 @@ from p2plog.raft.messages import (
     TimeoutNow,
 )
 from p2plog.raft.types import Entry, Index, NodeId, Term
+from p2plog.state.entry import batch_data, tick_data
 from p2plog.wire import peer as wp
 from p2plog.wire.envelope import encode
 

@@ -48,12 +48,14 @@ Node -> client
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from p2plog.record import MAX_BATCH_RECORDS, MAX_CLOCK_OFFSET_NS
 from p2plog.wire.envelope import kinds, typed
+
+RETRY_AFTER_MS = 100  # sent with every retryable error: when a client should try again
 
 MAX_CLIENT_FRAME = 2 << 20
 MAX_SELECTOR_CHARS = 4096
@@ -68,8 +70,6 @@ ErrorCode = Literal[
     "unauthorized",
     "forbidden",
 ]
-ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
-REQUEST_KINDS = ("submit", "query", "tail", "cancel", "status", "time")
 
 
 def add_to_runs(runs: list[list[int]], i: int, index: int, term: int, n: int = 1) -> None:
@@ -111,7 +111,7 @@ class Submit(Request, tag="submit", frozen=True):
 
 
 class Select(Request, frozen=True):
-    """What ``query`` and ``tail`` select (see ``runtime.reads.Filter``)."""
+    """What ``query`` and ``tail`` select (see ``state.scans.Filter``)."""
 
     from_index: Nat | None = None
     to_index: Nat | None = None

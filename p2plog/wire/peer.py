@@ -26,7 +26,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from p2plog.entry import entry_problem
 from p2plog.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -39,6 +38,7 @@ from p2plog.raft.messages import (
 )
 from p2plog.raft.types import Entry, Index, NodeId, Term
 from p2plog.record import MAX_BATCH_RECORDS, MAX_RECORD_BYTES
+from p2plog.state.entry import entry_problem
 from p2plog.wire.client import ErrorCode, add_to_runs
 from p2plog.wire.envelope import ProtocolError, decode, encode, kinds, typed
 

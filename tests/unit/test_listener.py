@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer, open_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import CloseConnection, Request
 
+from p2plog.net.listener import ContainedServer
 from p2plog.net.server import connection_cap, open_listeners, set_message_limit
 
 
@@ -102,3 +105,45 @@ def test_connection_cap(caplog: pytest.LogCaptureFixture) -> None:
         assert connection_cap(1024, 1024, 256, "n1") == 768
     assert "max_connections 1024 lowered to 768" in caplog.text
     assert connection_cap(1024, 100, 256, "n1") == 16
+
+
+async def test_a_connection_whose_websocket_task_fails_does_not_stop_the_server(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """python-trio/trio-websocket#175, as the fuzzer found it: the server closes a connection,
+    and before the close handshake ends a message over the limit arrives. The reader task then
+    sends a close frame in LOCAL_CLOSING and wsproto raises; in a plain ``WebSocketServer``
+    that exception ends the server's nursery (the node)."""
+    closing = trio.Event()
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        if request.path == "/close":
+            closing.set()
+            await ws.aclose()
+            return
+        await ws.send_message(b"still here")
+
+    capped, port = await open_listeners("127.0.0.1", 0, cap=100, node="t", ssl_context=None)
+    server = ContainedServer(
+        handler, [capped], max_message_size=1024, connect_timeout=2, disconnect_timeout=2, node="t"
+    )
+    await nursery.start(server.run)
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        ws = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(ws.send(Request(host="127.0.0.1", target="/close")))
+        events: list[Any] = []
+        while not any(isinstance(e, CloseConnection) for e in events):
+            ws.receive_data(await stream.receive_some(4096))
+            events += list(ws.events())
+        assert closing.is_set()
+        # 2,000 bytes, masked with a zero key, in a frame wsproto itself would not send now.
+        await stream.send_all(b"\x82\xfe" + (2000).to_bytes(2, "big") + b"\0" * 4 + b"x" * 2000)
+        with trio.move_on_after(1):
+            while await stream.receive_some(4096):
+                pass
+        await stream.aclose()
+        async with open_websocket("127.0.0.1", port, "/other", use_ssl=False) as ok:
+            assert await ok.get_message() == b"still here"
+    assert "websocket task failed (LocalProtocolError" in caplog.text

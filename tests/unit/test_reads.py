@@ -1,18 +1,20 @@
-"""scan_chunk over a real SegmentedLog filled with batch entries (and a few no-ops)."""
+"""Scans (``scan_step``, stepped to the end as the node pages a query) over a real SegmentedLog
+filled with batch entries (and a few no-ops)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from p2plog.entry import batch_data, parse_batch
 from p2plog.raft.types import Entry, HardState, Index, NodeId, Term
 from p2plog.record import LEVELS, validate
-from p2plog.runtime import reads
-from p2plog.runtime.reads import Filter, Span, record_json, scan_chunk, scan_step
+from p2plog.state import scans
+from p2plog.state.entry import batch_data, parse_batch
+from p2plog.state.scans import Filter, Span, record_json, row_bytes, scan_step
+from p2plog.state.stored import StoredRecord
 from p2plog.storage.segmented_log import SegmentedLog
 
 S = 1_000_000_000
@@ -21,6 +23,22 @@ SOURCES = ("web", "db", "cron")
 
 def no_dups(_: int) -> bool:
     return False
+
+
+def scan_chunk(
+    storage: SegmentedLog, span: Span, flt: Filter, dups: Callable[[int], bool], limit: int
+) -> tuple[list[StoredRecord], int]:
+    """``scan_step`` after ``scan_step`` until ``limit`` matches, a page's bytes or the end of
+    the span, as the node pages a query; returns (records, next record index)."""
+    out: list[StoredRecord] = []
+    max_bytes = scans.PAGE_BYTES
+    while True:
+        got, nxt, rest = scan_step(storage, span, flt, dups, limit - len(out), max_bytes)
+        out += got
+        max_bytes -= sum(map(row_bytes, got))
+        if rest is None or len(out) >= limit or max_bytes <= 0:
+            return out, nxt
+        span = rest
 
 
 def rid(i: int) -> bytes:
@@ -212,8 +230,8 @@ def test_dup_indexes_are_skipped(storage: SegmentedLog) -> None:
 
 
 def test_scans_in_chunks(storage: SegmentedLog, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reads, "CHUNK_ENTRIES", 4)
-    monkeypatch.setattr(reads, "CHUNK_BYTES", 1)  # at least one entry per read
+    monkeypatch.setattr(scans, "CHUNK_ENTRIES", 4)
+    monkeypatch.setattr(scans, "CHUNK_BYTES", 1)  # at least one entry per read
     got, nxt = indexes(storage, Filter(grep="disk"), lo=1, hi=N + 1, limit=5)
     assert got == [4, 8, 12, 16, 20]
     assert nxt == 21
@@ -265,13 +283,13 @@ def test_level_filter_skips_decoding(
     storage: SegmentedLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     decoded: list[int] = []
-    real = reads.decode_body
+    real = scans.decode_body
 
     def spy(i: int, *a: object) -> object:
         decoded.append(i)
         return real(i, *a)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(reads, "decode_body", spy)
+    monkeypatch.setattr(scans, "decode_body", spy)
     got, _ = indexes(storage, Filter(level="critical"))
     assert got == [i for i in range(2, N + 1) if i % 5 == 4]
     assert decoded == got  # only the matches were decoded

@@ -12,7 +12,20 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from p2plog.entry import (
+from p2plog.record import (
+    LEVELS,
+    MAX_FIELDS,
+    MAX_RECORD_BYTES,
+    MAX_SOURCE_CHARS,
+    NO_TS,
+    PER_RECORD_OVERHEAD,
+    Accepted,
+    RecordError,
+    parse_id,
+    uuid_text,
+    validate,
+)
+from p2plog.state.entry import (
     BATCH_HEAD_SIZE,
     KIND_BATCH,
     KIND_TICK,
@@ -23,21 +36,7 @@ from p2plog.entry import (
     parse_batch,
     tick_data,
 )
-from p2plog.record import (
-    LEVELS,
-    MAX_FIELDS,
-    MAX_RECORD_BYTES,
-    MAX_SOURCE_CHARS,
-    NO_TS,
-    PER_RECORD_OVERHEAD,
-    Accepted,
-    RecordError,
-    StoredRecord,
-    level_at_least,
-    parse_id,
-    uuid_text,
-    validate,
-)
+from p2plog.state.stored import StoredRecord, level_at_least
 
 RID = uuid.UUID("12345678-1234-5678-1234-567812345678")
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1

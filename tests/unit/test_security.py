@@ -12,10 +12,10 @@ import trio
 
 from p2plog.config import parse
 from p2plog.errors import ConfigError
+from p2plog.net.listener import bearer
 from p2plog.raft.types import NodeId
 from p2plog.ratelog import RateLimitedLog
 from p2plog.record import RecordError, revalidate, validate
-from p2plog.runtime.listener import bearer
 from p2plog.runtime.replies import Replies
 from p2plog.security import tokens
 from p2plog.security.certs import new_secret

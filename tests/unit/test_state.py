@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2plog.entry import batch_data, tick_data
 from p2plog.raft.types import Entry, Index, Term
 from p2plog.runtime.tail_hub import BUFFER_ENTRIES, TailHub
 from p2plog.state.applier import Applier
 from p2plog.state.dedup import DedupWindow
+from p2plog.state.entry import batch_data, tick_data
 
 S = 1_000_000_000
 

@@ -1,4 +1,9 @@
-"""``python -m p2plog run``: one node process, with clean shutdown on SIGINT/SIGTERM."""
+"""``python -m p2plog run``: one node process, with clean shutdown on SIGINT/SIGTERM.
+
+This is where a node is built whole (``make_node``): the runtime's ``Node`` with this package's
+client sessions plugged into its listener. The node sits below the sessions and never imports
+them, so a record's path goes one way: session -> node -> Raft loop -> replica -> disk.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,21 @@ import trio
 from p2plog.config import Config, NodeConfig
 from p2plog.errors import P2PLogError
 from p2plog.runtime.node import Node
+from p2plog.security.policy import NodeSecurity
+from p2plog.service.session import serve_client
 
 log = logging.getLogger("p2plog.node")
 GC_GEN0_THRESHOLD = 20_000
+
+
+def make_node(
+    config: Config,
+    me: NodeConfig,
+    data_dir: Path | None = None,
+    security: NodeSecurity | None = None,
+) -> Node:
+    """The node ``me`` of ``config``, serving clients with ``service.session``."""
+    return Node(config, me, data_dir, security, serve_client=serve_client)
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -29,7 +46,7 @@ def setup_logging(level: str = "INFO") -> None:
 
 async def run_node(config: Config, me: NodeConfig, data_dir: Path | None) -> None:
     """Run until a signal stops the node; an operating error exits 1 with one clear line."""
-    node = Node(config, me, data_dir)
+    node = make_node(config, me, data_dir)
     failure: str | None = None
     # Fewer, larger young-generation collections: the hot path allocates many short-lived
     # containers per batch, and at the default threshold (700) gen-0 runs thousands of times

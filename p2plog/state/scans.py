@@ -1,22 +1,24 @@
-"""Reads from the committed log: filtered, paged scans (``query``) in a worker thread, in index
-order or in the event-time stream's order (``event_scan``).
+"""Scans of the committed log: filtered, paged reads (``query``) in index order or in the
+event-time stream's order (``event_scan``), and the originals of retried ids (``bodies_at``).
 
-Only applied (committed) records are visible (the high-watermark rule); duplicates the applier
-marked are skipped. Scans go through the storage limiter in bounded chunks, so a large query
-never holds the storage for long.
+Pure functions of what a ``ScanLog`` returns (the runtime passes its ``SegmentedLog`` and runs
+them in the storage worker thread). Only applied (committed) records are visible (the
+high-watermark rule): the caller bounds a ``Span`` by the applied index; duplicates the applier
+marked are skipped. Every scan reads in bounded chunks and steps, so a large query never holds
+the storage (which appends share) for long.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from p2plog.entry import BatchRef, parse_batch
 from p2plog.order.reorder import DAY_MS, Emitted, ReorderBuffer
-from p2plog.raft.types import Index
-from p2plog.record import LEVELS, StoredRecord, decode_body, level_at_least
-from p2plog.runtime.event_stream import IsDup, emitted_record, feed_entry, watermark_time
-from p2plog.storage.segmented_log import SegmentedLog
+from p2plog.raft.types import Entry, Index
+from p2plog.record import LEVELS
+from p2plog.state.entry import BatchRef, parse_batch
+from p2plog.state.event_feed import IsDup, emitted_record, feed_entry, watermark_time
+from p2plog.state.stored import StoredRecord, decode_body, level_at_least
 
 CHUNK_ENTRIES = 4096
 CHUNK_BYTES = 4 << 20
@@ -25,6 +27,18 @@ STEP_BYTES = 1 << 20
 MAX_LIMIT = 10_000
 PAGE_BYTES = 1 << 20  # a reply page holds at most about this many bytes of records
 ROW_OVERHEAD = 160  # a record's keys and numbers in a reply, besides its body's bytes
+
+
+class ScanLog(Protocol):
+    """What a scan reads: the log's retained entries (``SegmentedLog`` is one)."""
+
+    def first_index(self) -> Index:
+        """The first entry still held (1 until older segments are dropped)."""
+        ...
+
+    def entries(self, lo: Index, hi: Index, max_bytes: int) -> list[Entry]:
+        """Entries ``[lo, hi)`` up to ``max_bytes`` of payload, but always at least one."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,27 +84,6 @@ class Span:
     end: int
 
 
-def scan_chunk(
-    storage: SegmentedLog,
-    span: Span,
-    flt: Filter,
-    dups: IsDup,
-    limit: int,
-    max_bytes: int = PAGE_BYTES,
-) -> tuple[list[StoredRecord], int]:
-    """Matching records in ``span``, at most ``limit`` and about ``max_bytes``; returns
-    (records, next record index). In one go: the node itself scans step by step
-    (``scan_step``) so writes interleave."""
-    out: list[StoredRecord] = []
-    while True:
-        got, nxt, rest = scan_step(storage, span, flt, dups, limit - len(out), max_bytes)
-        out += got
-        max_bytes -= sum(map(row_bytes, got))
-        if rest is None or len(out) >= limit or max_bytes <= 0:
-            return out, nxt
-        span = rest
-
-
 def row_bytes(r: StoredRecord) -> int:
     """About what a record costs in a reply page (its text, plus keys and numbers)."""
     f = sum(len(k) + (len(v) if isinstance(v, str) else 9) for k, v in r.fields.items())
@@ -98,7 +91,7 @@ def row_bytes(r: StoredRecord) -> int:
 
 
 def scan_step(
-    storage: SegmentedLog,
+    storage: ScanLog,
     span: Span,
     flt: Filter,
     dups: IsDup,
@@ -153,7 +146,7 @@ def scan_step(
     return out, lo, None
 
 
-def span_for_bytes(storage: SegmentedLog, span: Span, max_bytes: int) -> Span:
+def span_for_bytes(storage: ScanLog, span: Span, max_bytes: int) -> Span:
     """``span`` cut short after about ``max_bytes`` of record bodies (at least one record):
     an event-order page covers whole index ranges, so its size is chosen before the replay."""
     pos, lo, hi = max(span.start, storage.first_index()), span.lo, span.hi
@@ -177,7 +170,7 @@ def span_for_bytes(storage: SegmentedLog, span: Span, max_bytes: int) -> Span:
     return span
 
 
-def bodies_at(storage: SegmentedLog, span: Span, want: set[int]) -> dict[int, bytes]:
+def bodies_at(storage: ScanLog, span: Span, want: set[int]) -> dict[int, bytes]:
     """The bodies of the records ``want`` (record indexes inside ``span``), read in one pass
     over the span: the originals that retried ids are compared with."""
     out: dict[int, bytes] = {}
@@ -206,7 +199,7 @@ def record_json(r: StoredRecord, late: bool = False) -> dict[str, Any]:
 
 
 def event_scan(
-    storage: SegmentedLog,
+    storage: ScanLog,
     span: Span,
     dups: IsDup,
     *,
@@ -254,7 +247,7 @@ def event_scan(
 
 
 def _last_time_before(
-    storage: SegmentedLog, buf: ReorderBuffer[BatchRef], start: int, dups: IsDup
+    storage: ScanLog, buf: ReorderBuffer[BatchRef], start: int, dups: IsDup
 ) -> int | None:
     """The watermark time of the last entry before Raft index ``start`` that moves it."""
     hi = start

@@ -17,7 +17,8 @@ Every connection starts with a small message limit that its role then raises (a 
 make the node buffer at most ``ANONYMOUS_FRAME`` bytes per connection). A handler never lets an
 exception out: trio-websocket runs handlers in the server's nursery, where one escaping
 exception would stop the node; an unexpected one ends that connection and is logged with its
-traceback (rate-limited).
+traceback (rate-limited). The same holds for trio-websocket's own per-connection tasks
+(``ContainedServer``).
 """
 
 from __future__ import annotations
@@ -25,22 +26,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import trio
-from trio_websocket import WebSocketRequest, WebSocketServer
+from trio_websocket import WebSocketConnection, WebSocketRequest, WebSocketServer
 
+from p2plog.config import NodeConfig
 from p2plog.net.server import CappedListener, open_listeners, remote_of, set_message_limit
 from p2plog.ratelog import RateLimitedLog
+from p2plog.security.policy import NodeSecurity
 from p2plog.security.tokens import ANONYMOUS, OPEN, Grant
 from p2plog.wire.client import MAX_CLIENT_FRAME
 from p2plog.wire.peer import MAX_HANDSHAKE_FRAME
 
-if TYPE_CHECKING:
-    from p2plog.runtime.node import Node
-
 log = logging.getLogger("p2plog.node")
+
+# What the node serves on the two paths (``runtime.peer_server``, ``service.session``): the
+# listener knows connections, pools and tokens, not what flows over them.
+ServePeer = Callable[[WebSocketConnection, Callable[[str], bool]], Awaitable[None]]
+ServeClient = Callable[[WebSocketConnection, Grant], Awaitable[None]]
 
 HANDSHAKE_TIMEOUT_S = 5.0  # TCP accepted -> websocket handshake (with TLS) done
 HANDSHAKE_SLACK = 64  # connections the TCP listener holds beyond max_connections
@@ -51,6 +56,44 @@ RECEIVE_BUFFER = 64 << 10
 PEER_SESSIONS_EACH = 4  # links a member may hold to this node (one, and a few being redialled)
 STRANGER_HANDSHAKES = 32
 ANONYMOUS_SESSIONS = 64
+
+
+class ContainedServer(WebSocketServer):
+    """A ``WebSocketServer`` in which one connection's failure ends that connection only.
+
+    trio-websocket runs each connection's reader task in a nursery of the server's: an
+    exception there would cancel every connection and stop the node. One does occur: a message
+    over the size limit that arrives while the node is closing that connection makes the
+    reader send a close frame in the ``LOCAL_CLOSING`` state, and wsproto raises
+    ``LocalProtocolError`` (python-trio/trio-websocket#175; found by ``tests/process/
+    test_fuzz.py``). Cancellation still goes through (``except*`` takes only ``Exception``).
+    """
+
+    def __init__(self, *args: Any, node: str, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._node = node
+        self._failures = RateLimitedLog(log, interval_s=10.0)
+
+    async def _handle_connection(self, stream: trio.abc.Stream) -> None:
+        try:
+            await super()._handle_connection(stream)
+        except* Exception as eg:
+            self._failures.log(
+                logging.WARNING,
+                "%s: a connection's websocket task failed (%s); that connection is closed",
+                self._node,
+                _first_line(eg),
+            )
+            with trio.move_on_after(1.0) as scope:
+                scope.shield = True
+                await trio.aclose_forcefully(stream)
+
+
+def _first_line(eg: BaseExceptionGroup[Exception]) -> str:
+    exc: BaseException = eg
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 class Pool:
@@ -102,10 +145,21 @@ class Admission:
 
 
 class Listener:
-    def __init__(self, node: Node, max_connections: int) -> None:
-        self.node = node
+    def __init__(
+        self,
+        me: NodeConfig,
+        peers: Sequence[NodeConfig],
+        security: NodeSecurity,
+        max_connections: int,
+        serve_peer: ServePeer,
+        serve_client: ServeClient,
+    ) -> None:
+        self.me = me
+        self.security = security
         self.max_connections = max_connections
-        n_peers = len(node.peers)
+        self.serve_peer = serve_peer
+        self.serve_client = serve_client
+        n_peers = len(peers)
         self.pools = {
             p.name: p
             for p in (
@@ -117,32 +171,40 @@ class Listener:
         }
         self.peer_reserve = PEER_SESSIONS_EACH * n_peers + 8
         self.member_links: dict[str, int] = {}  # authenticated inbound links per member
-        self.peer_ips = peer_addresses(node)
+        self.peer_ips = peer_addresses(peers)
         self.refused = 0
         self.capped: CappedListener | None = None
         self._log = RateLimitedLog(log, interval_s=10.0)
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        node = self.node
         self.capped, port = await open_listeners(
-            node.me.host,
-            node.me.port,
+            self.me.host,
+            self.me.port,
             cap=self.max_connections + ANONYMOUS_SESSIONS + HANDSHAKE_SLACK,
-            node=node.me.id,
-            ssl_context=node.security.server_ssl,
+            node=self.me.id,
+            ssl_context=self.security.server_ssl,
             reserve=(self.peer_ips, self.peer_reserve),
         )
-        server = WebSocketServer(
+        server = ContainedServer(
             self.handle,
-            [self.capped],  # type: ignore[list-item]  # a Listener; see CappedListener
+            [self.capped],  # a Listener; see CappedListener
             max_message_size=MAX_HANDSHAKE_FRAME,
             receive_buffer_size=RECEIVE_BUFFER,
             connect_timeout=HANDSHAKE_TIMEOUT_S,
             disconnect_timeout=1.0,
+            node=self.me.id,
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             task_status.started(port)
+
+    def statistics(self) -> dict[str, int]:
+        """Connections open per pool, authenticated inbound peer links, TCP connections open
+        and the connections refused so far."""
+        tcp = self.capped.open_connections if self.capped is not None else 0
+        out = {name.replace(" ", "_").replace("'", ""): p.open for name, p in self.pools.items()}
+        out["peer_links_in"] = sum(self.member_links.values())
+        return {**out, "tcp": tcp, "refused": self.refused}
 
     async def handle(self, request: WebSocketRequest) -> None:
         try:
@@ -151,13 +213,13 @@ class Listener:
             self._log.log(
                 logging.ERROR,
                 "%s: connection from %s failed unexpectedly; closed",
-                self.node.me.id,
+                self.me.id,
                 remote_of(request),
                 exc_info=True,
             )
 
     async def _route(self, request: WebSocketRequest) -> None:
-        node = self.node
+        me = self.me.id
         if request.path not in ("/peer", "/client"):
             await request.reject(404, body=b"p2plog: use /peer or /client\n")
             return
@@ -166,14 +228,12 @@ class Listener:
             pool = self.pools["peer handshakes" if known else "strangers' peer handshakes"]
             if await self._full(request, pool):
                 return
-            from p2plog.runtime.peer_server import serve_peer
-
             with Admission(pool, self.member_links) as admission:
-                await serve_peer(node, await request.accept(), admission.admit)
+                await self.serve_peer(await request.accept(), admission.admit)
             return
         grant = self.grant(request)
         if grant is None:
-            self._log.warning("%s: refused %s: unknown token", node.me.id, remote_of(request))
+            self._log.warning("%s: refused %s: unknown token", me, remote_of(request))
             await request.reject(
                 401, body=b"p2plog: this token is not valid here (unknown or revoked)\n"
             )
@@ -182,10 +242,8 @@ class Listener:
         if await self._full(request, pool):
             return
         with pool.held():
-            from p2plog.runtime.client_session import serve_client
-
             set_message_limit(request, MAX_CLIENT_FRAME if grant.role else ANONYMOUS_FRAME)
-            await serve_client(node, await request.accept(), grant)
+            await self.serve_client(await request.accept(), grant)
 
     async def _full(self, request: WebSocketRequest, pool: Pool) -> bool:
         """Refuse ``request`` with 503 and the reason if ``pool`` is full."""
@@ -194,7 +252,7 @@ class Listener:
         self.refused += 1
         self._log.warning(
             "%s: refused %s: %d %s open, the most this node takes",
-            self.node.me.id,
+            self.me.id,
             remote_of(request),
             pool.open,
             pool.name,
@@ -206,12 +264,12 @@ class Listener:
     def grant(self, request: WebSocketRequest) -> Grant | None:
         """Who the client is: its token's grant, ``ANONYMOUS`` without a token, None for a
         token that is not valid. Without a tokens file everyone is ``OPEN``."""
-        store = self.node.security.tokens
+        store = self.security.tokens
         if store is None:
             return OPEN
         problem = store.maybe_reload()
         if problem is not None:
-            self._log.warning("%s: tokens file not reloaded: %s", self.node.me.id, problem)
+            self._log.warning("%s: tokens file not reloaded: %s", self.me.id, problem)
         token = bearer(request.headers)
         if token is None:
             return ANONYMOUS
@@ -223,11 +281,11 @@ def request_ip(request: WebSocketRequest) -> str:
     return str(getattr(r, "address", ""))
 
 
-def peer_addresses(node: Node) -> set[str]:
+def peer_addresses(peers: Sequence[NodeConfig]) -> set[str]:
     """The IP addresses the configured peers may connect from (their hosts, resolved once at
     start; a name that does not resolve is left out)."""
     ips: set[str] = set()
-    for p in node.peers:
+    for p in peers:
         try:
             infos = socket.getaddrinfo(p.host, None, type=socket.SOCK_STREAM)
         except OSError:

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
 
-from p2plog.record import _TC, NO_TS, StoredRecord, decode_body
+from p2plog.record import NO_TS, TS_PREFIX
+from p2plog.state.stored import StoredRecord, decode_body
 
 KIND_TICK = 0x02
 KIND_BATCH = 0x03
@@ -82,7 +83,7 @@ class Batch:
 
     def event_times(self, offsets: Sequence[int]) -> list[int]:
         """Each record's ``ts_corrected`` prefix (``NO_TS``: none), read without a decode."""
-        d, unpack = self.data, _TC.unpack_from
+        d, unpack = self.data, TS_PREFIX.unpack_from
         return [unpack(d, o)[0] for o in offsets[:-1]]
 
     def records(self, term: int) -> list[Rec]:
@@ -136,7 +137,7 @@ def entry_problem(data: bytes) -> str | None:
     if not 0 < n <= MAX_ENTRY_RECORDS or base < 1 or len(data) < head:
         return f"a batch header of {n} records from record {base} in {len(data)} bytes"
     lengths = struct.unpack_from(f"<{n}I", data, BATCH_HEAD_SIZE + 16 * n)
-    if min(lengths) <= _TC.size or head + sum(lengths) != len(data):
+    if min(lengths) <= TS_PREFIX.size or head + sum(lengths) != len(data):
         return "record body lengths that do not add up to the batch"
     return None
 
@@ -162,7 +163,7 @@ class Rec:
     @property
     def ts_corrected(self) -> int | None:
         """The event-time key from the body's binary prefix (None: the record has no ts)."""
-        tc = int(_TC.unpack_from(self.body)[0])
+        tc = int(TS_PREFIX.unpack_from(self.body)[0])
         return None if tc == NO_TS else tc
 
     def decode(self) -> StoredRecord:

@@ -34,13 +34,15 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from p2plog.net.server import remote_of
 from p2plog.ratelog import RateLimitedLog
-from p2plog.record import RecordError, uuid_text, validate
-from p2plog.runtime import client_reads
-from p2plog.runtime.node import RETRY_AFTER_MS, Node
-from p2plog.runtime.status import node_status
+from p2plog.replica.proposals import SubmitResult
 from p2plog.security.tokens import Grant
+from p2plog.service import reads
+from p2plog.service.api import NodeApi
+from p2plog.service.status import node_status
+from p2plog.service.submits import Prepared, ack_reply, prepare
 from p2plog.wire.client import (
     MAX_CLIENT_FRAME,
+    RETRY_AFTER_MS,
     Cancel,
     ClientRequest,
     Query,
@@ -48,7 +50,6 @@ from p2plog.wire.client import (
     Submit,
     Tail,
     Time,
-    add_to_runs,
     decode_request,
     request_id,
 )
@@ -94,19 +95,6 @@ class Budget:
         self._freed.unpark_all()
 
 
-@dataclass(slots=True)
-class Prepared:
-    """A submit after validation: what stays in memory while it waits for its commit."""
-
-    req: int
-    ack: str
-    compact: bool
-    n: int
-    ids: list[bytes]
-    bodies: list[bytes]
-    errors: list[dict[str, Any]]
-
-
 @dataclass(frozen=True, slots=True)
 class Probe:
     """A clock probe: the client's send time ``t1`` and this node's receive time ``t2``."""
@@ -117,8 +105,8 @@ class Probe:
 
 
 class Session:
-    def __init__(self, node: Node, ws: WebSocketConnection, grant: Grant) -> None:
-        c = node.config.cluster
+    def __init__(self, node: NodeApi, ws: WebSocketConnection, grant: Grant) -> None:
+        c = node.cluster
         self.node = node
         self.ws = ws
         self.grant = grant
@@ -157,9 +145,7 @@ class Session:
         if self.closing is None:
             self.closing = (code, reason)
             if code != 1000:
-                _violations.warning(
-                    "%s: closing client %s: %s", self.node.me.id, self.remote, reason
-                )
+                _violations.warning("%s: closing client %s: %s", self.node.id, self.remote, reason)
         self._scope.cancel()
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
@@ -194,7 +180,7 @@ class Session:
             await self.budget.acquire(size)
             work: ClientRequest | Prepared | Probe = req
             if isinstance(req, Submit):
-                work = self.prepare(req)
+                work = prepare(self.node, req, self.grant.can("submit"))
             elif isinstance(req, Time):
                 work = Probe(req.req, req.t1, received)
             del raw, req  # only what the request needs stays while it is in flight
@@ -209,7 +195,7 @@ class Session:
         try:
             with scope:
                 if await self.require(t.req, "read"):
-                    await client_reads.tail(self, t)
+                    await reads.tail(self, t)
         except Closing:
             pass
         except ProtocolError as e:
@@ -250,7 +236,7 @@ class Session:
                 await self.submit(w)
         elif isinstance(w, Query):
             if await self.require(w.req, "read"):
-                await client_reads.query(self, w)
+                await reads.query(self, w)
         elif isinstance(w, Tail):  # only a tail that found no room comes this way
             await self.error(
                 w.req,
@@ -314,96 +300,31 @@ class Session:
 
     # -------------------------------------------------------------- submit
 
-    def prepare(self, req: Submit) -> Prepared:
-        """Validate a submit's records as it is read (``record.validate``)."""
-        node = self.node
-        received = node.corrected_now()
-        uncertain = node.clock_uncertain()
-        p = Prepared(req.req, req.ack, req.compact, len(req.records), [], [], [])
-        if not self.grant.can("submit"):
-            return p
-        for i, r in enumerate(req.records):
-            try:
-                a = validate(
-                    r,
-                    node=node.me.id,
-                    clock_offset_ns=req.clock_offset_ns,
-                    received_ns=received,
-                    clock_uncertain=uncertain,
-                )
-            except RecordError as e:
-                p.errors.append({"i": i, "error": f"record {i}: {e}"})
-                continue
-            p.ids.append(a.id)
-            p.bodies.append(a.body)
-        return p
-
     async def submit(self, p: Prepared) -> None:
-        acks: list[dict[str, Any]] = []
-        errors = p.errors
         ids = p.ids
-        if not ids:
-            await self.send("ack", {"req": p.req, "acks": acks, "errors": errors})
-            return
-        limit = self.node.config.cluster.max_conn_inflight_records
-        if self.inflight + len(ids) > limit:
-            await self.error(
-                p.req, "overloaded", f"over {limit} records in flight on this connection"
-            )
-            return
-        self.inflight += len(ids)
-        try:
-            res = await self.node.submit(ids, p.bodies, p.ack)
-        finally:
-            self.inflight -= len(ids)
+        res = await self._store(p)
         p.bodies = []
         if res.error is not None:
             await self.error(p.req, *res.error)
             return
-        # Positions in the submission of the accepted records (identity when none was bad).
-        bad = {e["i"] for e in errors}
-        where = [i for i in range(p.n) if i not in bad] if bad else range(len(ids))
-        runs: list[list[int]] = []
-        for p0, m, index0, term in res.runs:
-            if p.compact and not bad:
-                runs.append([p0, m, index0, term])
-                continue
-            for j in range(m):
-                if p.compact:
-                    add_to_runs(runs, where[p0 + j], index0 + j, term)
-                else:
-                    acks.append(_ack_json(where[p0 + j], ids[p0 + j], index0 + j, term, False))
-        for k, got in res.singles.items():
-            acks.append(_ack_json(where[k], got.id, got.index, got.term, got.dup))
-        for k, orig in res.conflicts.items():
-            i = where[k]
-            errors.append(
-                {
-                    "i": i,
-                    "error": f"record {i}: its id {uuid_text(ids[k])} is stored already, at index "
-                    f"{orig}, with other content; a retry must resend the same record, and a new "
-                    f"record needs a new id",
-                }
+        await self.send("ack", ack_reply(p, ids, res))
+
+    async def _store(self, p: Prepared) -> SubmitResult:
+        """The accepted records of ``p`` through the node, within this connection's bound."""
+        ids = p.ids
+        if not ids:  # every record was refused: the reply lists why
+            return SubmitResult(0)
+        limit = self.node.cluster.max_conn_inflight_records
+        if self.inflight + len(ids) > limit:
+            return SubmitResult.failed(
+                "overloaded", f"over {limit} records in flight on this connection"
             )
-        if res.acked + len(res.conflicts) < len(ids):
-            done = set(res.singles) | set(res.conflicts)
-            for p0, m, _, _ in res.runs:
-                done.update(range(p0, p0 + m))
-            for k in range(len(ids)):
-                if k not in done:
-                    i = where[k]
-                    errors.append({"i": i, "error": f"record {i}: not acknowledged; retry"})
-        acks.sort(key=lambda a: int(a["i"]))
-        errors.sort(key=lambda e: int(e["i"]))
-        reply: dict[str, Any] = {"req": p.req, "acks": acks, "errors": errors}
-        if p.compact:
-            reply["runs"] = runs
-        await self.send("ack", reply)
+        self.inflight += len(ids)
+        try:
+            return await self.node.submit(ids, p.bodies, p.ack)
+        finally:
+            self.inflight -= len(ids)
 
 
-def _ack_json(i: int, rid: bytes, index: int, term: int, dup: bool) -> dict[str, Any]:
-    return {"i": i, "id": uuid_text(rid), "index": index, "term": term, "dup": dup}
-
-
-async def serve_client(node: Node, ws: WebSocketConnection, grant: Grant) -> None:
+async def serve_client(node: NodeApi, ws: WebSocketConnection, grant: Grant) -> None:
     await Session(node, ws, grant).serve()

@@ -1,29 +1,30 @@
 """The reads of a client session: ``query`` pages and ``tail`` streams, in index or event order.
 
-Every page is bounded in records (``MAX_LIMIT``) and in bytes (``reads.PAGE_BYTES``): a client
-asking for everything gets it a page at a time (``next_index``), never one huge frame. Scans run
-in bounded steps in the storage worker thread (appends share its limiter, so they get in between
-steps). A tail whose reader falls behind its buffer is ended with ``end {code: "behind"}`` and
-the index to resume from; one whose replies stop going out loses its connection with the reason
-(``Session.send``).
+Every page is bounded in records (``MAX_LIMIT``) and in bytes (``state.scans.PAGE_BYTES``): a
+client asking for everything gets it a page at a time (``next_index``), never one huge frame.
+Scans run in bounded steps in the storage worker thread (``NodeApi.read_log``: appends share
+it, so they get in between steps). A tail whose reader falls behind its buffer is ended with
+``end {code: "behind"}`` and the index to resume from; one whose replies stop going out loses
+its connection with the reason (``Session.send``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
-from p2plog.entry import BatchRef
 from p2plog.order.reorder import Emitted
-from p2plog.record import StoredRecord
-from p2plog.runtime.event_stream import emitted_json, emitted_record
-from p2plog.runtime.reads import (
+from p2plog.service.api import NodeApi
+from p2plog.state.entry import BatchRef
+from p2plog.state.event_feed import IsDup, emitted_json, emitted_record
+from p2plog.state.scans import (
     MAX_LIMIT,
     PAGE_BYTES,
     Filter,
+    ScanLog,
     Span,
     event_scan,
     record_json,
@@ -31,14 +32,21 @@ from p2plog.runtime.reads import (
     scan_step,
     span_for_bytes,
 )
-from p2plog.storage.segmented_log import SegmentedLog
+from p2plog.state.stored import StoredRecord
 from p2plog.wire.client import Query, Select, Tail
-
-if TYPE_CHECKING:
-    from p2plog.runtime.client_session import Session
 
 R = TypeVar("R")
 TAIL_PAGE = 1000
+
+
+class Session(Protocol):
+    """What a read uses of its session (``service.session.Session``): the node, and the way
+    back to the client."""
+
+    @property
+    def node(self) -> NodeApi: ...
+
+    async def send(self, kind: str, fields: dict[str, Any]) -> None: ...
 
 
 def selection(sel: Select) -> Filter:
@@ -53,23 +61,17 @@ def selection(sel: Select) -> Filter:
     )
 
 
-async def read(s: Session, fn: Callable[[SegmentedLog, Callable[[int], bool]], R]) -> R:
-    """Run ``fn(storage, is_dup)`` in the storage worker thread (reads and appends share one
-    limiter, so a read never races an append)."""
-    loop, storage = s.node.loop, s.node.storage
-    assert loop is not None
-    assert storage is not None
-    is_dup = loop.applier.dup_indexes.__contains__
-    return await trio.to_thread.run_sync(lambda: fn(storage, is_dup), limiter=s.node.limiter)
+async def read(s: Session, fn: Callable[[ScanLog, IsDup], R]) -> R:
+    """Run ``fn(log, is_dup)`` in the storage worker thread (reads and appends share it, so a
+    read never races an append)."""
+    return await s.node.read_log(fn)
 
 
 def span(s: Session, lo: int, hi: int) -> Span:
     """Record indexes ``[lo, hi)`` capped at what is applied, and where the log holds them."""
-    loop = s.node.loop
-    assert loop is not None
-    applier = loop.applier
-    hi = min(hi, applier.record_index + 1)
-    return Span(lo, hi, applier.locate(lo), applier.applied_index + 1)
+    applied = s.node.applied
+    hi = min(hi, applied.record_index + 1)
+    return Span(lo, hi, applied.locate(lo), applied.applied_index + 1)
 
 
 async def scan(
@@ -93,8 +95,8 @@ def _scan_step(
     flt: Filter,
     limit: int,
     max_bytes: int,
-    storage: SegmentedLog,
-    dups: Callable[[int], bool],
+    storage: ScanLog,
+    dups: IsDup,
 ) -> tuple[list[StoredRecord], int, Span | None]:
     return scan_step(storage, where, flt, dups, limit, max_bytes)
 
@@ -120,7 +122,7 @@ async def _event_page(s: Session, req: int, flt: Filter, where: Span, limit: int
     end = where.hi
     page = span(s, flt.from_index, min(end, flt.from_index + limit))
     page = await read(s, lambda st, _dup: span_for_bytes(st, page, PAGE_BYTES))
-    window = s.node.config.cluster.reorder_window_ms
+    window = s.node.cluster.reorder_window_ms
     pairs: list[tuple[StoredRecord, Emitted[BatchRef]]] = await read(
         s, lambda st, dup: event_scan(st, page, dup, window_ms=window)
     )
@@ -138,11 +140,10 @@ async def tail(s: Session, t: Tail) -> None:
 
 
 async def _tail_index(s: Session, t: Tail, flt: Filter) -> None:
-    loop = s.node.loop
-    assert loop is not None
+    applied = s.node.applied
     await s.node.read_barrier()
     sub = s.node.tail_hub.subscribe()
-    pos = t.from_index or loop.applier.record_index + 1
+    pos = t.from_index or applied.record_index + 1
     try:
         while True:
             if sub.behind_at is not None:
@@ -151,9 +152,9 @@ async def _tail_index(s: Session, t: Tail, flt: Filter) -> None:
                     "end", {"req": t.req, "code": "behind", "msg": msg, "resume_index": pos}
                 )
                 return
-            applied = loop.applier.record_index
-            first_buffered = sub.buf[0].index if sub.buf else applied + 1
-            if pos < first_buffered and pos <= applied:
+            last = applied.record_index
+            first_buffered = sub.buf[0].index if sub.buf else last + 1
+            if pos < first_buffered and pos <= last:
                 recs, pos = await scan(s, span(s, pos, first_buffered), flt, TAIL_PAGE)
                 await batch(s, t.req, [(record_json(r), row_bytes(r)) for r in recs])
                 continue
@@ -175,7 +176,7 @@ async def _tail_index(s: Session, t: Tail, flt: Filter) -> None:
 async def _tail_events(s: Session, req: int, flt: Filter) -> None:
     """Follow the event-time ordered stream from now (it is the same on every node).
     ``from_index`` does not apply: event order is not index order."""
-    sub = s.node.events.hub.subscribe()
+    sub = s.node.event_hub.subscribe()
     try:
         while True:
             if sub.behind_at is not None:
@@ -194,7 +195,7 @@ async def _tail_events(s: Session, req: int, flt: Filter) -> None:
             sub.wakeup = trio.Event()
             await sub.wakeup.wait()
     finally:
-        s.node.events.hub.unsubscribe(sub)
+        s.node.event_hub.unsubscribe(sub)
 
 
 async def batch(s: Session, req: int, rows: list[tuple[dict[str, Any], int]]) -> None:
