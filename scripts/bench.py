@@ -9,8 +9,9 @@
     python scripts/bench.py --keep           # keep the work dirs (peers.toml, data, logs)
     python scripts/bench.py --node-log-level DEBUG --keep --skip-failover   # investigate
 
-Every run of every shape starts a FRESH cluster: three ``python -m p2plog run --config
-peers.toml --node nX`` subprocesses on 127.0.0.1 (free ports from binding port 0), with a
+Every run of every shape starts a FRESH cluster (``benchlib.new_cluster`` over the process
+harness ``p2plog.testing.proc``): three ``python -m p2plog run --config peers.toml --node nX``
+subprocesses on 127.0.0.1 (free ports from binding port 0), with a
 ``peers.toml`` (``[cluster] tick_ms`` from ``--tick-ms``, election/heartbeat ticks = the defaults
 of ``p2plog.config.ClusterConfig``) and data directories in a fresh work directory created next
 to the repository (same filesystem as the repo; ``PYTHONPATH`` points at this checkout, so the
@@ -21,8 +22,9 @@ shapes; ``--runs N`` (default 3) runs per shape, and the tables give median [min
 This process is the load generator, a process of its own (the nodes are separate processes),
 with two drivers:
 
-* ``raw``: a small raw-protocol client (trio-websocket + cbor2, many requests in flight per
-  connection, replies matched by ``req``, every wait under ``trio.fail_after``). Frames are built
+* ``raw``: ``benchwire.py``'s raw-protocol client (trio-websocket + cbor2, many requests in
+  flight per connection, replies matched by ``req``, every wait under ``trio.fail_after``).
+  Frames are built
   from one pre-encoded record with a fresh uuid4 and the current ``ts`` spliced in (checked at
   start-up to decode to the intended map; a sanity record is read back from every node).
 * ``client``: ``p2plog.open_client`` / ``Client.submit`` (lists, or one dict per call through the
@@ -79,45 +81,56 @@ run's values and the aggregates). Exit code 1 if a run failed.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import itertools
 import json
-import math
 import os
 import platform
 import re
 import shutil
 import signal
-import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import cbor2
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    HandshakeError,
-    WebSocketConnection,
-    connect_websocket_url,
+from benchlib import (
+    POLL_S,
+    REPO,
+    SCRIPTS,
+    Bench,
+    all_status,
+    fmt,
+    git_state,
+    lat_ms,
+    leaves,
+    new_cluster,
+    pct,
+    progress,
+    raise_interrupt,
+    stop_cluster,
+    wait_leader,
+)
+from benchwire import (
+    CONNECT_TIMEOUT_S,
+    HOST,
+    REQUEST_TIMEOUT_S,
+    BenchFailed,
+    Conn,
+    ConnLost,
+    RecordFactory,
+    encode_msg,
+    uuid4s,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = Path(__file__).resolve().parent
-if str(REPO) not in sys.path:  # measure this checkout's p2plog, whatever is installed
-    sys.path.insert(0, str(REPO))
-
-from p2plog.client import (  # noqa: E402
+from p2plog.client import (
     Client,
     ClientError,
     ClientOptions,
@@ -125,27 +138,12 @@ from p2plog.client import (  # noqa: E402
     SubmitError,
     open_client,
 )
-from p2plog.config import ClusterConfig  # noqa: E402
-from p2plog.security import certs, tokens  # noqa: E402
-from p2plog.security.tls import client_context  # noqa: E402
-from p2plog.testing.ports import free_ports  # noqa: E402
+from p2plog.config import ClusterConfig
+from p2plog.testing.proc import ProcCluster, system_busy_s
 
-NODE_IDS = ("n1", "n2", "n3")
-HOST = "127.0.0.1"
-PROTOCOL_VERSION = 1
-RECORD_BYTES = 200
-
-CONNECT_TIMEOUT_S = 5.0
-STATUS_TIMEOUT_S = 3.0
-REQUEST_TIMEOUT_S = 30.0  # the node answers `timeout` itself after 10 s
-LEADER_WAIT_S = 20.0
 SETTLE_WAIT_S = 15.0
 CATCH_UP_WAIT_S = 90.0
-STOP_WAIT_S = 15.0
 MAX_RETRY_SLEEP_S = 1.0
-MAX_CLIENT_MESSAGE = 16 << 20
-RECEIVE_BUFFER = 64 << 10
-POLL_S = 0.05
 
 FAILOVER_PACE_S = 0.010
 FAILOVER_REQUEST_TIMEOUT_S = 1.0
@@ -154,637 +152,8 @@ FAILOVER_WAIT_S = 20.0
 FAILOVER_PRE_WAIT_S = 10.0
 FAILOVER_MAX_WRITES = 5000  # per writer and kill: 50 s at the pace above
 
-LOG_MARKERS = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-class BenchFailed(Exception):
-    """The cluster misbehaved so badly that the run cannot go on (the message says how)."""
-
-
-class ConnLost(Exception):
-    """The client websocket closed while a request was waiting."""
-
-
-# ---------------------------------------------------------------------------- records
-
-
-def _array_head(n: int) -> bytes:
-    if n < 24:
-        return bytes([0x80 + n])
-    if n < 256:
-        return bytes([0x98, n])
-    assert n < 65536
-    return b"\x99" + n.to_bytes(2, "big")
-
-
-def _uuid4s(n: int) -> bytearray:
-    """``n`` random version-4 UUIDs, 16 bytes each, back to back."""
-    b = bytearray(os.urandom(16 * n))
-    b[6::16] = bytes((x & 0x0F) | 0x40 for x in b[6::16])
-    b[8::16] = bytes((x & 0x3F) | 0x80 for x in b[8::16])
-    return b
-
-
-class RecordFactory:
-    """Builds ``submit`` frames of ~200-byte records with fresh ids, cheaply.
-
-    One record is CBOR-encoded once with placeholder ``id`` and ``ts``; a frame splices a fresh
-    uuid4 per record and the current time into copies of those bytes, and wraps them in the
-    ``submit`` map by hand (a definite-length CBOR array of pre-encoded maps).
-    """
-
-    ID_MARK = bytes(range(0xA0, 0xB0))
-    TS_MARK = 0x1122334455667788  # > 2**32, so encoded like a real ns timestamp: 0x1b + 8 bytes
-    MSG_BASE = (
-        "GET /api/v1/orders?customer=48213&page=3 -> 200 OK in 3.2 ms; upstream=orders-7f9c "
-        "cache=miss bytes=18234 agent=curl/8.5.0 trace=9f2c1d7e4b3a5f60 "
-    )
-
-    def __init__(self, target_bytes: int = RECORD_BYTES) -> None:
-        self.template = self._fit(target_bytes)
-        enc = cbor2.dumps(self.template)
-        id_at = enc.index(b"\x50" + self.ID_MARK) + 1
-        ts_at = enc.index(b"\x1b" + self.TS_MARK.to_bytes(8, "big")) + 1
-        assert enc.count(self.ID_MARK) == 1
-        assert ts_at > id_at + 16, "the template's keys must put id before ts"
-        self.encoded = enc
-        self.record_bytes = len(enc)
-        self._pre = enc[:id_at]
-        self._mid = enc[id_at + 16 : ts_at]
-        self._post = enc[ts_at + 8 :]
-        self._records_key = cbor2.dumps("records")
-
-    def _fit(self, target: int) -> dict[str, Any]:
-        def rec(msg: str) -> dict[str, Any]:
-            return {
-                "id": self.ID_MARK,
-                "ts": self.TS_MARK,
-                "level": "info",
-                "source": "bench/web-01",
-                "msg": msg,
-                "fields": {"host": "web-01", "status": 200},
-            }
-
-        text = self.MSG_BASE * 4
-        n = 0
-        while n < len(text) and len(cbor2.dumps(rec(text[: n + 1]))) <= target:
-            n += 1
-        return rec(text[:n])
-
-    def records(self, n: int) -> bytes:
-        """A CBOR array of ``n`` records with fresh uuid4 ids and ts = now."""
-        head = self._pre
-        tail = self._mid + time.time_ns().to_bytes(8, "big") + self._post
-        ids = memoryview(_uuid4s(n))
-        parts: list[bytes | memoryview] = [_array_head(n)]
-        for i in range(0, 16 * n, 16):
-            parts += (head, ids[i : i + 16], tail)
-        return b"".join(parts)
-
-    def submit_frame(self, req: int, ack: str, n: int) -> bytes:
-        head = cbor2.dumps({"v": PROTOCOL_VERSION, "kind": "submit", "req": req, "ack": ack})
-        assert head[0] == 0xA4  # a map of 4; make it 5 and append "records"
-        return b"\xa5" + head[1:] + self._records_key + self.records(n)
-
-    def check(self) -> None:
-        """The spliced frame decodes to the intended map (asserts)."""
-        msg = cbor2.loads(self.submit_frame(7, "quorum", 3))
-        assert (msg["kind"], msg["req"], msg["ack"]) == ("submit", 7, "quorum"), msg
-        recs = msg["records"]
-        assert len(recs) == 3
-        assert len({r["id"] for r in recs}) == 3
-        for r in recs:
-            assert set(r) == set(self.template), r
-            assert len(r["id"]) == 16
-            assert (r["id"][6] >> 4, r["id"][8] >> 6) == (4, 2)  # uuid4, RFC 4122 variant
-            assert abs(r["ts"] - time.time_ns()) < 10**10
-            assert r["msg"] == self.template["msg"]
-            assert len(cbor2.dumps(r)) == self.record_bytes
-
-
-def encode_msg(kind: str, fields: dict[str, Any]) -> bytes:
-    return cbor2.dumps({**fields, "v": PROTOCOL_VERSION, "kind": kind})
-
-
-# ---------------------------------------------------------------------------- client
-
-
-class _Slot:
-    __slots__ = ("done", "reply")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.reply: dict[str, Any] | None = None
-
-
-# Ports of the nodes of a TLS + token cluster (the *_secure shapes): how to reach them.
-SECURE: dict[int, tuple[ssl.SSLContext, list[tuple[bytes, bytes]]]] = {}
-
-
-class Conn:
-    """One client websocket; any number of requests in flight, replies matched by ``req``."""
-
-    def __init__(self, ws: WebSocketConnection, name: str) -> None:
-        self.ws = ws
-        self.name = name
-        self.closed: str | None = None
-        self.unmatched = 0
-        self._reqs = itertools.count(1)
-        self._waiting: dict[int, _Slot] = {}
-
-    @classmethod
-    async def connect(
-        cls, nursery: trio.Nursery, port: int, name: str, timeout_s: float = CONNECT_TIMEOUT_S
-    ) -> Conn:
-        ctx, headers = SECURE.get(port, (None, []))
-        with trio.fail_after(timeout_s):
-            ws = await connect_websocket_url(
-                nursery,
-                f"{'wss' if ctx else 'ws'}://{HOST}:{port}/client",
-                ssl_context=ctx,
-                extra_headers=headers,
-                max_message_size=MAX_CLIENT_MESSAGE,
-                receive_buffer_size=RECEIVE_BUFFER,
-            )
-        conn = cls(ws, name)
-        nursery.start_soon(conn._read)
-        return conn
-
-    def next_req(self) -> int:
-        return next(self._reqs)
-
-    async def call(self, req: int, frame: bytes, timeout_s: float) -> dict[str, Any]:
-        """Send one request frame and wait for the reply carrying ``req``."""
-        if self.closed is not None:
-            raise ConnLost(f"{self.name}: {self.closed}")
-        slot = _Slot()
-        self._waiting[req] = slot
-        try:
-            with trio.fail_after(timeout_s):
-                await self.ws.send_message(frame)
-                await slot.done.wait()
-        except ConnectionClosed as e:
-            raise ConnLost(f"{self.name}: {e.reason}") from None
-        finally:
-            self._waiting.pop(req, None)
-        if slot.reply is None:
-            raise ConnLost(f"{self.name}: {self.closed}")
-        return slot.reply
-
-    async def status(self, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any]:
-        req = self.next_req()
-        reply = await self.call(req, encode_msg("status", {"req": req}), timeout_s)
-        if reply.get("kind") != "status":
-            raise BenchFailed(f"{self.name}: status request got {reply!r}")
-        node: dict[str, Any] = reply["node"]
-        return node
-
-    async def aclose(self) -> None:
-        with trio.move_on_after(1.0):
-            await self.ws.aclose()
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                raw = await self.ws.get_message()
-                assert isinstance(raw, bytes), "p2plog replies are binary frames"
-                self._deliver(cbor2.loads(raw))
-        except ConnectionClosed as e:
-            self.closed = f"closed: {e.reason}"
-        finally:
-            if self.closed is None:
-                self.closed = "reader stopped"
-            for slot in self._waiting.values():
-                slot.done.set()
-
-    def _deliver(self, msg: dict[str, Any]) -> None:
-        """Hand one reply to the ``call`` waiting for its ``req``."""
-        slot = self._waiting.pop(msg.get("req"), None)
-        if slot is None:
-            self.unmatched += 1  # a reply that arrived after its request timed out
-            return
-        slot.reply = msg
-        slot.done.set()
-
-
-async def fetch_status(port: int, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:
-    """One node's ``status``, or None if it cannot be reached in time."""
-    result: dict[str, Any] | None = None
-    async with trio.open_nursery() as nursery:
-        try:
-            with trio.fail_after(timeout_s):
-                conn = await Conn.connect(nursery, port, f"status:{port}", timeout_s)
-                try:
-                    result = await conn.status(timeout_s)
-                finally:
-                    await conn.aclose()
-        except (OSError, HandshakeError, ConnLost, ConnectionClosed, trio.TooSlowError):
-            result = None
-        nursery.cancel_scope.cancel()
-    return result
-
-
-# ---------------------------------------------------------------------------- cluster
-
-
-def proc_cpu_s(pid: int) -> float | None:
-    """utime + stime of a live process, in seconds (None once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_mem_kib(pid: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    out[key] = int(rest.split()[0])
-    except OSError:
-        pass
-    return out
-
-
-def system_busy_s() -> float:
-    """CPU seconds all CPUs spent busy since boot (/proc/stat: everything but idle+iowait)."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    return (sum(vals[:8]) - vals[3] - vals[4]) / CLK_TCK
-
-
-def all_procs_cpu_s() -> dict[int, tuple[str, float]]:
-    """pid -> (command line, CPU seconds) of every process we can read."""
-    out: dict[int, tuple[str, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        cpu = proc_cpu_s(pid)
-        if cpu is None:
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            cmd = "?"
-        out[pid] = (cmd[:120] or f"[pid {pid}]", cpu)
-    return out
-
-
-def other_cpu(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], ours: set[int]
-) -> list[dict[str, Any]]:
-    """Processes not started by this bench that used >= 1 CPU second between two snapshots."""
-    rows: list[dict[str, Any]] = []
-    for pid, (cmd, cpu) in after.items():
-        if pid in ours:
-            continue
-        used = cpu - before[pid][1] if pid in before else cpu
-        if used >= 1.0:
-            rows.append({"pid": pid, "cpu_s": round(used, 1), "cmd": cmd})
-    return sorted(rows, key=lambda r: float(r["cpu_s"]), reverse=True)[:8]
-
-
-def node_env() -> dict[str, str]:
-    """The nodes' environment: ours, with this checkout first on ``PYTHONPATH``."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    return env
-
-
-@dataclass
-class NodeProc:
-    id: str
-    port: int
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    pids: list[int] = field(default_factory=list)
-    starts: int = 0
-    cpu_earlier_s: float = 0.0  # CPU of earlier (killed) incarnations
-    expect_down: bool = False
-    log_pos: int = 0
-
-
-class Cluster:
-    """The node subprocesses of one bench run; every method is sync and quick."""
-
-    def __init__(
-        self, root: Path, tick_ms: int, log_level: str = "INFO", secure: bool = False
-    ) -> None:
-        self.root = root
-        self.secure = secure
-        self.token: str | None = None
-        self.log_level = log_level
-        self.defaults = ClusterConfig()
-        self.tick_ms = tick_ms
-        ports = free_ports(len(NODE_IDS))
-        self.nodes = {
-            nid: NodeProc(nid, port, root / f"{nid}.log")
-            for nid, port in zip(NODE_IDS, ports, strict=True)
-        }
-        self.config_path = root / "peers.toml"
-        lines = [
-            "[cluster]",
-            'name = "bench"',
-            f"tick_ms = {tick_ms}",
-            f"election_ticks = {self.defaults.election_ticks}",
-            f"heartbeat_ticks = {self.defaults.heartbeat_ticks}",
-        ]
-        if secure:
-            lines += [
-                "[security]",
-                'secret_file = "cluster.secret"',
-                'tokens_file = "tokens.toml"',
-                "[tls]",
-                'ca = "ca.pem"',
-                'cert = "{id}.pem"',
-                'key = "{id}.key"',
-            ]
-        for n in self.nodes.values():
-            lines += ["", "[[node]]", f'id = "{n.id}"', f'address = "{HOST}:{n.port}"']
-            lines.append(f'data_dir = "data/{n.id}"')
-        self.config_path.write_text("\n".join(lines) + "\n")
-        if secure:
-            self._make_security_files()
-
-    def _make_security_files(self) -> None:
-        """What ``python -m p2plog certs`` and ``token add`` make: a CA, node certificates, the
-        cluster secret, one write+read token; clients reach the nodes with wss:// and it."""
-        plans = [
-            certs.NodePlan(n.id, (HOST,), self.root / f"{n.id}.pem", self.root / f"{n.id}.key")
-            for n in self.nodes.values()
-        ]
-        ca = self.root / "ca.pem"
-        certs.create_cluster_files(
-            "bench", ca, self.root / "ca.key", plans, self.root / "cluster.secret"
-        )
-        self.token = tokens.add(self.root / "tokens.toml", "bench", "admin")
-        ctx = client_context(ca)
-        for n in self.nodes.values():
-            SECURE[n.port] = (ctx, [(b"authorization", f"Bearer {self.token}".encode())])
-
-    def port(self, nid: str) -> int:
-        return self.nodes[nid].port
-
-    def pid(self, nid: str) -> int | None:
-        p = self.nodes[nid].proc
-        return p.pid if p is not None else None
-
-    def start(self, nid: str) -> None:
-        n = self.nodes[nid]
-        assert n.proc is None or self.poll(nid) is not None, f"{nid} is running"
-        n.starts += 1
-        with open(n.log_path, "ab") as log:
-            log.write(f"===== bench: start #{n.starts} of {nid} at {time.ctime()} =====\n".encode())
-            log.flush()
-            n.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "p2plog",
-                    "run",
-                    "--config",
-                    str(self.config_path),
-                    "--node",
-                    nid,
-                    "--log-level",
-                    self.log_level,
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.root,
-                env=node_env(),
-                start_new_session=True,  # Ctrl-C reaches only the bench; it stops the nodes
-            )
-        n.pids.append(n.proc.pid)
-        n.expect_down = False
-
-    def poll(self, nid: str) -> int | None:
-        """The exit code if the current process of ``nid`` has exited (reaped here with
-        ``wait4``, so its CPU time is kept even after a crash or kill -9), else None.
-
-        Popen's own ``poll``/``wait`` are never used: they would reap without the rusage."""
-        n = self.nodes[nid]
-        p = n.proc
-        if p is None or p.returncode is not None:
-            return None if p is None else p.returncode
-        try:
-            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        except ChildProcessError:  # reaped by the other thread a moment ago
-            if p.returncode is None:
-                p.returncode = -999
-            return p.returncode
-        if pid == 0:
-            return None
-        p.returncode = os.waitstatus_to_exitcode(status)
-        n.cpu_earlier_s += ru.ru_utime + ru.ru_stime
-        return p.returncode
-
-    def running(self, nid: str) -> bool:
-        return self.nodes[nid].proc is not None and self.poll(nid) is None
-
-    def wait_exit(self, nid: str, timeout_s: float) -> int | None:
-        """Block up to ``timeout_s`` for the node to exit; its exit code or None."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            code = self.poll(nid)
-            if code is not None or time.monotonic() >= deadline:
-                return code
-            time.sleep(0.01)
-
-    def kill9(self, nid: str) -> None:
-        """SIGKILL now (the caller reaps with ``wait_exit``)."""
-        n = self.nodes[nid]
-        assert n.proc is not None
-        n.expect_down = True
-        os.kill(n.proc.pid, signal.SIGKILL)
-
-    def cpu_s(self, nid: str) -> float:
-        """CPU seconds of all incarnations of the node so far."""
-        n = self.nodes[nid]
-        now = proc_cpu_s(n.proc.pid) if n.proc is not None and self.running(nid) else None
-        return n.cpu_earlier_s + (now or 0.0)
-
-    def live_cpu_s(self) -> dict[str, float | None]:
-        """CPU seconds of the current processes (for deltas over a run)."""
-        return {
-            nid: proc_cpu_s(n.proc.pid) if n.proc is not None else None
-            for nid, n in self.nodes.items()
-        }
-
-    def all_pids(self) -> set[int]:
-        return {pid for n in self.nodes.values() for pid in n.pids}
-
-    def mem(self, nid: str) -> dict[str, int]:
-        p = self.nodes[nid].proc
-        return proc_mem_kib(p.pid) if p is not None and self.running(nid) else {}
-
-    def dead(self) -> list[str]:
-        """Nodes that exited without being told to."""
-        out = []
-        for nid, n in self.nodes.items():
-            if n.proc is not None and not n.expect_down and self.poll(nid) is not None:
-                out.append(f"{nid} (pid {n.proc.pid}) exited with code {n.proc.returncode}")
-        return out
-
-    def new_log_lines(self, nid: str) -> list[str]:
-        n = self.nodes[nid]
-        try:
-            with open(n.log_path, "rb") as f:
-                f.seek(n.log_pos)
-                data = f.read()
-        except OSError:
-            return []
-        n.log_pos += len(data)
-        return data.decode(errors="replace").splitlines()
-
-    def tails(self, lines: int = 30) -> str:
-        out = []
-        for nid, n in self.nodes.items():
-            try:
-                text = n.log_path.read_bytes().decode(errors="replace").splitlines()
-            except OSError as e:
-                text = [f"(cannot read {n.log_path}: {e})"]
-            out.append(f"----- {nid} log ({n.log_path}), last {lines} lines -----")
-            out += text[-lines:]
-        return "\n".join(out)
-
-    def stop_all(self) -> dict[str, dict[str, Any]]:
-        """SIGTERM every running node, wait (bounded), SIGKILL the rest; per node what happened."""
-        out: dict[str, dict[str, Any]] = {}
-        running = [nid for nid in self.nodes if self.running(nid)]
-        t0 = time.monotonic()
-        for nid in running:
-            self.nodes[nid].expect_down = True
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.nodes[nid].proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
-        try:
-            for nid in running:
-                code = self.wait_exit(nid, max(0.1, t0 + STOP_WAIT_S - time.monotonic()))
-                if code is None:
-                    out[nid] = {"exit_code": None, "killed": True}
-                else:
-                    out[nid] = {"exit_code": code, "stop_s": round(time.monotonic() - t0, 2)}
-        finally:  # also on a second Ctrl-C: nothing we started outlives us
-            for nid in running:
-                if self.running(nid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(self.nodes[nid].proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
-                    self.wait_exit(nid, 5.0)
-        return out
-
 
 # ---------------------------------------------------------------------------- bench state
-
-
-@dataclass
-class Bench:
-    """State of the whole bench; ``cluster`` is the current run's (a fresh one per run)."""
-
-    factory: RecordFactory
-    seconds: float
-    max_records: int
-    cluster: Cluster = field(init=False)
-    failures: list[str] = field(default_factory=list)  # one line per failed run
-    anomalies: list[dict[str, Any]] = field(default_factory=list)
-    results: dict[str, Any] = field(default_factory=dict)
-    procs_at_start: dict[int, tuple[str, float]] = field(default_factory=all_procs_cpu_s)
-    loadavg_at_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
-    our_pids: set[int] = field(default_factory=set)  # every node process of every run
-
-    def machine(self) -> dict[str, Any]:
-        """How busy the machine was with other work since the bench started."""
-        current = getattr(self, "cluster", None)
-        ours = {os.getpid(), *self.our_pids, *(current.all_pids() if current else ())}
-        return {
-            "loadavg_before": [round(x, 2) for x in self.loadavg_at_start],
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-            "other_processes_cpu": other_cpu(self.procs_at_start, all_procs_cpu_s(), ours),
-        }
-
-    def anomaly(self, phase: str, what: str, lines: list[str] | None = None) -> None:
-        self.anomalies.append({"phase": phase, "what": what, "lines": (lines or [])[:40]})
-        progress(f"!!! ANOMALY in {phase}: {what}")
-        for line in (lines or [])[:40]:
-            progress(f"    {line}")
-        progress(self.cluster.tails(25))
-
-    async def check_nodes(self, phase: str) -> None:
-        if self.cluster.dead():
-            await trio.sleep(1.0)  # let a node that is crashing too finish, to name them all
-            dead = self.cluster.dead()
-            raise BenchFailed(f"during {phase}: node(s) died: {'; '.join(dead)}")
-
-    def scan_logs(
-        self, phase: str, *, expect_warnings: bool = False, keep: list[str] | None = None
-    ) -> Counter[str]:
-        """New WARNING+/Traceback lines in node logs since the last scan; anomalies unless
-        ``expect_warnings`` (then only ERROR/CRITICAL/Traceback are). ``keep`` receives every
-        new line, prefixed with the node id."""
-        counts: Counter[str] = Counter()
-        bad: list[str] = []
-        for nid in self.cluster.nodes:
-            for line in self.cluster.new_log_lines(nid):
-                if keep is not None:
-                    keep.append(f"{nid}: {line}")
-                marker = next((m for m in LOG_MARKERS if m in line), None)
-                if marker is None:
-                    continue
-                counts[marker.strip()] += 1
-                if not expect_warnings or marker != " WARNING ":
-                    bad.append(f"{nid}: {line}")
-        if bad:
-            self.anomaly(phase, f"{len(bad)} warning/error line(s) in node logs", bad)
-        return counts
-
-
-async def all_status(cluster: Cluster, nids: list[str] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-
-    async def one(nid: str) -> None:
-        out[nid] = await fetch_status(cluster.port(nid))
-
-    async with trio.open_nursery() as nursery:
-        for nid in nids or list(cluster.nodes):
-            nursery.start_soon(one, nid)
-    return out
-
-
-async def wait_leader(
-    cluster: Cluster, timeout_s: float = LEADER_WAIT_S, exclude: str | None = None
-) -> tuple[str, int, dict[str, Any]]:
-    """Wait until a majority agrees on one leader; (leader id, term, statuses)."""
-    nids = [n for n in cluster.nodes if n != exclude]
-    t0 = trio.current_time()
-    last: dict[str, Any] = {}
-    while trio.current_time() - t0 < timeout_s:
-        last = await all_status(cluster, nids)
-        leaders = [s for s in last.values() if s is not None and s["role"] == "leader"]
-        if leaders:
-            lead = max(leaders, key=lambda s: s["term"])
-            agree = sum(
-                1
-                for s in last.values()
-                if s is not None and s["leader"] == lead["id"] and s["term"] == lead["term"]
-            )
-            if agree * 2 > len(cluster.nodes):
-                return lead["id"], lead["term"], last
-        await trio.sleep(POLL_S)
-    keys = ("role", "term", "leader", "commit_index")
-    summary = {k: (v and {x: v[x] for x in keys}) for k, v in last.items()}
-    raise BenchFailed(f"no leader agreed by a majority within {timeout_s:.0f} s; status: {summary}")
 
 
 async def wait_settled(bench: Bench, leader: str, phase: str) -> dict[str, Any]:
@@ -898,26 +267,10 @@ class LoadStats:
             self.samples.append(text)
 
 
-def pct(xs: list[float], q: float) -> float:
-    """Nearest-rank percentile of a sorted list."""
-    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
-
-
-def lat_ms(xs: list[float]) -> dict[str, float | None]:
-    if not xs:
-        return {"p50": None, "p99": None, "max": None}
-    s = sorted(xs)
-    return {
-        "p50": round(pct(s, 0.5) * 1e3, 3),
-        "p99": round(pct(s, 0.99) * 1e3, 3),
-        "max": round(s[-1] * 1e3, 3),
-    }
-
-
 class Meter:
     """CPU of the nodes, of this process and of the machine, and wall time, over a window."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: ProcCluster) -> None:
         self.cluster = cluster
         self.cpu0 = cluster.live_cpu_s()
         self.gen0 = time.process_time()
@@ -1017,7 +370,7 @@ class IdPool:
         self._ids: list[bytes] = []
 
     def fill(self, n: int = ID_POOL) -> None:
-        raw = bytes(_uuid4s(max(n, ID_POOL)))
+        raw = bytes(uuid4s(max(n, ID_POOL)))
         self._ids += [raw[i : i + 16] for i in range(0, len(raw), 16)]
 
     def take(self, n: int) -> list[bytes]:
@@ -1083,8 +436,8 @@ async def drive_client(
     opts = ClientOptions(
         submit_deadline_s=CLIENT_SUBMIT_DEADLINE_S,
         linger_ms=defaults.linger_ms if spec.linger_ms is None else spec.linger_ms,
-        token=bench.cluster.token,
-        ca=str(bench.cluster.root / "ca.pem") if bench.cluster.secure else None,
+        token=bench.cluster.credentials.token,
+        ca=None if bench.cluster.security.ca_path is None else str(bench.cluster.security.ca_path),
     )
     async with open_client(addresses, opts, lazy=True) as client:
         try:
@@ -1419,7 +772,7 @@ async def one_failover(bench: Bench, k: int) -> dict[str, Any]:
                     f"{FAILOVER_PRE_WAIT_S:.0f} s before the kill (errors "
                     f"{dict(fs.errors_before_kill)}, timeouts {fs.timeouts_before_kill})"
                 )
-            cluster.kill9(leader)
+            cluster.kill(leader, signal.SIGKILL)
             fs.t_kill = trio.current_time()
             with trio.move_on_after(FAILOVER_WAIT_S):
                 while not fs.done.is_set() and not cluster.dead():
@@ -1430,9 +783,10 @@ async def one_failover(bench: Bench, k: int) -> dict[str, Any]:
         for c in conns:
             await c.aclose()
         nursery.cancel_scope.cancel()
-    code = await trio.to_thread.run_sync(cluster.wait_exit, leader, 5.0)
-    if code is None:
-        raise BenchFailed(f"{phase}: {leader} did not die within 5 s of SIGKILL")
+    try:
+        await cluster.wait_exit(leader, 5.0)
+    except trio.TooSlowError:
+        raise BenchFailed(f"{phase}: {leader} did not die within 5 s of SIGKILL") from None
     await bench.check_nodes(phase)
     if fs.first_new is None or fs.t_kill is None:
         out["failover_ms"] = None
@@ -1462,7 +816,7 @@ async def one_failover(bench: Bench, k: int) -> dict[str, Any]:
             f"connections {fs.conn_lost[:3]}",
         )
     t_restart = trio.current_time()
-    cluster.start(leader)
+    await cluster.start(leader)
     caught = await wait_caught_up(bench, leader, CATCH_UP_WAIT_S)
     out["restart_catch_up_s"] = (
         None if caught is None else round(trio.current_time() - t_restart, 2)
@@ -1475,7 +829,7 @@ async def one_failover(bench: Bench, k: int) -> dict[str, Any]:
     lines: list[str] = []
     counts = bench.scan_logs(phase, expect_warnings=True, keep=lines)
     out["log_warnings"] = dict(counts)
-    slow_ms = 4 * 2 * cluster.defaults.election_ticks * cluster.tick_ms  # 4 x max timeout
+    slow_ms = 4 * 2 * ClusterConfig().election_ticks * cluster.tick_ms  # 4 x max timeout
     if out["failover_ms"] is not None and out["failover_ms"] > slow_ms:
         # what the nodes said: elections, role changes, links; sorted by timestamp
         excerpt = sorted(
@@ -1525,7 +879,7 @@ def summarize_failover(fo: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- the whole run
 
 
-def resources(cluster: Cluster) -> dict[str, Any]:
+def resources(cluster: ProcCluster) -> dict[str, Any]:
     return {
         nid: {
             "pid": cluster.pid(nid),
@@ -1563,8 +917,7 @@ async def cluster_main(bench: Bench, body: Body, out: dict[str, Any]) -> None:
     """Start the nodes of ``bench.cluster``, check them, run ``body`` (it fills ``out``)."""
     cluster = bench.cluster
     t_start = trio.current_time()
-    for nid in cluster.nodes:
-        cluster.start(nid)
+    await cluster.start_all()
     leader, term, _ = await wait_leader(cluster)
     out["start_s"] = round(trio.current_time() - t_start, 2)
     progress(f"cluster up: leader {leader} term {term} after {out['start_s']:.2f} s")
@@ -1586,36 +939,36 @@ def fresh_cluster_run(
     ``bench.failures``; only an interrupt (Ctrl-C, SIGTERM) propagates, after the clean-up."""
     root = Path(tempfile.mkdtemp(prefix=".bench-", dir=REPO)).resolve()
     out: dict[str, Any] = {"label": label}
-    cluster: Cluster | None = None
+    cluster: ProcCluster | None = None
     try:
-        cluster = bench.cluster = Cluster(root, a.tick_ms, a.node_log_level, secure)
+        cluster = bench.cluster = new_cluster(root, a.tick_ms, a.node_log_level, secure=secure)
         ports = [n.port for n in cluster.nodes.values()]
         progress(f"=== {label}: work directory {root}; ports {ports}")
         trio.run(cluster_main, bench, body, out)
     except BaseException as e:
-        leaves = list(_leaves(e))
-        if any(isinstance(x, KeyboardInterrupt) for x in leaves):
+        errors = list(leaves(e))
+        if any(isinstance(x, KeyboardInterrupt) for x in errors):
             progress(f"interrupted during {label}; stopping the nodes")
             raise KeyboardInterrupt(label) from e  # unwrapped from trio's exception group
         msgs = [
             str(x) if isinstance(x, BenchFailed) else "".join(traceback.format_exception(x))
-            for x in leaves
+            for x in errors
         ]
         out["failure"] = "\n".join(m.rstrip() for m in msgs)
         bench.failures.append(f"{label}: {out['failure']}")
         progress(f"RUN FAILED ({label}): {out['failure']}")
         if cluster is not None:
-            progress(cluster.tails(60))
+            progress(cluster.log_tails(60))
     finally:
         try:
             if cluster is not None:
                 bench.our_pids |= cluster.all_pids()
                 out.setdefault("resources", resources(cluster))
-                out["shutdown"] = shutdown = cluster.stop_all()  # SIGKILLs on an interrupt too
+                out["shutdown"] = shutdown = stop_cluster(cluster)  # SIGKILLs on an interrupt too
                 bad = {k: v for k, v in shutdown.items() if v.get("exit_code") != 0}
                 if bad:
                     progress(f"!!! nodes did not stop cleanly on SIGTERM: {bad}")
-                    progress(cluster.tails(60))
+                    progress(cluster.log_tails(60))
                     bench.anomalies.append(
                         {"phase": f"{label}: shutdown", "what": f"unclean stop: {bad}", "lines": []}
                     )
@@ -1905,10 +1258,6 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------- output
 
 
-def _f(v: Any, spec: str = "") -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def mmm(a: dict[str, Any] | None, spec: str) -> str:
     """``median [min-max]`` of an aggregate (just the value for one run)."""
     if a is None:
@@ -1978,8 +1327,8 @@ def print_table(report: dict[str, Any], out: Any) -> None:
                 f"{s['name']:34} {sp['via'][0].upper():>2} {sp['frame_records']:>8} {infl:>10} "
                 f"{sp['ack']:>6} {mmm(f['records_per_s'], ',.0f'):>25} "
                 f"{mmm(f['p50_ms'], '.2f'):>22} {mmm(f['p99_ms'], '.2f'):>24} "
-                f"{_f(f['records_per_frame'] and f['records_per_frame']['median'], '.0f'):>9} "
-                f"{_f(errs and sum(x or 0 for x in errs['runs'])):>6} {runs:>4}"
+                f"{fmt(f['records_per_frame'] and f['records_per_frame']['median'], '.0f'):>9} "
+                f"{fmt(errs and sum(x or 0 for x in errs['runs'])):>6} {runs:>4}"
             )
         p()
         p(
@@ -2017,8 +1366,8 @@ def print_table(report: dict[str, Any], out: Any) -> None:
                 f"{s['name']:34} {mmm(f['cores_leader'], '.2f'):>17} "
                 f"{mmm(f['cores_follower1'], '.2f'):>17} {mmm(f['cores_follower2'], '.2f'):>17} "
                 f"{mmm(f['cores_loadgen'], '.2f'):>17} "
-                f"{_f(f['build_cores'] and f['build_cores']['median'], '.2f'):>5} "
-                f"{_f(f['cores_other'] and f['cores_other']['median'], '.2f'):>5} "
+                f"{fmt(f['build_cores'] and f['build_cores']['median'], '.2f'):>5} "
+                f"{fmt(f['cores_other'] and f['cores_other']['median'], '.2f'):>5} "
                 f"{mmm(f['node_cpu_us_per_record'], '.0f'):>19}"
             )
     fo = report.get("failover")
@@ -2027,16 +1376,17 @@ def print_table(report: dict[str, Any], out: Any) -> None:
         fm = fo["failover_ms"]
         p(
             f"FAILOVER (kill -9 leader -> first ack with a higher term), {fo['measured']}/"
-            f"{fo['kills']} measured: p50 {_f(fm['p50'])} ms, p99 {_f(fm['p99'])} ms, max "
-            f"{_f(fm['max'])} ms, min {_f(fm['min'])} ms; restart + catch-up p50 "
-            f"{_f(fo['restart_catch_up_s']['p50'])} s, max {_f(fo['restart_catch_up_s']['max'])} s"
+            f"{fo['kills']} measured: p50 {fmt(fm['p50'])} ms, p99 {fmt(fm['p99'])} ms, max "
+            f"{fmt(fm['max'])} ms, min {fmt(fm['min'])} ms; restart + catch-up p50 "
+            f"{fmt(fo['restart_catch_up_s']['p50'])} s, "
+            f"max {fmt(fo['restart_catch_up_s']['max'])} s"
         )
         up, dn = fo["failover_ms_all_links_up"], fo["failover_ms_links_down"]
         p(
             f"  all peer links up at the kill: {len(up)} kills, p50 "
-            f"{_f(pct(up, 0.5) if up else None)} ms, max {_f(up[-1] if up else None)} ms; "
-            f"a link down at the kill: {len(dn)} kills, p50 {_f(pct(dn, 0.5) if dn else None)} "
-            f"ms, max {_f(dn[-1] if dn else None)} ms"
+            f"{fmt(pct(up, 0.5) if up else None)} ms, max {fmt(up[-1] if up else None)} ms; "
+            f"a link down at the kill: {len(dn)} kills, p50 {fmt(pct(dn, 0.5) if dn else None)} "
+            f"ms, max {fmt(dn[-1] if dn else None)} ms"
         )
         shown = [
             r
@@ -2051,15 +1401,16 @@ def print_table(report: dict[str, Any], out: Any) -> None:
             replies = {k.split(";")[0]: v for k, v in r["errors_after_kill"].items()}
             p(
                 f"  #{r['kill']:<3} killed {r['old_leader']} (term {r['old_term']}) -> "
-                f"{_f(r['failover_ms'], '.1f'):>7} ms, new leader {r['new_leader']} term "
+                f"{fmt(r['failover_ms'], '.1f'):>7} ms, new leader {r['new_leader']} term "
                 f"{r['new_term']}, first ack via {r['first_ack_via']}; replies {replies}, "
                 f"timeouts {r['timeouts_after_kill']}; catch-up {r['restart_catch_up_s']} s; "
                 f"links down at kill: {r['links_down_at_kill'] or 'none'}"
             )
         for nid, e in (fo.get("resources_end") or {}).items():
             p(
-                f"  {nid} at the end: RSS {_f(e.get('rss_mib'))} MiB (peak {_f(e.get('hwm_mib'))}),"
-                f" started {_f(e.get('starts'))}x, CPU {_f(e.get('cpu_s_all_incarnations'))} s"
+                f"  {nid} at the end: RSS {fmt(e.get('rss_mib'))} MiB "
+                f"(peak {fmt(e.get('hwm_mib'))}), started {fmt(e.get('starts'))}x, "
+                f"CPU {fmt(e.get('cpu_s_all_incarnations'))} s"
             )
     p()
     p(f"load generator (this process): CPU {info['loadgen_cpu_s']:.2f} s in all")
@@ -2076,7 +1427,7 @@ def print_table(report: dict[str, Any], out: Any) -> None:
         if "stop_s" in v
     ]
     p(
-        f"shutdown (SIGTERM): {len(stops)} clean stops, max {_f(max(stops) if stops else None)} s;"
+        f"shutdown (SIGTERM): {len(stops)} clean stops, max {fmt(max(stops) if stops else None)} s;"
         f" unclean: {unclean or 'none'}"
     )
     m = report.get("machine")
@@ -2216,40 +1567,6 @@ def print_compare(report: dict[str, Any], p: Callable[[str], None]) -> None:
 # ---------------------------------------------------------------------------- main
 
 
-def git_state() -> dict[str, Any]:
-    """Which code was measured: HEAD and the files that differ from it under p2plog/."""
-
-    def git(*argv: str) -> str:
-        try:
-            r = subprocess.run(
-                ["git", *argv], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return r.stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", "p2plog").splitlines()
-    return {"head": git("rev-parse", "--short", "HEAD"), "p2plog_changes": dirty}
-
-
-def _leaves(e: BaseException) -> Iterator[BaseException]:
-    if isinstance(e, BaseExceptionGroup):
-        for x in e.exceptions:
-            yield from _leaves(x)
-    else:
-        yield e
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM acts as Ctrl-C: through the SIGINT handler in place (inside ``trio.run`` trio's,
-    which raises KeyboardInterrupt only where trio's internals can take it)."""
-    handler = signal.getsignal(signal.SIGINT)
-    if callable(handler) and handler is not _raise_interrupt:
-        handler(signal.SIGINT, frame)
-    else:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--runs", type=int, default=None, help="runs per shape (default 3)")
@@ -2284,7 +1601,7 @@ def main() -> int:
 
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # a background job of a script
         signal.signal(signal.SIGINT, signal.default_int_handler)  # so trio installs its own
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     git = git_state()
     factory = RecordFactory()
     factory.check()

@@ -58,10 +58,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import free_ports, proc_cpu_s, system_busy_s  # one copy of the /proc helpers
-
-HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # this checkout's p2plog (its /proc readers), whatever is installed
+    sys.path.insert(0, str(REPO))
+
+from p2plog.testing.ports import HOST, free_ports  # noqa: E402
+from p2plog.testing.proc import all_procs_cpu_s, proc_cpu_s, system_busy_s  # noqa: E402
+
 PUT_PATH = "/v3/kv/put"
 VALUE = (b"etcd-bench-value-" * 13)[:200]  # 200 bytes
 VALUE_B64 = base64.b64encode(VALUE)
@@ -157,19 +160,7 @@ def etcd_version() -> str:
 def user_procs_cpu_s() -> dict[int, tuple[str, float]]:
     """pid -> (command line, CPU seconds) of every userland process (kernel threads, which have
     no command line, are left out: kworkers also do etcd's own fsync and network work)."""
-    out: dict[int, tuple[str, float]] = {}
-    for entry in os.listdir("/proc")[:100_000]:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read(400).replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        cpu = proc_cpu_s(int(entry))
-        if cmd and cpu is not None:
-            out[int(entry)] = (cmd[:120], cpu)
-    return out
+    return all_procs_cpu_s(userland_only=True)
 
 
 @dataclass

@@ -5,9 +5,10 @@ follower's catch-up, filtered query scans, tail keep-up.
     python scripts/bench_growth.py --target-gb 0.3 --catchup-mb 100  # quick: a few minutes
     python scripts/bench_growth.py --target-gb 3 --catchup-mb 1000 --max-minutes 15 --json
 
-One FRESH cluster (``scripts/bench.py``'s ``Cluster``: three ``python -m p2plog run``
-subprocesses on 127.0.0.1, data in ``.bench-growth-*`` next to the repository, removed at the
-end unless ``--keep``). The load generator is ``bench.py``'s raw-protocol client: frames of 1000
+One FRESH cluster (``benchlib.new_cluster`` over the process harness ``p2plog.testing.proc``:
+three ``python -m p2plog run`` subprocesses on 127.0.0.1, data in ``.bench-growth-*`` next to the
+repository, removed at the end unless ``--keep``). The load generator is the raw-protocol client
+of ``benchwire.py`` (``bench.py``'s too): frames of 1000
 ~200-byte records (10 of them "needles": level ``critical``, ``msg`` containing ``NEEDLE``, so
 1% of the log matches the query filters), 4 connections x 3 frames in flight, ``ack=quorum``,
 to the leader.
@@ -62,6 +63,7 @@ import signal
 import sys
 import tempfile
 import time
+import tomllib
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -71,32 +73,41 @@ from typing import Any
 
 import cbor2
 import trio
-from bench import (
-    PROTOCOL_VERSION,
+from benchlib import (
     REPO,
-    REQUEST_TIMEOUT_S,
     STOP_WAIT_S,
     Bench,
+    all_status,
+    fmt,
+    git_state,
+    lat_ms,
+    leaves,
+    new_cluster,
+    pct,
+    progress,
+    raise_interrupt,
+    stop_cluster,
+    wait_leader,
+)
+from benchwire import (
+    PROTOCOL_VERSION,
+    REQUEST_TIMEOUT_S,
     BenchFailed,
-    Cluster,
     Conn,
     ConnLost,
     RecordFactory,
-    _array_head,
-    _leaves,
-    _raise_interrupt,
-    all_status,
+    array_head,
     encode_msg,
     fetch_status,
-    git_state,
-    lat_ms,
-    pct,
-    proc_mem_kib,
-    progress,
-    system_busy_s,
-    wait_leader,
 )
 from trio_websocket import HandshakeError
+
+from p2plog.testing.proc import (
+    ProcCluster,
+    evict_page_cache,
+    proc_read_bytes,
+    system_busy_s,
+)
 
 MB = 1_000_000
 GB = 1_000_000_000
@@ -105,7 +116,7 @@ NEEDLES_PER_FRAME = 10  # 1% of the records match the query filters
 NEEDLE = "NEEDLE-quota-7f3a"
 CONNS = 4
 INFLIGHT = 3
-MAX_LIMIT = 10_000  # p2plog.runtime.reads.MAX_LIMIT: the node caps a query page at this
+MAX_LIMIT = 10_000  # p2plog.state.scans.MAX_LIMIT: the node caps a query page at this
 PROC_SAMPLE_S = 1.0
 LOOP_S = 1.0
 CATCHUP_POLL_S = 0.25
@@ -117,6 +128,7 @@ TAIL_MAX_RESUBSCRIBE = 50
 MAX_WRITER_RESTARTS = 20
 MAX_QUERY_PAGES = 1_000_000
 MAX_RETRY_SLEEP_S = 1.0
+RSS_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")  # RSS split: heap vs mapped files
 TARGETS = {"rss_mb": 80, "catchup_mb_s": 50, "scan_records_s": 300_000}
 
 
@@ -131,52 +143,6 @@ class NeedleFactory(RecordFactory):
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def proc_read_bytes(pid: int | None) -> int | None:
-    """Bytes the process caused to be read from the block device (/proc/PID/io)."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/io") as f:
-            for line in f:
-                if line.startswith("read_bytes:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def proc_rss_kib(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM and the RSS split: RssAnon (heap etc.) vs RssFile (mapped files)."""
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                    out[key] = int(rest.split()[0])
-    except OSError:
-        pass
-    return out
-
-
-def evict_page_cache(path: Path) -> int:
-    """Drop the cached pages of every file under ``path`` (clean pages only); bytes covered."""
-    total = 0
-    for p in path.rglob("*"):
-        if not p.is_file():
-            continue
-        try:
-            fd = os.open(p, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            total += os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-    return total
 
 
 def slope(points: list[tuple[float, float]]) -> float | None:
@@ -234,7 +200,7 @@ class Run:
     down: str | None = None  # the follower stopped for the catch-up test
 
     @property
-    def cluster(self) -> Cluster:
+    def cluster(self) -> ProcCluster:
         return self.bench.cluster
 
     def frame(self, req: int) -> bytes:
@@ -249,9 +215,9 @@ class Run:
                 b"\xa5",
                 head[1:],
                 cbor2.dumps("records"),
-                _array_head(FRAME_RECORDS),
-                memoryview(a)[len(_array_head(n_info)) :],
-                memoryview(b)[len(_array_head(NEEDLES_PER_FRAME)) :],
+                array_head(FRAME_RECORDS),
+                memoryview(a)[len(array_head(n_info)) :],
+                memoryview(b)[len(array_head(NEEDLES_PER_FRAME)) :],
             )
         )
 
@@ -455,10 +421,7 @@ async def proc_sampler(run: Run) -> None:
     while True:
         peaks = run.peaks.setdefault(run.phase, {})
         for nid in c.nodes:
-            p = c.nodes[nid].proc
-            if p is None or p.returncode is not None:
-                continue
-            rss = proc_mem_kib(p.pid).get("VmRSS")
+            rss = c.mem(nid).get("VmRSS")
             if rss is not None:
                 peaks[nid] = max(peaks.get(nid, 0), rss)
         await trio.sleep(PROC_SAMPLE_S)
@@ -470,11 +433,10 @@ async def take_sample(run: Run) -> dict[str, Any]:
     t = time.monotonic()
     nodes: dict[str, Any] = {}
     for nid, s in st.items():
-        p = c.nodes[nid].proc
-        alive = p is not None and p.returncode is None
-        mem = proc_rss_kib(p.pid) if alive and p is not None else {}
+        nd = c.nodes[nid]
+        mem = c.mem(nid, RSS_KEYS)
         nodes[nid] = {
-            "pid": p.pid if alive and p is not None else None,
+            "pid": nd.pid if nd.alive else None,
             "rss_mb": r(mem["VmRSS"] / 1024, 1) if "VmRSS" in mem else None,
             "hwm_mb": r(mem["VmHWM"] / 1024, 1) if "VmHWM" in mem else None,
             "anon_mb": r(mem["RssAnon"] / 1024, 1) if "RssAnon" in mem else None,
@@ -518,33 +480,24 @@ async def status_sampler(run: Run) -> None:
 async def stop_node(run: Run, nid: str, kill9: bool) -> dict[str, Any]:
     """SIGTERM (or SIGKILL) one node we started, by pid; reap it (bounded)."""
     c = run.cluster
-    n = c.nodes[nid]
-    assert n.proc is not None
-    n.expect_down = True
     t0 = trio.current_time()
-    os.kill(n.proc.pid, signal.SIGKILL if kill9 else signal.SIGTERM)
-    code = await reap(c, nid, STOP_WAIT_S)
-    if code is None:
-        os.kill(n.proc.pid, signal.SIGKILL)
-        code = await reap(c, nid, 5.0)
-        if code is None:
-            raise BenchFailed(f"{nid} (pid {n.proc.pid}) did not die within 5 s of SIGKILL")
+    c.kill(nid, signal.SIGKILL if kill9 else signal.SIGTERM)
+    try:
+        code = await c.wait_exit(nid, STOP_WAIT_S)
+    except trio.TooSlowError:
+        c.kill(nid, signal.SIGKILL)
+        try:
+            code = await c.wait_exit(nid, 5.0)
+        except trio.TooSlowError:
+            raise BenchFailed(
+                f"{nid} (pid {c.pid(nid)}) did not die within 5 s of SIGKILL"
+            ) from None
         run.bench.anomaly(run.phase, f"{nid} did not stop within {STOP_WAIT_S:.0f} s of SIGTERM")
     return {
         "signal": "SIGKILL" if kill9 else "SIGTERM",
         "exit_code": code,
         "stop_s": round(trio.current_time() - t0, 2),
     }
-
-
-async def reap(c: Cluster, nid: str, within_s: float) -> int | None:
-    """Poll (and reap, with its rusage) one node until it exited or ``within_s`` passed."""
-    for _ in range(int(within_s / 0.05) + 1):
-        code = c.poll(nid)
-        if code is not None:
-            return code
-        await trio.sleep(0.05)
-    return c.poll(nid)
 
 
 async def current_leader(run: Run) -> str:
@@ -684,7 +637,7 @@ async def fill(run: Run, nursery: trio.Nursery) -> Writer:
             meter.end(leader_log_gb=r(ls["log_bytes"] / GB, 3))
             meter = Meter(run, "catch-up (moderate writes)")
             catch.t_restart = trio.current_time()
-            c.start(down_node)
+            await c.start(down_node)
             run.down = None
             catch.state = "catching"
             progress(
@@ -786,8 +739,8 @@ async def fill(run: Run, nursery: trio.Nursery) -> Writer:
         stop_reason = "hard time bound of the fill loop"
     await writer.stop()
     meter.end(leader_log_gb=r(lb / GB, 3))
-    if catch.state != "done" and catch.node is not None and not c.running(catch.node):
-        c.start(catch.node)  # never leave it down
+    if catch.state != "done" and catch.node is not None and not c.nodes[catch.node].alive:
+        await c.start(catch.node)  # never leave it down
         run.down = None
     run.results["catchup"] = catch.out
     st = WStats()
@@ -920,7 +873,7 @@ async def query_phase(run: Run, qnode: str, settled: dict[str, Any]) -> dict[str
     meter = Meter(run, "query")
     async with trio.open_nursery() as nursery:
         conn = await Conn.connect(nursery, c.port(qnode), f"query-{qnode}")
-        evicted = evict_page_cache(c.root / "data" / qnode)
+        evicted = evict_page_cache(c.nodes[qnode].data_dir)
         out["evicted_mb"] = r(evicted / MB, 1)
         crit = {"level": "critical"}
         for label, flt, max_s in (
@@ -1169,8 +1122,7 @@ async def growth_main(run: Run) -> None:
     c = run.cluster
     res = run.results
     res["t0"] = time.monotonic()
-    for nid in c.nodes:
-        c.start(nid)
+    await c.start_all()
     leader, term, _ = await wait_leader(c)
     progress(f"cluster up: leader {leader} term {term}")
     await run.bench.check_nodes("start-up")
@@ -1218,10 +1170,6 @@ async def growth_main(run: Run) -> None:
 # ---------------------------------------------------------------------------- output
 
 
-def _f(v: Any, spec: str = "") -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def print_table(rep: dict[str, Any], out: Any) -> None:
     def p(s: str = "") -> None:
         print(s, file=out)
@@ -1244,8 +1192,8 @@ def print_table(rep: dict[str, Any], out: Any) -> None:
             f"of {f['target_bytes'] / GB:g} GB in {f['seconds'] / 60:.1f} min; "
             f"{f['records_per_s']:,} records/s, {f['log_mb_per_s']} MB/s of log, "
             f"{f['log_bytes_per_record']} log bytes/record; frame p50/p99 "
-            f"{_f(f['frame_latency_ms']['p50'], '.0f')}/{_f(f['frame_latency_ms']['p99'], '.0f')}"
-            f" ms; settle after fill {_f(rep.get('settle_s'))} s"
+            f"{fmt(f['frame_latency_ms']['p50'], '.0f')}/{fmt(f['frame_latency_ms']['p99'], '.0f')}"
+            f" ms; settle after fill {fmt(rep.get('settle_s'))} s"
         )
     s = rep.get("rss")
     if s and s["rows"]:
@@ -1260,7 +1208,7 @@ def print_table(rep: dict[str, Any], out: Any) -> None:
                 f"{row['pct_of_reached']:>4} {row['t_min']:>5} {row['log_gb']:>7.3f} "
                 f"{row['acked']:>11,}  "
                 + " ".join(
-                    f"{_f(row['rss_mb'][n], '.0f') + '/' + _f(row['anon_mb'][n], '.0f'):>11}"
+                    f"{fmt(row['rss_mb'][n], '.0f') + '/' + fmt(row['anon_mb'][n], '.0f'):>11}"
                     for n in ids
                 )
                 + f"  {row['phase']}"
@@ -1268,10 +1216,10 @@ def print_table(rep: dict[str, Any], out: Any) -> None:
         for n in ids:
             sl = s["slopes"][n]
             p(
-                f"  {n}: slope {_f(sl['mb_per_gb_all'])} MB/GB overall, "
-                f"{_f(sl['mb_per_gb_second_half'])} MB/GB over the second half "
+                f"  {n}: slope {fmt(sl['mb_per_gb_all'])} MB/GB overall, "
+                f"{fmt(sl['mb_per_gb_second_half'])} MB/GB over the second half "
                 f"({sl['points']} samples, log {sl['log_gb_range'][0]}-{sl['log_gb_range'][1]} "
-                f"GB, current process); max RSS {_f(sl['rss_mb_max'])} MB"
+                f"GB, current process); max RSS {fmt(sl['rss_mb_max'])} MB"
             )
     cu = rep.get("catchup")
     if cu:
@@ -1279,21 +1227,21 @@ def print_table(rep: dict[str, Any], out: Any) -> None:
         p(f"CATCH-UP (target >= {TARGETS['catchup_mb_s']} MB/s)")
         p(
             f"  {cu.get('node')} stopped ({cu.get('stop')}) at leader log "
-            f"{_f(cu.get('leader_log_bytes_at_stop'), ',')} B; "
-            f"{_f(cu.get('written_while_down_mb'))} MB written while down; restarted with "
+            f"{fmt(cu.get('leader_log_bytes_at_stop'), ',')} B; "
+            f"{fmt(cu.get('written_while_down_mb'))} MB written while down; restarted with "
             f"writes paced to "
-            f"{_f(cu.get('write_rate_during_catchup'), ',')} records/s"
+            f"{fmt(cu.get('write_rate_during_catchup'), ',')} records/s"
         )
         p(
-            f"  start-up {_f(cu.get('startup_s'))} s; missing "
-            f"{_f(cu.get('missing_bytes') and round(cu['missing_bytes'] / MB))} MB; applied the "
-            f"restart-time commit index after {_f(cu.get('reached_s'))} s -> "
-            f"{_f(cu.get('mb_per_s'))} MB/s ({_f(cu.get('mb_per_s_incl_startup'))} MB/s incl. "
-            f"start-up), {_f(cu.get('records_per_s'), ',')} records/s; fully caught up after "
-            f"{_f(cu.get('full_catch_up_s'))} s; had re-applied its own log (applied_index "
-            f"{_f(cu.get('follower_applied_at_stop'))} at stop, "
-            f"{_f(cu.get('applied_at_first_status'))} at first status) after "
-            f"{_f(cu.get('replayed_own_log_s'))} s"
+            f"  start-up {fmt(cu.get('startup_s'))} s; missing "
+            f"{fmt(cu.get('missing_bytes') and round(cu['missing_bytes'] / MB))} MB; applied the "
+            f"restart-time commit index after {fmt(cu.get('reached_s'))} s -> "
+            f"{fmt(cu.get('mb_per_s'))} MB/s ({fmt(cu.get('mb_per_s_incl_startup'))} MB/s incl. "
+            f"start-up), {fmt(cu.get('records_per_s'), ',')} records/s; fully caught up after "
+            f"{fmt(cu.get('full_catch_up_s'))} s; had re-applied its own log (applied_index "
+            f"{fmt(cu.get('follower_applied_at_stop'))} at stop, "
+            f"{fmt(cu.get('applied_at_first_status'))} at first status) after "
+            f"{fmt(cu.get('replayed_own_log_s'))} s"
             + (
                 f"; TIMED OUT after {cu['timed_out_after_s']} s"
                 if "timed_out_after_s" in cu
@@ -1304,8 +1252,8 @@ def print_table(rep: dict[str, Any], out: Any) -> None:
     if q:
         p()
         p(
-            f"QUERY on {q['node']} ({_f(q['node_records'], ',')} records, "
-            f"{_f(q['node_log_bytes'] and round(q['node_log_bytes'] / GB, 2))} GB; "
+            f"QUERY on {q['node']} ({fmt(q['node_records'], ',')} records, "
+            f"{fmt(q['node_log_bytes'] and round(q['node_log_bytes'] / GB, 2))} GB; "
             f"{q.get('evicted_mb')} MB evicted from the page cache before the cold run; target "
             f">= {TARGETS['scan_records_s']:,} records/s filtered)"
         )
@@ -1318,8 +1266,8 @@ def print_table(rep: dict[str, Any], out: Any) -> None:
             p(
                 f"  {x['query']:32} {x['done']!s:>5} {x['records_scanned']:>12,} "
                 f"{x['seconds']:>7} {x['records_scanned_per_s']:>10,} {x['rows']:>9,} "
-                f"{x['pages']:>6} {_f(pl['p50'], '.0f') + '/' + _f(pl['max'], '.0f'):>16} "
-                f"{_f(x['disk_read_mb']):>8} {_f(x['node_cores']):>8}"
+                f"{x['pages']:>6} {fmt(pl['p50'], '.0f') + '/' + fmt(pl['max'], '.0f'):>16} "
+                f"{fmt(x['disk_read_mb']):>8} {fmt(x['node_cores']):>8}"
             )
     t = rep.get("tail")
     if t:
@@ -1363,7 +1311,7 @@ def print_table(rep: dict[str, Any], out: Any) -> None:
             cc = ph["cpu_cores"]
             p(
                 f"  {ph['phase']:28} {ph['seconds']:>6} {ph['records_per_s']:>8,} "
-                + " ".join(f"{_f(cc.get(n)):>5}" for n in [*ids, "client", "other"])
+                + " ".join(f"{fmt(cc.get(n)):>5}" for n in [*ids, "client", "other"])
                 + f"  {ph['rss_peak_mb']}"
             )
     m = rep.get("machine")
@@ -1390,16 +1338,24 @@ def print_table(rep: dict[str, Any], out: Any) -> None:
             p(f"      {line}"[:300])
 
 
-def make_bench(cluster: Cluster, max_records: int) -> Bench:
-    """``bench.Bench`` (anomalies, node checks, log scans); built by keyword, as its fields
-    move (``cluster`` became a settable field instead of the first argument)."""
-    kw: dict[str, Any] = {"factory": RecordFactory(), "seconds": 0.0, "max_records": max_records}
-    try:
-        b = Bench(**kw)
-    except TypeError:  # the older signature: Bench(cluster, factory, seconds, max_records)
-        b = Bench(**{**kw, "cluster": cluster})
+def make_bench(cluster: ProcCluster, max_records: int) -> Bench:
+    """``benchlib.Bench`` (anomalies, node checks, log scans) around ``cluster``."""
+    b = Bench(RecordFactory(), seconds=0.0, max_records=max_records)
     b.cluster = cluster
     return b
+
+
+def cluster_options(options: list[str]) -> dict[str, Any]:
+    """``--cluster-option KEY=VALUE`` values as ``[cluster]`` keys; VALUE is a TOML value
+    (``100000``, ``"text"``), a bare word is taken as a string."""
+    out: dict[str, Any] = {}
+    for o in options:
+        key, _, text = o.partition("=")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = text.strip()
+    return out
 
 
 def main() -> int:
@@ -1439,36 +1395,31 @@ def main() -> int:
     if free < need:
         ap.error(f"{free / GB:.0f} GB free next to the repo; this run needs ~{need / GB:.0f} GB")
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     git = git_state()
     root = Path(tempfile.mkdtemp(prefix=".bench-growth-", dir=REPO)).resolve()
     t0 = time.monotonic()
     rc = 0
-    cluster: Cluster | None = None
+    cluster: ProcCluster | None = None
     run: Run | None = None
     failure: list[str] = []
     shutdown: dict[str, Any] = {}
     try:
-        cluster = Cluster(root, a.tick_ms, a.node_log_level)
-        if a.cluster_option:
-            extra = "".join(
-                f"{k.strip()} = {v.strip()}\n"
-                for k, _, v in (o.partition("=") for o in a.cluster_option)
-            )
-            text = cluster.config_path.read_text()
-            cluster.config_path.write_text(text.replace("[cluster]\n", "[cluster]\n" + extra, 1))
+        cluster = new_cluster(
+            root, a.tick_ms, a.node_log_level, cluster_keys=cluster_options(a.cluster_option)
+        )
         run = Run(make_bench(cluster, a.max_records), a)
         run.check_frame()
         progress(f"work directory {root}; ports {[n.port for n in cluster.nodes.values()]}")
         trio.run(growth_main, run)
     except BaseException as e:
-        leaves = list(_leaves(e))
-        if any(isinstance(x, KeyboardInterrupt) for x in leaves):
+        errors = list(leaves(e))
+        if any(isinstance(x, KeyboardInterrupt) for x in errors):
             progress("interrupted; stopping the nodes")
             rc = 130
         else:
             rc = 1
-            for x in leaves:
+            for x in errors:
                 failure.append(
                     str(x)
                     if isinstance(x, BenchFailed)
@@ -1476,12 +1427,12 @@ def main() -> int:
                 )
                 progress(f"BENCH FAILED: {failure[-1]}")
             if cluster is not None:
-                progress(cluster.tails(40))
+                progress(cluster.log_tails(40))
     finally:
         if cluster is not None:
             if run is not None:
                 run.results["machine"] = run.bench.machine()
-            shutdown = cluster.stop_all()
+            shutdown = stop_cluster(cluster)
             bad = {k: v for k, v in shutdown.items() if v.get("exit_code") != 0}
             if bad and run is not None:
                 run.bench.anomalies.append(

@@ -47,6 +47,7 @@ from p2plog.raft.types import Entry, HardState, Index, Term
 from p2plog.storage import frame
 from p2plog.storage.segment import HEADER_SIZE as SEGMENT_HEADER_SIZE
 from p2plog.storage.segmented_log import DEFAULT_SEGMENT_BYTES, SegmentedLog
+from p2plog.testing.proc import evict_page_cache, proc_mem_kib
 
 ENTRY_BYTES = 200
 FRAME_BYTES = frame.HEADER_SIZE + ENTRY_BYTES
@@ -150,11 +151,10 @@ def rss_bytes() -> int:
 
 
 def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {key} in /proc/self/status")
+    got = proc_mem_kib(os.getpid(), (key,))
+    if key not in got:
+        raise RuntimeError(f"no {key} in /proc/self/status")
+    return got[key]
 
 
 def reset_peak_rss() -> bool:
@@ -185,23 +185,6 @@ def filesystem_of(path: Path) -> str:
     except OSError:
         pass
     return desc
-
-
-def evict_from_page_cache(directory: Path) -> None:
-    """Drop the page cache of every file under ``directory`` (only those files).
-
-    Each file is fdatasync'd first: DONTNEED only drops clean pages (the ``.idx`` sidecars are
-    written without a sync).
-    """
-    for p in directory.rglob("*"):
-        if not p.is_file():
-            continue
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def make_batch(first: int, count: int, payload: bytes) -> list[Entry]:
@@ -339,7 +322,7 @@ def time_opens(cleanup: Cleanup, directory: Path, expect_last: int, case: OpenCa
         runs = case.warm if cache == "warm" else case.cold
         for i in range(OPEN_RUNS):
             if cache == "cold":
-                evict_from_page_cache(directory)
+                evict_page_cache(directory, sync=True)  # the .idx sidecars are unsynced
             gc.collect()
             have_peak = reset_peak_rss()
             rss0 = rss_bytes()

@@ -3,11 +3,12 @@
     python scripts/bench_time.py                 # ~25 s; needs root, chronyd, PyPI libfaketime
     python scripts/bench_time.py --records 100 --json
 
-A 3-node cluster on 127.0.0.1 (free ports, peers.toml and data in a temp dir, removed at the
-end) whose nodes run with faked wall clocks (PyPI libfaketime ``.so``, monotonic untouched):
-n1 -5 s, n2 +3 s, n3 +0 s at +100 ppm, all with ``[ntp] servers`` = a chronyd on 127.0.0.1 at a
-free non-default port serving this machine's real clock (``p2plog.testing.clockrig``). This
-process is not faked: its ``time.time_ns()`` is the reference clock.
+A 3-node cluster on 127.0.0.1 (the process harness ``p2plog.testing.proc``: free ports,
+peers.toml and data in a temp dir, removed at the end) whose nodes run with faked wall clocks
+(PyPI libfaketime ``.so``, monotonic untouched): n1 -5 s, n2 +3 s, n3 +0 s at +100 ppm, all with
+``[ntp] servers`` = a chronyd on 127.0.0.1 at a free non-default port serving this machine's
+real clock (``p2plog.testing.clockrig``). This process is not faked: its ``time.time_ns()`` is
+the reference clock.
 
 Reported:
 
@@ -34,8 +35,6 @@ import argparse
 import json
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ import trio
 from p2plog.client import open_client
 from p2plog.order.reorder import ReorderBuffer
 from p2plog.testing.clockrig import ChronyServer, faketime_env, need_clock_tools
-from p2plog.testing.ports import free_ports
+from p2plog.testing.proc import ProcCluster, section
 
 MS = 1_000_000
 CLOCKS = {"n1": (-5.0, 1.0), "n2": (3.0, 1.0), "n3": (0.0, 1.0001)}
@@ -95,15 +94,12 @@ def bench_reorder(n: int) -> dict[str, Any]:
     }
 
 
-def write_config(root: Path, ports: dict[str, int], ntp: str, poll_s: int) -> Path:
-    lines = ["[cluster]", 'name = "benchtime"', "tick_ms = 20", ""]
-    lines += ["[ntp]", f'servers = ["{ntp}"]', f"poll_interval_s = {poll_s}", ""]
-    for nid, port in ports.items():
-        lines += ["[[node]]", f'id = "{nid}"', f'address = "127.0.0.1:{port}"']
-        lines += [f'data_dir = "{root / "data" / nid}"', ""]
-    path = root / "peers.toml"
-    path.write_text("\n".join(lines))
-    return path
+class SkewedCluster(ProcCluster):
+    """The process harness's cluster, each node's wall clock faked as ``CLOCKS`` says."""
+
+    def node_env(self, nid: str) -> dict[str, str]:
+        off, rate = CLOCKS[nid]
+        return faketime_env(off, rate, base=super().node_env(nid))
 
 
 async def wait_ready(addrs: dict[str, str], timeout_s: float) -> None:
@@ -229,38 +225,21 @@ def main() -> int:
         root = Path(tempfile.mkdtemp(prefix="p2plog-bench-time-"))
         chrony = ChronyServer(rundir=root / "chrony")
         (root / "chrony").mkdir()
-        procs: list[subprocess.Popen[bytes]] = []
+        cluster: SkewedCluster | None = None
         try:
             chrony.start()
-            ports = dict(zip(CLOCKS, free_ports(len(CLOCKS)), strict=True))
-            cfg = write_config(root, ports, chrony.spec, args.poll_interval_s)
-            for nid, (off, rate) in CLOCKS.items():
-                with (root / f"{nid}.log").open("wb") as f:
-                    cmd = [sys.executable, "-m", "p2plog", "run", "--config", str(cfg)]
-                    procs.append(
-                        subprocess.Popen(
-                            [*cmd, "--node", nid],
-                            stdin=subprocess.DEVNULL,
-                            stdout=f,
-                            stderr=subprocess.STDOUT,
-                            env=faketime_env(off, rate),
-                            start_new_session=True,
-                        )
-                    )
-            addrs = {nid: f"127.0.0.1:{p}" for nid, p in ports.items()}
+            ntp = {"servers": [chrony.spec], "poll_interval_s": args.poll_interval_s}
+            cluster = SkewedCluster(
+                root, n=len(CLOCKS), name="benchtime", sections=section("ntp", ntp)
+            )
+            trio.run(cluster.start_all)
+            addrs = dict(zip(cluster.ids, cluster.addresses(), strict=True))
             trio.run(wait_ready, addrs, 30.0)
             print("cluster ready; measuring", file=sys.stderr)
             result.update(trio.run(measure, addrs, args.records, args.e2e))
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=5)
+            if cluster is not None:
+                trio.run(cluster.stop_all)
             chrony.stop()
             shutil.rmtree(root, ignore_errors=True)
     if args.json:

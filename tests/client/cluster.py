@@ -2,37 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
-from p2plog.config import Config, parse
+from p2plog.config import Config, load
 from p2plog.runtime.node import Node
+from p2plog.service.main import make_node
+from p2plog.testing.proc import local_nodes, write_peers_toml
 
 START_TIMEOUT_S = 10.0
+
+
+def write_config(
+    path: Path,
+    ports: list[int],
+    name: str = "test",
+    tick_ms: int = 10,
+    sections: Sequence[str] = (),
+) -> Path:
+    """The ``peers.toml`` of a test cluster (``p2plog.testing.proc``'s writer): nodes n1.. on
+    127.0.0.1 at ``ports``, data in ``data/nX`` beside the file."""
+    return write_peers_toml(path, {"name": name, "tick_ms": tick_ms}, local_nodes(ports), sections)
 
 
 def cluster_config(
     tmp_path: Path, ports: list[int], name: str = "test", tick_ms: int = 10
 ) -> Config:
-    raw = {
-        "cluster": {"name": name, "tick_ms": tick_ms},
-        "node": [
-            {"id": f"n{i + 1}", "address": f"127.0.0.1:{p}", "data_dir": f"data/n{i + 1}"}
-            for i, p in enumerate(ports)
-        ],
-    }
-    return parse(raw, tmp_path / "peers.toml")
-
-
-def write_peers_toml(path: Path, ports: list[int], name: str = "test") -> None:
-    lines = [f'[cluster]\nname = "{name}"\ntick_ms = 10\n']
-    for i, p in enumerate(ports):
-        lines.append(
-            f'[[node]]\nid = "n{i + 1}"\naddress = "127.0.0.1:{p}"\ndata_dir = "data/n{i + 1}"\n'
-        )
-    path.write_text("\n".join(lines))
+    """Written to ``tmp_path/peers.toml`` and read back as a node would read it."""
+    return load(write_config(tmp_path / "peers.toml", ports, name, tick_ms))
 
 
 @dataclass
@@ -48,7 +48,7 @@ class LocalCluster:
 
     async def start(self, nid: str) -> None:
         me = self.config.by_id[nid]  # type: ignore[index]
-        node = Node(self.config, me)
+        node = make_node(self.config, me)
         scope = trio.CancelScope()
 
         async def run(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -67,7 +67,7 @@ class LocalCluster:
         """Until every node knows the same leader (a follower learns it a heartbeat later)."""
         with trio.fail_after(START_TIMEOUT_S):
             while True:
-                leaders = {n.loop.node.leader if n.loop else None for n in self.nodes.values()}
+                leaders = {n.loop.replica.leader if n.loop else None for n in self.nodes.values()}
                 if len(leaders) == 1 and None not in leaders:
                     leader = leaders.pop()
                     assert leader is not None

@@ -10,40 +10,23 @@ from pathlib import Path
 
 import pytest
 import trio
-import trustme
 
 from p2plog.client import ClientOptions, RecordsRejected, ServerError, SubmitFailed, open_client
 from p2plog.client.errors import AuthError
 from p2plog.client.records import make_record
 from p2plog.config import Config, load
-from p2plog.security import tokens
-from p2plog.security.certs import new_secret
 from p2plog.testing.ports import free_ports
+from p2plog.testing.proc import Secured, make_security
 
-from .cluster import LocalCluster
+from .cluster import LocalCluster, write_config
 from .test_cli import run_cli
 
 
 def secured_config(tmp_path: Path) -> tuple[Config, dict[str, str]]:
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    ports = free_ports(3)
-    lines = [
-        '[cluster]\nname = "sec"\ntick_ms = 10\n',
-        '[security]\nsecret_file = "cluster.secret"\ntokens_file = "tokens.toml"\n',
-        '[tls]\nca = "ca.pem"\ncert = "{id}.pem"\nkey = "{id}.key"\n',
-    ]
-    for i, p in enumerate(ports, start=1):
-        cert = ca.issue_cert("127.0.0.1", common_name=f"n{i}")
-        cert.private_key_pem.write_to_path(str(tmp_path / f"n{i}.key"))
-        cert.cert_chain_pems[0].write_to_path(str(tmp_path / f"n{i}.pem"))
-        lines.append(f'[[node]]\nid = "n{i}"\naddress = "127.0.0.1:{p}"\ndata_dir = "d/n{i}"\n')
-    (tmp_path / "cluster.secret").write_bytes(new_secret())
-    (tmp_path / "cluster.secret").chmod(0o600)
-    made = {role: tokens.add(tmp_path / "tokens.toml", role, role) for role in ("write", "read")}
-    path = tmp_path / "peers.toml"
-    path.write_text("\n".join(lines))
-    return load(path), made
+    roles = {"write": "write", "read": "read"}  # a token per role, named after it
+    sec = make_security(tmp_path, ["n1", "n2", "n3"], Secured(tls=True, tokens=roles))
+    path = write_config(tmp_path / "peers.toml", free_ports(3), "sec", sections=sec.sections)
+    return load(path), {role: sec.tokens[role] for role in roles}
 
 
 @pytest.fixture

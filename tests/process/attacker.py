@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -25,12 +24,9 @@ STRANGER = Credentials()
 
 
 def rss_mb(cluster: Cluster, nid: str) -> float:
-    proc = cluster.nodes[nid].proc
-    assert proc is not None
-    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {nid}")
+    rss = cluster.mem(nid).get("VmRSS")
+    assert rss is not None, f"no VmRSS for {nid} (is it running?)"
+    return rss / 1024
 
 
 def secret_of(cluster: Cluster) -> bytes:

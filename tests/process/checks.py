@@ -60,9 +60,9 @@ async def wait_new_leader(
 def assert_alive(cluster: Cluster, nids: list[str], when: str) -> None:
     dead: dict[str, int | None] = {}
     for n in nids:
-        proc = cluster.nodes[n].proc
-        if proc is None or proc.poll() is not None:
-            dead[n] = proc and proc.poll()
+        nd = cluster.nodes[n]
+        if not nd.alive:
+            dead[n] = nd.poll()
     assert not dead, f"{when}: node(s) exited (id: exit code) {dead}\n{cluster.log_tails()}"
 
 

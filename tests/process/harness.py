@@ -8,10 +8,10 @@ Rules this module keeps (FAULTS.md section 9):
 
 - every network wait is under ``trio.fail_after``/``move_on_after``; every loop is bounded by
   count or time;
-- ``Cluster`` keeps the ``trio.Process`` of every node it started and ends them by pid only
-  (SIGTERM, a bounded wait, then SIGKILL) -- never by name;
-- each node writes stdout/stderr to its own log file in ``tmp_path`` (appended across restarts,
-  with a marker line), so a failing test can show what every node said.
+- the node processes are ``p2plog.testing.proc.ProcCluster``'s: it ends them by pid only
+  (SIGTERM, a bounded wait, then SIGKILL), never by name, and each node writes stdout/stderr
+  to its own log file in ``tmp_path`` (appended across restarts, with a marker line), so a
+  failing test can show what every node said; ``Cluster`` adds the waits that talk to nodes.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -37,15 +35,13 @@ import cbor2
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket
 
-from p2plog.testing.ports import free_ports
+from p2plog.testing.ports import HOST
+from p2plog.testing.proc import Credentials, ProcCluster, Secured
 
-HOST = "127.0.0.1"
 VERSION = 1
 MAX_REPLY_BYTES = 64 << 20
 CONNECT_TIMEOUT_S = 2.0
 DISCONNECT_TIMEOUT_S = 1.0
-STOP_TIMEOUT_S = 5.0
-LOG_TAIL_LINES = 60
 
 
 class RequestTimeout(Exception):
@@ -150,14 +146,6 @@ class RawClient:
                 assert reply["next_index"] > from_index, reply
                 from_index = reply["next_index"]
         raise AssertionError("query paging did not finish")
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """How to reach the nodes of one cluster: its TLS client context and a token."""
-
-    ssl_context: ssl.SSLContext | None = None
-    token: str | None = None
 
 
 # Credentials by port, filled by ``Cluster`` for the clusters it secures, so helpers and
@@ -383,33 +371,10 @@ async def write_records(
 # ---------------------------------------------------------------------------- cluster
 
 
-@dataclass(slots=True)
-class NodeProc:
-    id: str
-    port: int
-    data_dir: Path
-    log_path: Path
-    proc: trio.Process | None = None
-    starts: int = 0
-    exit_codes: list[int] = field(default_factory=list)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-@dataclass(frozen=True, slots=True)
-class Secured:
-    """What a test cluster enforces: a cluster secret, TLS (a trustme CA), client tokens
-    (name -> role; an ``admin`` token is always added for the harness itself)."""
-
-    secret: bool = True
-    tls: bool = False
-    tokens: dict[str, str] | None = None
-
-
-class Cluster:
-    """N node processes of one peers.toml in ``root``; see the module docstring."""
+class Cluster(ProcCluster):
+    """``ProcCluster`` (p2plog/testing/proc: processes, peers.toml, logs) plus the waits of
+    the tests, which reach the nodes through ``RawClient``; a secured cluster's credentials
+    go into ``CREDENTIALS`` so helpers reach its nodes as the operator."""
 
     def __init__(
         self,
@@ -418,180 +383,40 @@ class Cluster:
         n: int = 3,
         name: str = "ptest",
         tick_ms: int = 20,
-        election_ticks: int = 10,
-        heartbeat_ticks: int = 2,
         log_level: str = "INFO",
         secured: Secured | None = None,
         cluster_keys: dict[str, int] | None = None,
+        sections: Sequence[str] = (),
     ) -> None:
-        self.root = root
-        self.name = name
-        self.tick_ms = tick_ms
-        self.election_ticks = election_ticks
-        self.log_level = log_level
-        ports = free_ports(n)
-        self.nodes: dict[str, NodeProc] = {}
-        for i, port in enumerate(ports, start=1):
-            nid = f"n{i}"
-            self.nodes[nid] = NodeProc(nid, port, root / "data" / nid, root / f"{nid}.log")
-        self.config_path = root / "peers.toml"
-        lines = [
-            "[cluster]",
-            f'name = "{name}"',
-            f"tick_ms = {tick_ms}",
-            f"election_ticks = {election_ticks}",
-            f"heartbeat_ticks = {heartbeat_ticks}",
-            *(f"{k} = {v}" for k, v in (cluster_keys or {}).items()),
-            "",
-        ]
-        self.tokens: dict[str, str] = {}
-        self.client_ssl: ssl.SSLContext | None = None
-        if secured is not None:
-            lines += self._secure(secured)
+        super().__init__(
+            root,
+            n=n,
+            name=name,
+            tick_ms=tick_ms,
+            cluster_keys=cluster_keys,
+            sections=sections,
+            secured=secured,
+            log_level=log_level,
+        )
         for nd in self.nodes.values():
-            lines += [
-                "[[node]]",
-                f'id = "{nd.id}"',
-                f'address = "{HOST}:{nd.port}"',
-                f'data_dir = "{nd.data_dir}"',
-                "",
-            ]
-        self.config_path.write_text("\n".join(lines))
-        creds = Credentials(self.client_ssl, self.tokens.get("admin"))
-        for nd in self.nodes.values():
-            CREDENTIALS[nd.port] = creds
-
-    def _secure(self, sec: Secured) -> list[str]:
-        """Write the secret, tokens and certificates; the config lines that name them."""
-        from p2plog.security import tokens
-        from p2plog.security.certs import new_secret
-
-        lines = ["[security]"]
-        if sec.secret:
-            (self.root / "cluster.secret").write_bytes(new_secret())
-            (self.root / "cluster.secret").chmod(0o600)
-            lines.append('secret_file = "cluster.secret"')
-        if sec.tokens is not None:
-            for name, role in {"admin": "admin", **sec.tokens}.items():
-                self.tokens[name] = tokens.add(self.root / "tokens.toml", name, role)
-            lines.append('tokens_file = "tokens.toml"')
-        lines.append("")
-        if sec.tls:
-            import trustme
-
-            ca = trustme.CA()
-            ca.cert_pem.write_to_path(str(self.root / "ca.pem"))
-            for nid in self.nodes:
-                cert = ca.issue_cert(HOST, "localhost", common_name=nid)
-                cert.private_key_pem.write_to_path(str(self.root / f"{nid}.key"))
-                cert.cert_chain_pems[0].write_to_path(str(self.root / f"{nid}.pem"))
-            self.client_ssl = ssl.create_default_context()
-            ca.configure_trust(self.client_ssl)
-            lines += ["[tls]", 'ca = "ca.pem"', 'cert = "{id}.pem"', 'key = "{id}.key"', ""]
-        return lines
+            CREDENTIALS[nd.port] = self.credentials
 
     @property
-    def ids(self) -> list[str]:
-        return list(self.nodes)
-
-    def port(self, nid: str) -> int:
-        return self.nodes[nid].port
-
-    def live(self) -> list[str]:
-        return [k for k, nd in self.nodes.items() if nd.alive]
-
-    # ------------------------------------------------------------- processes
-
-    async def start(self, nid: str) -> None:
-        nd = self.nodes[nid]
-        assert not nd.alive, f"{nid} is already running (pid {nd.proc and nd.proc.pid})"
-        nd.starts += 1
-        with nd.log_path.open("ab") as f:
-            f.write(f"===== harness: start #{nd.starts} of {nid} at {time.time():.3f}\n".encode())
-            # The child keeps its own dup of the log fd; ours closes with the `with`.
-            nd.proc = await trio.lowlevel.open_process(
-                self.node_command(nid),
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                cwd=self.root,
-                env=self.node_env(nid),
-                start_new_session=True,
-            )
-
-    def node_command(self, nid: str) -> list[str]:
-        """The command line of node ``nid`` (subclasses give nodes other configs)."""
-        cmd = [sys.executable, "-m", "p2plog", "run", "--config", str(self.config_path)]
-        return [*cmd, "--node", nid, "--log-level", self.log_level]
-
-    def node_env(self, nid: str) -> dict[str, str]:
-        """The environment of node ``nid`` (subclasses fake its clock)."""
-        return {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-    async def start_all(self) -> None:
-        for nid in self.nodes:
-            await self.start(nid)
-
-    def kill(self, nid: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to that node's pid (no wait; see ``wait_exit``)."""
-        nd = self.nodes[nid]
-        assert nd.proc is not None, f"{nid} was never started"
-        if nd.proc.poll() is None:
-            nd.proc.send_signal(sig)
-
-    async def wait_exit(self, nid: str, timeout_s: float = STOP_TIMEOUT_S) -> int:
-        nd = self.nodes[nid]
-        assert nd.proc is not None
-        with trio.fail_after(timeout_s):
-            code = await nd.proc.wait()
-        nd.exit_codes.append(code)
-        return code
+    def client_ssl(self) -> ssl.SSLContext | None:
+        return self.security.client_ssl
 
     async def restart(self, nid: str, *, wait_serving_s: float = 10.0) -> None:
         """Start a stopped node again (same data dir) and wait until it answers ``status``."""
-        nd = self.nodes[nid]
-        if nd.alive:
-            self.kill(nid, signal.SIGKILL)
-            await self.wait_exit(nid)
-        await self.start(nid)
+        await super().restart(nid)
         await self.wait_serving(nid, timeout_s=wait_serving_s)
-
-    async def stop_all(self) -> None:
-        """Teardown: SIGTERM every started node by pid, wait (bounded), then SIGKILL.
-
-        Shielded: it runs in ``finally`` blocks, often while the test's own scope is being
-        cancelled (a ``fail_after`` that fired); unshielded, the first wait raised
-        ``Cancelled`` and nodes that ignored the SIGTERM were left running as orphans."""
-        with trio.CancelScope(shield=True):
-            running = [nd for nd in self.nodes.values() if nd.alive]
-            for nd in running:
-                assert nd.proc is not None
-                nd.proc.send_signal(signal.SIGTERM)
-                nd.proc.send_signal(signal.SIGCONT)  # a test may have left it stopped
-            with trio.move_on_after(STOP_TIMEOUT_S):
-                for nd in running:
-                    assert nd.proc is not None
-                    await nd.proc.wait()
-            for nd in running:
-                assert nd.proc is not None
-                if nd.proc.poll() is None:
-                    nd.proc.send_signal(signal.SIGKILL)
-                    with trio.move_on_after(STOP_TIMEOUT_S):
-                        await nd.proc.wait()
 
     async def verify_data_dir(self, nid: str, *, timeout_s: float = 30.0) -> tuple[int, str]:
         """``python -m p2plog verify`` on a stopped node's data dir: (exit code, output)."""
         assert not self.nodes[nid].alive, f"{nid} is running; verify reads a stopped node"
+        cmd = [sys.executable, "-m", "p2plog", "verify", "--no-progress"]
         with trio.fail_after(timeout_s):
             done = await trio.run_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "p2plog",
-                    "verify",
-                    "--no-progress",
-                    str(self.nodes[nid].data_dir),
-                ],
+                [*cmd, str(self.nodes[nid].data_dir)],
                 stdin=subprocess.DEVNULL,
                 capture_stdout=True,
                 stderr=subprocess.STDOUT,
@@ -599,20 +424,6 @@ class Cluster:
                 check=False,
             )
         return done.returncode, done.stdout.decode(errors="replace")
-
-    # ----------------------------------------------------------------- logs
-
-    def logs(self, nid: str) -> str:
-        p = self.nodes[nid].log_path
-        return p.read_text(errors="replace") if p.exists() else ""
-
-    def log_tail(self, nid: str, lines: int = LOG_TAIL_LINES) -> str:
-        return "\n".join(self.logs(nid).splitlines()[-lines:])
-
-    def log_tails(self, lines: int = LOG_TAIL_LINES) -> str:
-        return "\n".join(
-            f"----- {nid} (last {lines} lines)\n{self.log_tail(nid, lines)}" for nid in self.nodes
-        )
 
     # --------------------------------------------------------------- status
 

@@ -24,6 +24,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
+from p2plog.testing.proc import NodeEntry, write_peers_toml
+
 from .attacker import STRANGER, closed_reason, peer_link, raft, rss_mb, secret_of, send_all
 from .checks import assert_alive, assert_same_logs, assert_serving, wait_until
 from .conftest import started
@@ -612,8 +614,7 @@ async def test_a_peer_link_that_closes_or_babbles_after_the_handshake(secured: C
 async def test_an_unwritable_data_dir_is_named_as_such(tmp_path: Path) -> None:
     """It was reported as "cannot listen on ...; is another node using that port?"."""
     (tmp_path / "file").write_text("not a directory")
-    cfg = tmp_path / "peers.toml"
-    cfg.write_text('[[node]]\nid = "n1"\naddress = "127.0.0.1:1"\ndata_dir = "file/n1"\n')
+    cfg = write_peers_toml(tmp_path / "peers.toml", {}, [NodeEntry("n1", "127.0.0.1:1", "file/n1")])
     with trio.fail_after(30):
         done = await trio.run_process(
             [sys.executable, "-m", "p2plog", "run", "--config", str(cfg), "--node", "n1"],

@@ -13,7 +13,6 @@ left out of the member seeds: members are trusted with what they may legitimatel
 from __future__ import annotations
 
 import secrets
-import subprocess
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -54,33 +53,12 @@ frames_of = partial(st.lists, min_size=1, max_size=3)
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("fuzz"), secured=Secured(tokens={"writer": "write"}))
-    procs: list[subprocess.Popen[bytes]] = []
     try:
-        for nid, nd in c.nodes.items():
-            with nd.log_path.open("ab") as log:
-                procs.append(
-                    subprocess.Popen(
-                        c.node_command(nid),
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        cwd=c.root,
-                        env=c.node_env(nid),
-                        start_new_session=True,
-                    )
-                )
-            nd.proc = procs[-1]  # type: ignore[assignment]  # poll() is all Cluster uses here
+        trio.run(c.start_all)
         trio.run(partial(c.leader, timeout_s=15.0))
         yield c
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        trio.run(c.stop_all)
 
 
 def alive(c: Cluster) -> None:

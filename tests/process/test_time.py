@@ -33,6 +33,7 @@ from p2plog.testing.clockrig import (
     need_clock_tools,
     write_timestamp_file,
 )
+from p2plog.testing.proc import section
 
 from .conftest import CLUSTER_KEY
 from .harness import Cluster, NotConnected, RawClient, RequestTimeout
@@ -107,34 +108,26 @@ class ClockCluster(Cluster):
         poll_interval_s: int = 1,
         reorder_window_ms: int = 1000,
     ) -> None:
-        super().__init__(root)
-        base = self.config_path.read_text().replace(
-            "[cluster]\n",
-            f"[cluster]\nmax_offset_ms = {max_offset_ms}\n"
-            f"reorder_window_ms = {reorder_window_ms}\n",
-            1,
-        )
+        def ntp(servers: list[str]) -> list[str]:
+            return section("ntp", {"servers": servers, "poll_interval_s": poll_interval_s})
 
-        def ntp(servers: list[str]) -> str:
-            lines = ["", "[ntp]", f"servers = {json.dumps(servers)}"]
-            return "\n".join([*lines, f"poll_interval_s = {poll_interval_s}", ""])
-
-        self.config_path.write_text(base + ntp([ntp_spec] if ntp_spec else []))
-        self.configs: dict[str, Path] = {}
-        for nid in self.nodes:
-            if nid in no_ntp:
-                self.configs[nid] = root / f"peers-{nid}.toml"
-                self.configs[nid].write_text(base + ntp([]))
-            else:
-                self.configs[nid] = self.config_path
+        keys = {"max_offset_ms": max_offset_ms, "reorder_window_ms": reorder_window_ms}
+        super().__init__(root, cluster_keys=keys, sections=ntp([ntp_spec] if ntp_spec else []))
+        self.configs = {
+            nid: self.write_config(root / f"peers-{nid}.toml", ntp([]))
+            if nid in no_ntp
+            else self.config_path
+            for nid in self.nodes
+        }
         self.clocks = dict(clocks)
         self.clock_files = {nid: root / f"{nid}.faketime" for nid in self.nodes}
         self.envs: dict[str, dict[str, str]] = {}
         for nid in self.nodes:
             off, rate = self.clocks.get(nid, (0.0, 1.0))
-            env = faketime_env(off, rate, timestamp_file=self.clock_files[nid])
-            env["PYTHONUNBUFFERED"] = "1"
-            self.envs[nid] = env
+            base = super().node_env(nid)
+            self.envs[nid] = faketime_env(
+                off, rate, timestamp_file=self.clock_files[nid], base=base
+            )
 
     def jump(self, nid: str, by_s: float) -> None:
         off, rate = self.clocks[nid]
