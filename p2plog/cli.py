@@ -1,30 +1,51 @@
-"""``python -m p2plog``: the command line.
+"""``p2plog`` (or ``python -m p2plog``): the command line.
 
 Node commands: ``run`` (one node), ``local`` (every node of a peers.toml on this host),
 ``verify`` (offline check of a data directory). Client commands (``p2plog.client.commands``):
-``send``, ``query``, ``tail``, ``status``; they talk to ``--node`` or else to the first
-reachable node of ``--config`` (default ./peers.toml). Exit codes: 0 done, 1 the cluster or
-the data could not do it (reason on stderr), 2 bad usage.
+``send``, ``query``, ``tail``, ``status``; they talk to the nodes of ``--addr``, else of
+``--config``/``--node``, else of ``$P2PLOG_ADDR``, else of ./peers.toml
+(``p2plog.client.targets``). Exit codes: 0 done, 1 the cluster or the data could not do it
+(reason on stderr), 2 bad usage. A reader that stops early (``query | head``) is a normal end:
+exit 0, nothing on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from p2plog.errors import P2PLogError
 from p2plog.storage.verify import describe_cut, repair, verify
+
+if TYPE_CHECKING:
+    from p2plog.client.options import ClientOptions
+    from p2plog.client.targets import Targets
 
 CLIENT_COMMANDS = ("send", "query", "tail", "status")
 LEVELS = ("debug", "info", "warning", "error", "critical")
 TIME_HELP = "ISO-8601 (2026-11-24T22:27:16Z; no zone = UTC) or relative: -30s, -5m, -2h, -1d"
 
 
+def package_version() -> str:
+    """The installed distribution's version, else the source tree's (not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("p2plog")
+    except PackageNotFoundError:
+        from p2plog import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m p2plog", description="p2plog distributed log")
+    prog = "p2plog" if Path(sys.argv[0]).name == "p2plog" else "python -m p2plog"
+    p = argparse.ArgumentParser(prog=prog, description="p2plog distributed log")
+    p.add_argument("--version", action="version", version=f"p2plog {package_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     r = sub.add_parser("run", help="run this host's node")
     r.add_argument("--config", type=Path, default=Path("peers.toml"), help="peers.toml to use")
@@ -56,11 +77,28 @@ def _time_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _addr_arg(text: str) -> list[str]:
+    from p2plog.client.targets import AddressError, parse_addresses
+
+    try:
+        return parse_addresses([text])
+    except AddressError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def common(cmd: str, help_text: str) -> argparse.ArgumentParser:
         c = sub.add_parser(cmd, help=help_text)
-        c.add_argument("--config", type=Path, default=Path("peers.toml"), help="peers.toml")
-        c.add_argument("--node", help="talk to this node (default: first reachable of the file)")
+        c.add_argument(
+            "--addr",
+            type=_addr_arg,
+            action="extend",
+            metavar="HOST:PORT",
+            help="node(s) to talk to, in failover order: repeat or comma-separate; [v6]:port "
+            "and wss:// work (default: $P2PLOG_ADDR, else the nodes of --config)",
+        )
+        c.add_argument("--config", type=Path, help="peers.toml (default: ./peers.toml)")
+        c.add_argument("--node", help="talk to this node of the config (default: all, in order)")
         c.add_argument("--token", help="client token (default: $P2PLOG_TOKEN)")
         c.add_argument("--ca", help="CA file for wss:// (default: $P2PLOG_CA, or [tls] ca)")
         return c
@@ -106,57 +144,20 @@ def _fix_negative_times(argv: list[str]) -> list[str]:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    import trio
-
     from p2plog.client import commands
     from p2plog.client.errors import AuthError, ClientError, ServerError, Unreachable
-    from p2plog.config import load
+    from p2plog.client.targets import AddressError, resolve, unreachable_hint
 
-    cfg = load(args.config)
-    nodes = [cfg.node(args.node)] if args.node else list(cfg.nodes)
-    addresses = [n.address for n in nodes]
-    out = sys.stdout
-    ca = args.ca or (str(cfg.tls.ca) if cfg.tls is not None else None)
-    opts = commands.cli_options(args.token, ca)
-    sel: dict[str, object] = {}
-    if args.command in ("query", "tail"):
-        for k in ("from_index", "to_index", "since", "until", "level", "source", "grep", "order"):
-            sel[k] = getattr(args, k)
     try:
-        if args.command == "send":
-            return trio.run(
-                lambda: commands.send(
-                    addresses,
-                    ack=args.ack,
-                    level=args.level,
-                    source=args.source,
-                    msgs=args.msg,
-                    stdin=sys.stdin.buffer,
-                    out=out,
-                    err=sys.stderr,
-                    labels={n.address: n.id for n in nodes},
-                    options=opts,
-                )
-            )
-        if args.command == "query":
-            return trio.run(
-                lambda: commands.query(
-                    addresses, sel, limit=args.limit, as_json=args.json, out=out, options=opts
-                )
-            )
-        if args.command == "tail":
-            return trio.run(
-                lambda: commands.tail(
-                    addresses, sel, limit=args.limit, as_json=args.json, out=out, options=opts
-                )
-            )
-        return trio.run(
-            lambda: commands.status(
-                [(n.id, n.address) for n in nodes], as_json=args.json, out=out, options=opts
-            )
-        )
+        targets = resolve(args.addr, args.config, args.node, os.environ)
+    except AddressError as e:
+        print(f"p2plog {args.command}: {e}", file=sys.stderr)
+        return 2
+    opts = commands.cli_options(args.token, args.ca or targets.ca)
+    try:
+        return _run_client(args, targets, opts)
     except Unreachable as e:
-        print(_unreachable_hint(args, e.tried), file=sys.stderr)
+        print(unreachable_hint(args.command, targets, e.tried), file=sys.stderr)
         return 1
     except AuthError as e:
         print(f"p2plog {args.command}: {e}", file=sys.stderr)
@@ -171,17 +172,38 @@ def cmd_client(args: argparse.Namespace) -> int:
         return 0 if args.command == "tail" else 130
 
 
-def _unreachable_hint(args: argparse.Namespace, tried: list[tuple[str, str]]) -> str:
-    reasons = {r for _, r in tried if r}
-    why = f": {reasons.pop()}" if len(reasons) == 1 else ""
-    addrs = ", ".join(a for a, _ in tried)
-    cfg = f" --config {args.config}" if str(args.config) != "peers.toml" else ""
-    who = (
-        f"node {args.node} of {args.config} is not" if args.node else f"no node of {args.config} is"
-    )
-    return (
-        f"p2plog {args.command}: {who} reachable (tried {addrs}{why}); is the cluster "
-        f"running? start it with python -m p2plog local{cfg}"
+def _run_client(args: argparse.Namespace, targets: Targets, opts: ClientOptions) -> int:
+    import trio
+
+    from p2plog.client import commands
+
+    addresses, out = targets.addresses, sys.stdout
+    sel: dict[str, object] = {}
+    if args.command in ("query", "tail"):
+        for k in ("from_index", "to_index", "since", "until", "level", "source", "grep", "order"):
+            sel[k] = getattr(args, k)
+    if args.command == "send":
+        return trio.run(
+            lambda: commands.send(
+                addresses,
+                ack=args.ack,
+                level=args.level,
+                source=args.source,
+                msgs=args.msg,
+                stdin=sys.stdin.buffer,
+                out=out,
+                err=sys.stderr,
+                labels=targets.labels,
+                options=opts,
+            )
+        )
+    if args.command in ("query", "tail"):
+        run = commands.query if args.command == "query" else commands.tail
+        return trio.run(
+            lambda: run(addresses, sel, limit=args.limit, as_json=args.json, out=out, options=opts)
+        )
+    return trio.run(
+        lambda: commands.status(targets.named(), as_json=args.json, out=out, options=opts)
     )
 
 
@@ -242,7 +264,7 @@ def cmd_run(config_path: Path, node_id: str | None, data_dir: Path | None, level
     import trio
 
     from p2plog.config import load
-    from p2plog.runtime.main import run_node, setup_logging
+    from p2plog.service.main import run_node, setup_logging
 
     cfg = load(config_path)
     me = cfg.node(node_id)
@@ -264,6 +286,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fix_negative_times(list(sys.argv[1:] if argv is None else argv))
     )
     try:
+        code = _dispatch(args)
+        sys.stdout.flush()  # so a reader gone early shows here, not in the flush at exit
+    except BrokenPipeError:
+        return _reader_gone()
+    except BaseExceptionGroup as eg:  # from inside a trio nursery
+        if eg.split(BrokenPipeError)[1] is not None:
+            raise
+        return _reader_gone()
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    try:
         if args.command in CLIENT_COMMANDS:
             return cmd_client(args)
         if args.command == "run":
@@ -280,3 +315,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except P2PLogError as e:
         print(f"p2plog {args.command}: {e}", file=sys.stderr)
         return 1
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``| head``): that is the end it asked for, so exit 0,
+    quietly. Per the Python docs (signal module, "Note on SIGPIPE"), stdout is pointed at
+    devnull so the interpreter's last flush of what is still buffered cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return 0
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return 0

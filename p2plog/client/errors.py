@@ -88,7 +88,7 @@ class StreamOverflow(ClientError):
 
 
 class ServerError(ClientError):
-    """A node answered ``error``; ``code`` is one of ``p2plog.wire.client.ERROR_CODES``."""
+    """A node answered ``error``; ``code`` is one of ``p2plog.wire.client.ErrorCode``."""
 
     def __init__(self, code: str, msg: str, retry_after_ms: int | None = None) -> None:
         super().__init__(f"{code}: {msg}")

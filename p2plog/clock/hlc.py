@@ -61,7 +61,3 @@ class HLC:
             )
         self._last = max(self._last, remote_ns)
         return self.now(physical_ns)
-
-    def lead_ns(self, physical_ns: int) -> int:
-        """How far the clock runs ahead of ``physical_ns`` (0 when physical time has caught up)."""
-        return max(0, self._last - physical_ns)

@@ -102,9 +102,6 @@ class PeerSkew:
         self._peers.setdefault(peer, deque(maxlen=self.samples_per_peer)).append(s)
         return s
 
-    def forget(self, peer: str) -> None:
-        self._peers.pop(peer, None)
-
     def best(self, peer: str, now_ns: int) -> PeerOffset | None:
         """The peer's offset from its least uncertain fresh sample, uncertainty aged to now."""
         found: PeerOffset | None = None

@@ -200,18 +200,6 @@ def create_cluster_files(
     return lines
 
 
-def load_pem_cert_names(pem: bytes) -> tuple[str, list[str]]:
-    """(subject common name, subjectAltName entries as text) of a PEM certificate."""
-    cert = _parse_cert(pem, "the certificate")
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    cn = str(cns[0].value) if cns else ""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return cn, []
-    return cn, [str(entry.value) for entry in san]
-
-
 def _check_distinct(paths: Sequence[Path | None]) -> None:
     """Two roles sharing one path would make the second write fail halfway through a run."""
     seen: set[Path] = set()

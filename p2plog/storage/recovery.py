@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 from p2plog.errors import Corruption
-from p2plog.raft.types import Index
 from p2plog.storage.frame import Status
 from p2plog.storage.segment import (
     HEADER_SIZE,
@@ -175,7 +174,3 @@ def _nonzero(fd: int, start: int, end: int) -> bool:
             return True
         pos += len(chunk)
     return False
-
-
-def last_index_of(segments: list[Segment]) -> Index:
-    return segments[-1].last_index if segments else Index(0)

@@ -20,7 +20,6 @@ from p2plog.storage.frame import Status
 from p2plog.storage.meta import fsync_dir
 from p2plog.storage.segment import HEADER_SIZE, ScanEnd, decode_header, iter_frames, segment_name
 
-Emit = Callable[[str], None]
 Progress = Callable[[int, int], None]  # (bytes checked so far, bytes in all)
 
 

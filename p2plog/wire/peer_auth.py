@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-SECRET_MIN_BYTES = 16
-
 
 def _proof(
     secret: bytes, label: bytes, cluster: str, a: str, b: str, n1: bytes, n2: bytes

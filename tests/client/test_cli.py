@@ -17,7 +17,7 @@ from p2plog.cli import main
 from p2plog.client.commands import format_record, parse_time
 from p2plog.testing.ports import free_ports
 
-from .cluster import LocalCluster, write_peers_toml
+from .cluster import LocalCluster, write_config
 
 TIMEOUT_S = 10.0
 NOW = 1_795_000_000_000_000_000
@@ -29,7 +29,7 @@ RECORD_KEYS |= {"msg", "fields", "late", "node"}
 def peers_file(cluster: LocalCluster, tmp_path: Path, extra_dead: int = 0) -> str:
     ports = [n.port for n in cluster.config.nodes] + free_ports(extra_dead)
     path = tmp_path / "cli-peers.toml"
-    write_peers_toml(path, ports)
+    write_config(path, ports)
     return str(path)
 
 
@@ -135,7 +135,7 @@ async def test_no_reachable_node_says_how_to_start_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "peers.toml"
-    write_peers_toml(path, free_ports(2))
+    write_config(path, free_ports(2))
     for cmd in ("send", "query", "status"):
         argv = [cmd, "--config", str(path)] + (["hi"] if cmd == "send" else [])
         code, _, err = await run_cli(capsys, *argv)
@@ -206,3 +206,70 @@ def test_json_lines_stay_json_for_non_finite_values() -> None:
     line = to_json({"msg": "m", "fields": {"a": math.nan, "b": math.inf, "c": 1.5}})
     assert json.loads(line)["fields"] == {"a": "nan", "b": "inf", "c": 1.5}
     assert "NaN" not in line
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import entry_points, version
+
+    import p2plog
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"p2plog {version('p2plog')}\n"
+    assert version("p2plog") == p2plog.__version__  # one version, written once
+    (script,) = entry_points(group="console_scripts", name="p2plog")
+    assert script.value == "p2plog.cli:main"
+
+
+async def test_addr_needs_no_peers_toml(
+    cluster: LocalCluster,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    home = tmp_path / "client-host"
+    home.mkdir()
+    monkeypatch.chdir(home)  # no peers.toml here
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+    a1, a2, a3 = cluster.addresses
+    code, out, err = await run_cli(capsys, "send", "--addr", f"{dead},{a2}", "via", "addr")
+    assert (code, err) == (0, "")
+    assert out.endswith(f" node={a2}\n")  # failed over past the dead address
+    code, out, _ = await run_cli(capsys, "query", "--addr", dead, "--addr", a3, "--json")
+    assert (code, [json.loads(x)["msg"] for x in out.splitlines()]) == (0, ["via addr"])
+    monkeypatch.setenv("P2PLOG_ADDR", f"{dead}, {a1}")
+    code, out, _ = await run_cli(capsys, "query")
+    assert code == 0
+    assert out.endswith(" INFO cli: via addr #1\n")
+    code, out, _ = await run_cli(capsys, "status", "--json")
+    rows = json.loads(out)["nodes"]
+    assert [(r["address"], r["reachable"]) for r in rows] == [(dead, False), (a1, True)]
+    assert [r["id"] for r in rows] == ["?", "n1"]  # the node says who it is
+    code, _, err = await run_cli(capsys, "query", "--addr", dead)  # --addr beats P2PLOG_ADDR
+    assert code == 1
+    assert err == (
+        f"p2plog query: no node of --addr is reachable (tried {dead}: connection refused); "
+        "check the address and that a node listens there\n"
+    )
+
+
+async def test_bad_addr_is_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        await run_cli(capsys, "query", "--addr", "::1:7001")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --addr: address '::1:7001': an IPv6 address needs brackets" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("P2PLOG_ADDR", "localhost")
+    code, out, err = await run_cli(capsys, "status")
+    assert (code, out) == (2, "")
+    assert err == (
+        "p2plog status: P2PLOG_ADDR: address 'localhost': it has no port; give HOST:PORT, "
+        "[IPV6]:PORT or wss://HOST:PORT, e.g. 127.0.0.1:7001\n"
+    )
+    code, _, err = await run_cli(capsys, "send", "--addr", "h:1", "--config", "p.toml", "x")
+    assert code == 2
+    assert "--addr names the nodes itself" in err

@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 import trio
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from p2plog.errors import ConfigError
 from p2plog.security.certs import (
     NodePlan,
     create_cluster_files,
-    load_pem_cert_names,
     make_ca,
     make_node_cert,
     write_new,
@@ -32,6 +31,18 @@ from p2plog.security.tls import client_context, server_context
 HOSTS = ("127.0.0.1", "localhost")
 HANDSHAKE_FAILED = (ssl.SSLError, trio.BrokenResourceError)
 NEEDED_ONLY = "needed only to issue node certificates"
+
+
+def load_pem_cert_names(pem: bytes) -> tuple[str, list[str]]:
+    """(subject common name, subjectAltName entries as text) of a PEM certificate."""
+    cert = x509.load_pem_x509_certificate(pem)
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = str(cns[0].value) if cns else ""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return cn, []
+    return cn, [str(entry.value) for entry in san]
 
 
 def write_pair(directory: Path, name: str, pems: tuple[bytes, bytes]) -> tuple[Path, Path]:
