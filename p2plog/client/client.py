@@ -14,6 +14,11 @@ Theory of operation:
 - Many requests share the connection (``req`` matching in ``Connection``).
 - All background tasks (connections, batcher, frames) live in the client's nursery, opened by
   ``open_client``/``Client.connect``: leaving the ``async with`` stops them.
+
+This module holds the connection, failover and request retries; one frame's submit lives in
+``p2plog.client.submit``, paged queries and the clock offset in ``p2plog.client.reads``, tails
+in ``p2plog.client.tail``: each takes the ``Client`` through a ``Protocol`` of what it uses,
+so none of them imports this module.
 """
 
 from __future__ import annotations
@@ -36,19 +41,20 @@ from p2plog.client.errors import (
     ConnectError,
     ConnectionLost,
     RecordFailure,
-    RecordsRejected,
     RequestTimeout,
-    ServerError,
     SubmitFailed,
     Unreachable,
 )
 from p2plog.client.options import (
+    FAILOVER_CODES,
+    RETRY_CODES,
     Backoff,
     ClientOptions,
     ClientStatistics,
     ClockOffset,
     server_error,
 )
+from p2plog.client.reads import probe_clock_offset, query_pages
 from p2plog.client.records import (
     Record,
     UnencodableRecord,
@@ -58,15 +64,11 @@ from p2plog.client.records import (
     frames,
     id_text,
 )
-from p2plog.client.tail import TailStream, query_fields
+from p2plog.client.submit import collect, renumber, submit_frame
+from p2plog.client.tail import TailStream
 from p2plog.config import Config
-from p2plog.wire.envelope import RawList
 
 OFFSET_PROBE_TIMEOUT_S = 1.0
-RETRY_CODES = frozenset({"unavailable", "overloaded", "timeout"})
-FAILOVER_CODES = frozenset({"shutting_down", "storage_failed"})  # retry on another node
-NOT_ACKED = "not acknowledged"  # the node's per-record "not acknowledged; retry" error
-QUERY_PAGE = 1000
 
 
 class Client:
@@ -236,7 +238,7 @@ class Client:
             ensure_id(records)
             timeout = 2 * self.options.submit_deadline_s + self.options.linger_ms / 1000 + 1
             out = await self._batcher.submit_one(records, ack, timeout_s=timeout)
-            return _collect([out])
+            return collect([out])
         recs = list(records)
         outcomes: list[Outcome | None] = [None] * len(recs)
         good: list[int] = []  # positions of the records that encode
@@ -264,102 +266,21 @@ class Client:
                     str(e), code=e.code, acks=acks, errors=e.errors, reason=e.reason
                 ) from None
             for p, x in zip(where, got, strict=True):
-                outcomes[p] = _renumber(x, p)
-        return _collect(outcomes)
+                outcomes[p] = renumber(x, p)
+        return collect(outcomes)
 
     async def _submit_frame(
         self, records: list[Record], datas: list[bytes], ack: str
     ) -> list[Outcome]:
-        """One frame (``datas``: the records encoded), retried until every record is acked or
-        refused; per-record outcomes."""
-        out: list[Outcome | None] = [None] * len(records)
-        todo = list(range(len(records)))
-        b = Backoff(self.options)
-        while todo and b.next():
-            conn: Connection | None = None
-            try:
-                conn = await self.connection()
-                reply = await conn.request(
-                    "submit",
-                    {
-                        "ack": ack,
-                        "records": RawList([datas[i] for i in todo]),
-                        "clock_offset_ns": conn.clock_offset_ns,
-                        "compact": True,
-                    },
-                    timeout_s=min(self.options.request_timeout_s, b.remaining_s()),
-                )
-            except (Unreachable, ConnectionLost, RequestTimeout) as e:
-                self.failover(conn, str(e))
-                self.retries += 1
-                code = {Unreachable: "unreachable", ConnectionLost: "connection_lost"}
-                await b.wait(str(e), code.get(type(e), "timeout"))
-                continue
-            if reply["kind"] == "error":
-                err = server_error(reply)
-                if err.code not in RETRY_CODES | FAILOVER_CODES:
-                    raise SubmitFailed(str(err), code=err.code, acks=_acks(out))
-                if err.code in FAILOVER_CODES:
-                    self.failover(conn, str(err))
-                self.retries += 1
-                await b.wait(str(err), err.code, err.retry_after_ms)
-                continue
-            todo = self._apply_ack(reply, records, todo, out)
-            if todo:
-                self.retries += 1
-                await b.wait(f"{len(todo)} record(s) not acknowledged", "timeout")
-        if todo:
-            spent = self.options.submit_deadline_s - max(0.0, b.remaining_s())
-            raise SubmitFailed(
-                f"not stored after {b.attempt - 1} attempt(s) in {spent:.1f} s: {b.last}",
-                code=b.last_code,
-                acks=_acks(out),
-                reason=b.last,
-            )
-        return [x for x in out if x is not None]
-
-    def _apply_ack(
-        self, reply: Reply, records: list[Record], todo: list[int], out: list[Outcome | None]
-    ) -> list[int]:
-        """Fill ``out`` from an ``ack`` reply; returns the records to send again."""
-        for i0, n, index0, term in reply.get("runs", []):
-            for k in range(n):
-                pos = todo[i0 + k]
-                out[pos] = Ack(id_text(records[pos]["id"]), index0 + k, term, False)
-            self.last_acked_index = max(self.last_acked_index, index0 + n - 1)
-        for a in reply.get("acks", []):
-            pos = todo[a["i"]]
-            got = Ack(str(a["id"]), int(a["index"]), int(a["term"]), bool(a["dup"]))
-            out[pos] = got
-            self.last_acked_index = max(self.last_acked_index, got.index)
-        for e in reply.get("errors", []):
-            pos = todo[e["i"]]
-            text = str(e["error"]).replace(f"record {e['i']}:", f"record {pos}:", 1)
-            # "not acknowledged; retry": the node lost track of it (leadership moved); send
-            # it again with the same id. Any other per-record error is the record's fault.
-            if NOT_ACKED not in text:
-                out[pos] = RecordFailure(pos, id_text(records[pos]["id"]), text)
-        return [i for i in todo if out[i] is None]
+        """One frame, retried until every record is acked or refused (``submit.py``)."""
+        return await submit_frame(self, records, datas, ack)
 
     # ------------------------------------------------------------------- reads
 
     async def query(self, *, limit: int = 1000, **selectors: Any) -> list[dict[str, Any]]:
         """Committed records matching the selectors (``from_index, to_index, since, until,
         level, source, grep, order``), at most ``limit``, paging as needed."""
-        fields = query_fields(selectors)
-        await self.wait_applied(self.last_acked_index)
-        out: list[dict[str, Any]] = []
-        while len(out) < limit:
-            page = min(QUERY_PAGE, limit - len(out))
-            reply = await self.call("query", {**fields, "limit": page})
-            if reply["kind"] != "batch":
-                raise ServerError("bad_reply", f"query answered with {reply['kind']!r}")
-            out.extend(reply["records"])
-            nxt = int(reply["next_index"])
-            if reply.get("done", True) or nxt <= (fields.get("from_index") or 1):
-                break
-            fields["from_index"] = nxt
-        return out[:limit]  # event order: the node returns the stream's own order and flags
+        return await query_pages(self, limit, selectors)
 
     async def wait_applied(self, index: int, timeout_s: float = 2.0) -> bool:
         """Wait (bounded) until the connected node has applied ``index``: a follower applies
@@ -390,46 +311,13 @@ class Client:
 
     async def clock_offset(self, samples: int = 5) -> ClockOffset:
         """NTP-style offset to the connected node: the sample with the least round trip."""
-        best: ClockOffset | None = None
-        for _ in range(samples):
-            t1 = time.time_ns()
-            r = await self.call("time", {"t1": t1})
-            t4 = time.time_ns()
-            t2, t3 = int(r["t2"]), int(r["t3"])
-            s = ClockOffset(((t2 - t1) + (t3 - t4)) // 2, (t4 - t1) - (t3 - t2))
-            if best is None or s.delay_ns < best.delay_ns:
-                best = s
-        assert best is not None
-        return best
+        return await probe_clock_offset(self, samples)
 
     async def aclose(self) -> None:
         self._closed = True
         if self._conn is not None:
             self._conn.close("client closed")
         self._nursery.cancel_scope.cancel()
-
-
-def _renumber(x: Outcome, pos: int) -> Outcome:
-    """A frame's outcome with the record's position in the whole submit."""
-    if isinstance(x, RecordFailure) and x.i != pos:
-        return RecordFailure(pos, x.id, x.error.replace(f"record {x.i}:", f"record {pos}:", 1))
-    return x
-
-
-def _acks(out: Sequence[Outcome | None]) -> list[Ack | None]:
-    return [x if isinstance(x, Ack) else None for x in out]
-
-
-def _collect(outcomes: Sequence[Outcome | None]) -> list[Ack]:
-    errors = [x for x in outcomes if isinstance(x, RecordFailure)]
-    if errors or any(x is None for x in outcomes):
-        detail = "; ".join(e.error for e in errors[:3]) + (" ..." if len(errors) > 3 else "")
-        raise RecordsRejected(
-            f"{len(errors)} of {len(outcomes)} record(s) rejected: {detail}",
-            acks=_acks(outcomes),
-            errors=errors,
-        )
-    return [x for x in outcomes if isinstance(x, Ack)]
 
 
 @asynccontextmanager

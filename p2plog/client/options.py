@@ -11,6 +11,11 @@ import trio
 from p2plog.client.errors import ServerError
 from p2plog.client.records import DEFAULT_FRAME_BYTES, DEFAULT_FRAME_RECORDS
 
+# Error codes a request (query page, status, time) or a submit frame retries on; the second
+# set on another node. A tail keeps its own set (``p2plog.client.tail.RETRY_CODES``).
+RETRY_CODES = frozenset({"unavailable", "overloaded", "timeout"})
+FAILOVER_CODES = frozenset({"shutting_down", "storage_failed"})
+
 
 @dataclass(frozen=True, slots=True)
 class ClientOptions:
