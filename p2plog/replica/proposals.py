@@ -152,16 +152,6 @@ class Proposal:
         self.done = True
         return True
 
-    def acks(self) -> list[RecordAck | None]:
-        """One ack (or None) per position."""
-        out: list[RecordAck | None] = []
-        for k, r in enumerate(self.results):
-            if isinstance(r, AckRun):
-                out.append(RecordAck(self.ids[k], r.index0 + k - r.pos0, r.term, False))
-            else:
-                out.append(r)
-        return out
-
     def result(self) -> SubmitResult:
         """The outcome as runs and singles, walking the results a run at a time."""
         res = SubmitResult(len(self.results))
