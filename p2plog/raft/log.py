@@ -133,8 +133,16 @@ class RaftLog:
         self.offset = Index(last + 1)
         self.unstable = []
 
+    def applicable(self) -> Index:
+        """The last index that may be applied: committed and on this node's own disk. A
+        follower can learn a commit index past what it has persisted (the append that brings
+        the entries also brings the commit); applying those before they are on disk would let
+        readers of the applied state run ahead of the storage (etcd-io/raft applies committed
+        entries only once stable unless ``AsyncStorageWrites`` asks otherwise)."""
+        return Index(min(self.committed, self.stable_last_index()))
+
     def has_next_committed(self) -> bool:
-        return self.committed > self.applied
+        return self.applicable() > self.applied
 
     def next_committed(self, max_bytes: int) -> list[Entry]:
-        return self.entries(Index(self.applied + 1), Index(self.committed + 1), max_bytes)
+        return self.entries(Index(self.applied + 1), Index(self.applicable() + 1), max_bytes)

@@ -206,6 +206,7 @@ class Node:
             tick_s=c.tick_ms / 1000,
             limiter=self.limiter,
             wall_ns=self.corrected_now,
+            wants_events=lambda: bool(self.event_hub.subs),
             events=ReorderBuffer(
                 reorder_window_ms=c.reorder_window_ms,
                 max_records=c.reorder_max_records,
@@ -291,8 +292,6 @@ class Node:
         self, items: Sequence[tuple[Entry, Applied | None]], emitted: list[Emitted[BatchRef]]
     ) -> None:
         self._applied.unpark_all()
-        assert self.loop is not None
-        self.loop.replica.want_events = bool(self.event_hub.subs)
         if emitted:
             self.event_hub.publish(
                 emitted, sum(len(em.payload.batch.data) // em.payload.batch.n for em in emitted)

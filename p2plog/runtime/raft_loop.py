@@ -72,6 +72,7 @@ class RaftLoop:
         limiter: trio.CapacityLimiter,
         wall_ns: Callable[[], int] = time.time_ns,
         events: ReorderBuffer[BatchRef] | None = None,
+        wants_events: Callable[[], bool] = lambda: False,
         time_tick_s: float = 0.25,
     ) -> None:
         self.id = node_id
@@ -92,6 +93,7 @@ class RaftLoop:
             time_tick_ns=round(time_tick_s * 1e9),
         )
         self.applier = applier
+        self.wants_events = wants_events  # someone subscribes to the event-time stream
         self._jitter = Random()
         self._tx, self._rx = trio.open_memory_channel[Event](INBOX_SIZE)
         self.stopped = trio.Event()
@@ -199,6 +201,8 @@ class RaftLoop:
     async def _drain_ready(self) -> None:
         replica = self.replica
         while replica.has_ready():
+            # Asked before each Ready: a subscriber that joined gets all emitted after it did.
+            replica.want_events = self.wants_events()
             rd = replica.ready()
             for m in rd.messages:
                 self.send(m)

@@ -10,6 +10,7 @@ from typing import Any
 
 from p2plog.order.reorder import ReorderBuffer
 from p2plog.raft.types import Entry, Role
+from p2plog.replica.proposals import Proposal
 from p2plog.replica.replica import Replica, ReplicaReady
 from p2plog.state.applier import Applied, Applier
 
@@ -73,8 +74,17 @@ class LocalReorderWindow(Replica):
         super().__init__(**kw)
 
 
+class DropRefusals(Replica):
+    """Refuses a submission (say, not the leader) without handing the refusal out: its
+    submitter waits for a timeout instead of trying the leader at once."""
+
+    def _fail(self, p: Proposal, code: str, message: str) -> None:
+        p.fail(code, message)
+
+
 PLANTED: dict[str, type[Replica]] = {
     "ack-on-leader-disk": AckOnLeaderDisk,
     "forget-dedup-on-restart": ForgetDedupOnRestart,
     "local-reorder-window": LocalReorderWindow,
+    "drop-refusals": DropRefusals,
 }

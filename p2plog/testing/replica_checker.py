@@ -4,9 +4,11 @@ The Raft checker (``checker.Checker``) keeps the canonical committed sequence of
 checker reads the records out of it into a model with no dedup window bound (the simulator's
 window never evicts), and holds every node's output against it:
 
+- hand-out: every submission a node finishes is handed out exactly once (a node that goes idle
+  holding a finished one would leave its submitter waiting for a timeout);
 - quorum acks: an ``ack=quorum`` ack is handed out only for a record that is committed (in
-  the canonical sequence, which the Raft checker keeps synced on a majority), at the index the
-  model gives its id: a retried id is answered with its original index;
+  the canonical sequence, which the Raft checker keeps synced on a majority), at the index and
+  term the model gives its id: a retried id is answered with its original index;
 - leader acks: an ``ack=leader`` ack is handed out only once the acking leader synced the
   entry; once the model covers its index, the record is there, or a later term's leader
   replaced it (the documented loss window: unreplicated tails of a deposed leader);
@@ -27,7 +29,7 @@ from p2plog.replica.replica import ReplicaReady
 from p2plog.state.entry import parse_batch
 from p2plog.storage.memory import MemoryStore
 
-REPLICA_CHECKS = frozenset({"quorum_acks", "leader_acks", "dedup", "event_order"})
+REPLICA_CHECKS = frozenset({"handout", "quorum_acks", "leader_acks", "dedup", "event_order"})
 LOOKBACK_ENTRIES = 256  # how far back from a leader's last entry an acked record may sit
 
 
@@ -43,6 +45,7 @@ class ReplicaStats:
     quorum_acks: int = 0
     leader_acks: int = 0
     leader_acks_lost: int = 0
+    leader_acks_dup_slot: int = 0  # acked at a copy the applier later found a duplicate
     dup_acks: int = 0
     emitted: int = 0
     flagged: int = 0
@@ -101,6 +104,7 @@ class ReplicaChecker:
         self.stream: list[tuple[int, bool, bool, bool]] = []  # the first emission of each slot
         self.emitted: dict[NodeId, int] = {}  # node -> how far into ``stream`` it emitted
         self.leader_acks: list[_LeaderAck] = []  # waiting for the model to cover them
+        self.outstanding: dict[NodeId, dict[int, Proposal]] = {}  # submitted, not handed out
 
     def _fail(self, kind: str, detail: str) -> None:
         if kind in self.checks:
@@ -108,6 +112,20 @@ class ReplicaChecker:
 
     def on_restart(self, nid: NodeId) -> None:
         self.emitted[nid] = 0
+        self.outstanding[nid] = {}  # what the crashed process held is gone with it
+
+    def on_submit(self, nid: NodeId, p: Proposal) -> None:
+        self.outstanding.setdefault(nid, {})[id(p)] = p
+
+    def on_idle(self, nid: NodeId) -> None:
+        """``nid`` has no Ready left and waits for no fsync: nothing finished may stay."""
+        for p in self.outstanding.get(nid, {}).values():
+            if p.done:
+                self._fail(
+                    "handout",
+                    f"{nid} finished a submission of {len(p.ids)} records (error {p.error}) "
+                    f"but never handed it out",
+                )
 
     def on_ready(self, n: AckedNode, rd: ReplicaReady) -> None:
         """``rd`` was just taken from ``n``: check what it applied, emitted and acked."""
@@ -121,7 +139,13 @@ class ReplicaChecker:
                     f"log says {want} (position -> original record index)",
                 )
         self._check_stream(n.id, rd)
+        held = self.outstanding.setdefault(n.id, {})
         for p in rd.finished:
+            if held.pop(id(p), None) is None:
+                self._fail(
+                    "handout",
+                    f"{n.id} handed out a submission it was not holding (twice, or another's)",
+                )
             if p.error is None:
                 self._check_acks(n, p)
         self._check_leader_acks()
@@ -166,11 +190,11 @@ class ReplicaChecker:
                     f"{n.id} acked record {rid.hex()} (index {index}, term {term}, ack=quorum) "
                     f"before it was committed",
                 )
-            elif stored != index:
+            elif stored != index or model.terms[index] != term:
                 self._fail(
                     "quorum_acks",
-                    f"{n.id} acked record {rid.hex()} at index {index} (dup={dup}); it is "
-                    f"stored at {stored}",
+                    f"{n.id} acked record {rid.hex()} at index {index} term {term} (dup={dup});"
+                    f" it is stored at {stored} term {model.terms[stored]}",
                 )
 
     def _leader_synced(self, n: AckedNode, rid: bytes, index: int, term: int) -> int | None:
@@ -208,6 +232,8 @@ class ReplicaChecker:
                 self.stats.leader_acks_lost += 1
                 continue
             held = self.model.ids.get(a.index)
+            if held == a.rid and self.model.first[a.rid] != a.index:
+                self.stats.leader_acks_dup_slot += 1  # stored, first at another index
             if held != a.rid:
                 self._fail(
                     "leader_acks",

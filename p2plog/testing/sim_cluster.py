@@ -226,6 +226,8 @@ class SimWorld:
                 self.schedule(self.rng.randint(lo, hi), PERSISTED, (n.id, n.incarnation))
                 return
             self.finish(n, rd)
+        if n.replica is not None and n.busy is None:
+            self.rchecker.on_idle(n.id)
 
     def finish(self, n: SimNode, rd: ReplicaReady) -> None:
         """The fsync of ``rd`` completed: send what depended on it, advance, take the input
@@ -252,6 +254,7 @@ class SimWorld:
         """A client's submission reaches ``n`` (queued while it waits for an fsync)."""
         if n.replica is None:
             return
+        self.rchecker.on_submit(n.id, p)
         if n.busy is not None:
             n.pending_props.append(p)
             return

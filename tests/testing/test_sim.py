@@ -91,6 +91,7 @@ def test_forgotten_vote_caught_by_persistence_check() -> None:
         ("ack-on-leader-disk", "quorum_acks", "before it was committed"),
         ("forget-dedup-on-restart", "dedup", "the committed log says"),
         ("local-reorder-window", "event_order", "another node emitted"),
+        ("drop-refusals", "handout", "never handed it out"),
     ],
 )
 def test_planted_replica_bug_is_caught(planted: str, kind: str, words: str) -> None:

@@ -38,6 +38,7 @@ class Rig:
         self.wire: deque[Message] = deque()
         self.finished: list[Proposal] = []
         self.cut: set[NodeId] = set()  # nodes whose messages, both ways, are lost
+        self.applied_entries: dict[NodeId, list[int]] = {nid: [] for nid in IDS}
         self.emitted: dict[NodeId, list[tuple[int, bool]]] = {nid: [] for nid in IDS}
         self.replicas = {nid: self._make(nid, seed) for nid in IDS}
 
@@ -59,6 +60,9 @@ class Rig:
         r = self.replicas[nid]
         while r.has_ready():
             rd = r.ready()
+            on_disk = self.stores[nid].last_index()
+            assert all(e.index <= on_disk for e, _ in rd.applied), "applied before persisted"
+            self.applied_entries[nid] += [e.index for e, _ in rd.applied]
             self.wire.extend(rd.messages)
             self.finished += rd.finished
             self.emitted[nid] += [(em.index, em.late) for em in rd.emitted]
@@ -270,3 +274,18 @@ def _ticks(rig: Rig, lead: Replica) -> list[int]:
     store = rig.stores[lead.id]
     entries = store.entries(Index(1), Index(store.last_index() + 1), 1 << 30)
     return [t for e in entries if (t := entry_tick_ts(e.data)) is not None]
+
+
+def test_a_follower_catching_up_applies_only_what_is_on_its_disk(rig: Rig) -> None:
+    """The append that brings a lagging follower its entries brings the commit index too; the
+    follower must persist them before it applies them (the rig asserts it on every Ready)."""
+    lead = rig.elect()
+    late = rig.replicas[IDS[2]]
+    rig.cut.add(late.id)
+    for k in range(1, 4):
+        only(rig.submit(lead.id, Proposal([rec(k)], "quorum")))
+    assert late.applier.records == 0
+    rig.cut.clear()
+    rig.tick(5)
+    assert late.applier.records == 3
+    assert rig.applied_entries[late.id] == sorted(set(rig.applied_entries[late.id]))
