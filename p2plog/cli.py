@@ -77,6 +77,15 @@ def _time_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _field_arg(text: str) -> tuple[str, str]:
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(
+            f"field filter {text!r}: expected KEY=VALUE, e.g. user=ann"
+        )
+    return key, value
+
+
 def _addr_arg(text: str) -> list[str]:
     from p2plog.client.targets import AddressError, parse_addresses
 
@@ -113,6 +122,14 @@ def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         c.add_argument("--level", choices=LEVELS, help="minimum level")
         c.add_argument("--source", help="exact source")
         c.add_argument("--grep", metavar="TEXT", help="substring of the message")
+        c.add_argument(
+            "--field",
+            action="append",
+            type=_field_arg,
+            metavar="KEY=VALUE",
+            help="a field the record must hold with this value (repeatable; numbers and "
+            "booleans as JSON: n=42, ok=true); checked on the node",
+        )
         c.add_argument("--limit", type=int, default=limit, metavar="N", help="at most N records")
         c.add_argument("--order", choices=("index", "event"), help="index (default) or event time")
         c.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -182,6 +199,7 @@ def _run_client(args: argparse.Namespace, targets: Targets, opts: ClientOptions)
     if args.command in ("query", "tail"):
         for k in ("from_index", "to_index", "since", "until", "level", "source", "grep", "order"):
             sel[k] = getattr(args, k)
+        sel["fields"] = dict(args.field) if args.field else None
     if args.command == "send":
         return trio.run(
             lambda: commands.send(

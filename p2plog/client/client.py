@@ -279,7 +279,8 @@ class Client:
 
     async def query(self, *, limit: int = 1000, **selectors: Any) -> list[dict[str, Any]]:
         """Committed records matching the selectors (``from_index, to_index, since, until,
-        level, source, grep, order``), at most ``limit``, paging as needed."""
+        level, source, grep, fields ({key: value}, checked on the node), order``), at most
+        ``limit``, paging as needed."""
         return await query_pages(self, limit, selectors)
 
     async def wait_applied(self, index: int, timeout_s: float = 2.0) -> bool:

@@ -9,6 +9,7 @@ first asks the node's applied index, so even the first reconnect resumes exactly
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from types import TracebackType
 from typing import Any, Protocol
@@ -24,7 +25,17 @@ from p2plog.client.errors import (
 )
 from p2plog.client.options import Backoff, ClientOptions
 
-SELECTORS = ("from_index", "to_index", "since", "until", "level", "source", "grep", "order")
+SELECTORS = (
+    "from_index",
+    "to_index",
+    "since",
+    "until",
+    "level",
+    "source",
+    "grep",
+    "fields",
+    "order",
+)
 RETRY_CODES = frozenset({"unavailable", "overloaded", "timeout", "shutting_down"})
 
 
@@ -33,7 +44,14 @@ def query_fields(selectors: dict[str, Any]) -> dict[str, Any]:
     unknown = set(selectors) - set(SELECTORS)
     if unknown:
         raise TypeError(f"unknown selector(s) {sorted(unknown)}; use {', '.join(SELECTORS)}")
-    return {k: v for k, v in selectors.items() if v is not None}
+    out = {k: v for k, v in selectors.items() if v is not None}
+    if "fields" in out:  # {key: value}: each value as text (JSON for numbers and booleans)
+        out["fields"] = [
+            [k, v if isinstance(v, str) else json.dumps(v)] for k, v in out["fields"].items()
+        ]
+        if not out["fields"]:
+            del out["fields"]
+    return out
 
 
 class TailClient(Protocol):

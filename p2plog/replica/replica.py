@@ -116,6 +116,7 @@ class Replica:
         self._next_record = 0
         self._next_record_term = -1
         self._last_leader_ns = 0
+        self._observe_ingest(self._log_tail())
 
     # ----------------------------------------------------------------- input
 
@@ -263,6 +264,22 @@ class Replica:
         if rd.entries and self.raft.role is Role.LEADER:
             acks.ack_persisted(self.waiters, rd.entries, self._finished)
         self.raft.advance(rd.raft)
+
+    def _log_tail(self) -> list[Entry]:
+        """The last entry of the stored log that carries an ingest time (looking back at most
+        64): after a restart the HLC must start past the newest ingest time in the log, or a
+        leader with a slow clock would stamp times that go back (ingest time grows with the
+        record index: ``state.time_index`` seeks by it)."""
+        hi = self.raft.log.last_index() + 1
+        floor = max(1, hi - 64)
+        while hi > floor:
+            lo = max(floor, hi - 8)
+            tail = self.raft.log.entries(Index(lo), Index(hi), 1 << 62)
+            found = [e for e in tail if entry_ingest_ts(e.data) is not None]
+            if found:
+                return found[-1:]
+            hi = lo
+        return []
 
     def _observe_ingest(self, entries: Sequence[Entry]) -> None:
         for e in reversed(entries):

@@ -45,6 +45,18 @@ class AppliedState(Protocol):
         """A Raft index at or before the entry that holds ``record_index``."""
         ...
 
+    @property
+    def times(self) -> TimeSeek:
+        """Where a time range starts (``state.time_index.TimeIndex``)."""
+        ...
+
+
+class TimeSeek(Protocol):
+    def seek(self, since_ns: int, from_index: int = 1) -> int:
+        """A record index at or before the first one from ``from_index`` on whose event time
+        may be ``>= since_ns``."""
+        ...
+
 
 class NodeApi(Protocol):
     @property

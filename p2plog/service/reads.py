@@ -58,6 +58,7 @@ def selection(sel: Select) -> Filter:
         level=sel.level,
         source=sel.source,
         grep=sel.grep,
+        fields=tuple(sel.fields),
     )
 
 
@@ -109,6 +110,8 @@ async def query(s: Session, q: Query) -> None:
     if q.order == "event":
         await _event_page(s, q.req, flt, where, limit)
         return
+    if flt.since is not None:  # start where the time range can start, not at the beginning
+        where = span(s, s.node.applied.times.seek(flt.since, where.lo), where.hi)
     recs, nxt = await scan(s, where, flt, limit)
     rows = [record_json(r) for r in recs]
     done = nxt >= where.hi

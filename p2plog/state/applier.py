@@ -6,7 +6,8 @@ batch or the same one) is a duplicate that readers skip, acked with the original
 Duplicate record indexes are remembered so reads can skip them.
 
 The applier also maps record indexes back to the log: ``term_of`` (for acks of duplicates) and
-``locate`` (the Raft index to start reading at for a record index), from small sparse tables.
+``locate`` (the Raft index to start reading at for a record index), from small sparse tables,
+and ``times`` (``state.time_index``: the record index to start reading at for a time).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 from p2plog.raft.types import Entry
 from p2plog.state.dedup import DedupWindow
 from p2plog.state.entry import Batch, parse_batch
+from p2plog.state.time_index import TimeIndex
 
-LOCATE_EVERY_ENTRIES = 1024
-LOCATE_EVERY_RECORDS = 65_536
+LOCATE_EVERY_ENTRIES = 64
+LOCATE_EVERY_RECORDS = 4096  # a read that seeks starts at most about this many records early
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class Applier:
         self._loc_rec: list[int] = []  # sparse: a batch's base record index ...
         self._loc_entry: list[int] = []  # ... and its Raft index
         self._entries_since_loc = 0
+        self.times = TimeIndex()
 
     def apply(self, e: Entry) -> Applied | None:
         assert e.index == self.applied_index + 1, f"apply {e.index} after {self.applied_index}"
@@ -96,6 +99,8 @@ class Applier:
             self._loc_rec.append(b.base)
             self._loc_entry.append(e.index)
             self._entries_since_loc = 0
+            self.times.sample(b)
+        self.times.note(b)
 
     def term_of(self, record_index: int) -> int:
         """The term of the entry that holds an applied record."""

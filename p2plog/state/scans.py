@@ -10,12 +10,13 @@ the storage (which appends share) for long.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from p2plog.order.reorder import DAY_MS, Emitted, ReorderBuffer
 from p2plog.raft.types import Entry, Index
-from p2plog.record import LEVELS
+from p2plog.record import LEVELS, NO_TS, TS_PREFIX
 from p2plog.state.entry import BatchRef, parse_batch
 from p2plog.state.event_feed import IsDup, emitted_record, feed_entry, watermark_time
 from p2plog.state.stored import StoredRecord, decode_body, level_at_least
@@ -50,6 +51,7 @@ class Filter:
     level: str | None = None
     source: str | None = None
     grep: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()  # (key, value as text): all must match
 
     @property
     def level_no(self) -> int:
@@ -58,7 +60,20 @@ class Filter:
     def raw_needles(self) -> list[bytes]:
         """Byte strings a matching record's encoded body must contain: a cheap test that
         skips the CBOR decode of most records a ``grep`` or ``source`` filter rejects."""
-        return [x.encode() for x in (self.grep, self.source) if x]
+        return [x.encode() for x in (self.grep, self.source) if x] + [
+            k.encode() for k, _ in self.fields
+        ]
+
+    def time_rejects(self, body: bytes, ingest_ts: int) -> bool:
+        """The record is outside ``since``/``until``, read from its binary prefix (no decode):
+        the same time ``matches`` uses."""
+        if self.since is None and self.until is None:
+            return False
+        tc = TS_PREFIX.unpack_from(body)[0]
+        t = ingest_ts if tc == NO_TS else tc
+        return (self.since is not None and t < self.since) or (
+            self.until is not None and t >= self.until
+        )
 
     def matches(self, r: StoredRecord) -> bool:
         if self.level is not None and LEVELS.index(r.level) < LEVELS.index(self.level):
@@ -67,6 +82,9 @@ class Filter:
             return False
         if self.grep is not None and self.grep not in r.msg:
             return False
+        for k, want in self.fields:
+            if k not in r.fields or field_text(r.fields[k]) != want:
+                return False
         t = r.ts_corrected if r.ts_corrected is not None else r.ingest_ts
         if self.since is not None and t < self.since:
             return False
@@ -82,6 +100,12 @@ class Span:
     hi: int
     start: int
     end: int
+
+
+def field_text(v: object) -> str:
+    """A field value as ``--field key=value`` writes it: text as is, others as JSON
+    (``42``, ``1.5``, ``true``)."""
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def row_bytes(r: StoredRecord) -> int:
@@ -133,6 +157,8 @@ def scan_step(
                     if dups(i) or (raw and not all(n in body for n in raw)):
                         continue
                     if flt.level is not None and not level_at_least(body, flt.level_no):
+                        continue
+                    if flt.time_rejects(body, ingest):
                         continue
                     d = decode_body(i, term, ingest, ids[k], body)
                     if flt.matches(d) and len(out) < limit:

@@ -59,6 +59,7 @@ RETRY_AFTER_MS = 100  # sent with every retryable error: when a client should tr
 
 MAX_CLIENT_FRAME = 2 << 20
 MAX_SELECTOR_CHARS = 4096
+MAX_FIELD_FILTERS = 16
 ErrorCode = Literal[
     "unavailable",
     "overloaded",
@@ -120,6 +121,10 @@ class Select(Request, frozen=True):
     level: Level | None = None
     source: Text | None = None
     grep: Text | None = None
+    # (key, value as text) pairs a record's fields must all hold (``state.scans.field_text``)
+    fields: Annotated[
+        tuple[tuple[Text, Text], ...], msgspec.Meta(max_length=MAX_FIELD_FILTERS)
+    ] = ()
     order: Order = "index"
 
 

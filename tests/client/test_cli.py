@@ -273,3 +273,26 @@ async def test_bad_addr_is_usage_error(
     code, _, err = await run_cli(capsys, "send", "--addr", "h:1", "--config", "p.toml", "x")
     assert code == 2
     assert "--addr names the nodes itself" in err
+
+
+async def test_field_filters_from_the_command_line(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from p2plog import open_client
+    from p2plog.client.records import make_record
+
+    async with open_client(cluster.addresses) as c:
+        await c.submit(
+            [make_record(f"m{i}", fields={"user": f"u{i % 2}", "n": i}) for i in range(6)]
+        )
+    addr = cluster.addresses[1]
+    code, out, _ = await run_cli(capsys, "query", "--addr", addr, "--field", "user=u1", "--json")
+    assert (code, [json.loads(x)["msg"] for x in out.splitlines()]) == (0, ["m1", "m3", "m5"])
+    code, out, _ = await run_cli(
+        capsys, "query", "--addr", addr, "--field", "user=u0", "--field", "n=4", "--json"
+    )
+    assert (code, [json.loads(x)["msg"] for x in out.splitlines()]) == (0, ["m4"])
+    with pytest.raises(SystemExit) as info:
+        await run_cli(capsys, "query", "--addr", addr, "--field", "user")
+    assert info.value.code == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

@@ -275,6 +275,42 @@ async def test_query_pages_and_filters(cluster: LocalCluster) -> None:
             assert len(until) == 1000
 
 
+async def test_query_since_seeks_and_fields_are_checked_on_the_node(
+    cluster: LocalCluster,
+) -> None:
+    """``since`` starts the scan where the time range can start (``state.time_index``): the
+    rows are those of a full scan, a record a minute ahead of its ingest time included; field
+    filters hold on the node."""
+    now = time.time_ns()
+    hour = 3600 * 10**9
+    recs = [
+        make_record(f"old {i}", ts=now - hour, fields={"user": "ann", "n": i}) for i in range(5000)
+    ]
+    ahead = make_record("from the future", ts=now + 60 * 10**9, fields={"user": "cy"})
+    with trio.fail_after(TIMEOUT_S):
+        async with open_client(cluster.addresses) as c:
+            first = (await c.submit([*recs, ahead]))[0].index
+            await trio.sleep(1.5)  # past the seek slack: those are behind the seek point
+            since = time.time_ns() - 200_000_000
+            new = [
+                make_record(f"new {i}", fields={"user": "bob" if i % 2 else "ann", "n": i})
+                for i in range(50)
+            ]
+            await c.submit(new)
+            rows = await c.query(from_index=first, since=since, limit=10_000)
+            full = [
+                r
+                for r in await c.query(from_index=first, limit=10_000)
+                if (r["ts_corrected"] or r["ingest_ts"]) >= since
+            ]
+            assert [r["index"] for r in rows] == [r["index"] for r in full]
+            assert [r["msg"] for r in rows] == ["from the future"] + [f"new {i}" for i in range(50)]
+            bob = await c.query(from_index=first, fields={"user": "bob"}, limit=10_000)
+            assert [r["msg"] for r in bob] == [f"new {i}" for i in range(1, 50, 2)]
+            both = await c.query(from_index=first, fields={"user": "ann", "n": 4}, limit=10)
+            assert [r["msg"] for r in both] == ["old 4", "new 4"]
+
+
 async def test_query_event_order(cluster: LocalCluster) -> None:
     now = time.time_ns()
     recs = [make_record(f"e{i}", ts=now - i * 1000) for i in range(5)]

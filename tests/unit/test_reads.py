@@ -293,3 +293,30 @@ def test_level_filter_skips_decoding(
     got, _ = indexes(storage, Filter(level="critical"))
     assert got == [i for i in range(2, N + 1) if i % 5 == 4]
     assert decoded == got  # only the matches were decoded
+
+
+def test_field_filters_match_on_the_node(tmp_path: Path) -> None:
+    """``--field key=value``: every pair must hold; numbers and booleans compare as JSON."""
+    log = SegmentedLog(tmp_path / "f", node="n1")
+    recs = []
+    for i in range(1, 13):
+        fields = {"user": f"u{i % 3}", "n": i % 4, "ok": i % 2 == 0, "r": 0.5 * i}
+        a = validate({"id": rid(i), "msg": f"m {i}", "fields": fields}, node="n1")
+        recs.append((a.id, a.body))
+    log.append_batch([Entry(Term(1), Index(1), batch_data(S, 1, recs))], HardState(Term(1)))
+    try:
+
+        def got(*pairs: tuple[str, str]) -> list[int]:
+            where = Span(1, 13, 1, log.last_index() + 1)
+            found, _, _ = scan_step(log, where, Filter(fields=pairs), no_dups, 100)
+            return [r.index for r in found]
+
+        assert got(("user", "u1")) == [1, 4, 7, 10]
+        assert got(("user", "u1"), ("ok", "true")) == [4, 10]
+        assert got(("n", "3")) == [3, 7, 11]
+        assert got(("r", "1.5")) == [3]
+        assert got(("user", "nobody")) == []
+        assert got(("missing", "x")) == []
+        assert got(("n", "u1")) == []  # a text value never equals a number
+    finally:
+        log.close()
