@@ -111,6 +111,9 @@ async def measure(c: ProcCluster, since: int, last: int, a: argparse.Namespace) 
     leader = await wait_applied(c, last)
     follower = next(n for n in c.ids if n != leader)
     cold = os.geteuid() == 0
+    async with open_client(c.addresses([leader])) as cl:
+        index = (await cl.status()).get("time_index")  # None: nodes without one
+    print(f"  the leader's time index: {index}", file=sys.stderr)
     return {
         "leader": await time_queries(c, leader, since, a.recent, a.repeat, cold),
         "follower": await time_queries(c, follower, since, a.recent, a.repeat, cold),

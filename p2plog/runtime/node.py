@@ -346,6 +346,7 @@ class Node:
             "last_index": st.last_index,
             "first_index": storage.first_index(),
             "records": loop.applier.records,
+            "time_index": loop.applier.times.statistics(),
             "record_index": loop.applier.record_index,
             "peers": peers,
             "fsync_ms_p50": round(statistics.median(fs) * 1000, 3),

@@ -31,6 +31,10 @@ class TimeIndex:
         self._future: list[tuple[int, int]] = []  # (record index, event time), index order
         self.overflow = False  # more future-dated records than MAX_FUTURE: no seeking
 
+    def statistics(self) -> dict[str, int | bool]:
+        """For ``status``: samples kept, future-dated records remembered, seeking off."""
+        return {"samples": len(self._ts), "future_dated": len(self._future), "off": self.overflow}
+
     def sample(self, b: Batch) -> None:
         """Batch ``b`` starts a sample (the applier's locate cadence)."""
         ts = b.ingest_ts if not self._ts else max(self._ts[-1], b.ingest_ts)
