@@ -11,6 +11,7 @@ its connection with the reason (``Session.send``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -106,12 +107,12 @@ async def query(s: Session, q: Query) -> None:
     flt = selection(q)
     limit = min(q.limit, MAX_LIMIT)
     await s.node.read_barrier()
+    if flt.since is not None:  # start where the time range can start, not at the beginning
+        flt = replace(flt, from_index=s.node.applied.times.seek(flt.since, flt.from_index))
     where = span(s, flt.from_index, (flt.to_index or 1 << 62) + 1)
-    if q.order == "event":
+    if q.order == "event":  # a replay from any index is exact (``state.scans.event_scan``)
         await _event_page(s, q.req, flt, where, limit)
         return
-    if flt.since is not None:  # start where the time range can start, not at the beginning
-        where = span(s, s.node.applied.times.seek(flt.since, where.lo), where.hi)
     recs, nxt = await scan(s, where, flt, limit)
     rows = [record_json(r) for r in recs]
     done = nxt >= where.hi

@@ -305,6 +305,16 @@ async def test_query_since_seeks_and_fields_are_checked_on_the_node(
             ]
             assert [r["index"] for r in rows] == [r["index"] for r in full]
             assert [r["msg"] for r in rows] == ["from the future"] + [f"new {i}" for i in range(50)]
+            ev = await c.query(from_index=first, since=since, order="event", limit=10_000)
+            full_ev = [
+                r
+                for r in await c.query(from_index=first, order="event", limit=10_000)
+                if (r["ts_corrected"] or r["ingest_ts"]) >= since
+            ]
+            assert [(r["index"], r["late"]) for r in ev] == [
+                (r["index"], r["late"]) for r in full_ev
+            ]
+            assert {r["msg"] for r in ev} == {r["msg"] for r in rows}
             bob = await c.query(from_index=first, fields={"user": "bob"}, limit=10_000)
             assert [r["msg"] for r in bob] == [f"new {i}" for i in range(1, 50, 2)]
             both = await c.query(from_index=first, fields={"user": "ann", "n": 4}, limit=10)
