@@ -42,7 +42,7 @@ from p2plog.replica.intake import Draft, pack
 from p2plog.replica.proposals import Proposal, Waiter
 from p2plog.state.applier import Applied, Applier
 from p2plog.state.entry import BatchRef, batch_data_of, entry_ingest_ts, parse_batch, tick_data
-from p2plog.state.event_feed import feed_entry
+from p2plog.state.event_feed import feed_applied
 
 log = logging.getLogger("p2plog.replica")
 
@@ -206,16 +206,10 @@ class Replica:
         if self._next_record_term == self.raft.term:
             return self._next_record
         nxt = self.applier.record_index + 1
-        applied = self.applier.applied_index
-        hi = self.raft.log.last_index() + 1
-        while hi > applied + 1:  # the applier knows the rest
-            lo = max(applied + 1, hi - 64)
-            tail = self.raft.log.entries(Index(lo), Index(hi), 1 << 62)
-            last = next((b for e in reversed(tail) if (b := parse_batch(e.data))), None)
-            if last is not None:
-                nxt = last.base + last.n
-                break
-            hi = lo
+        e = self._last_entry(lambda e: parse_batch(e.data) is not None, self.applier.applied_index)
+        last = parse_batch(e.data) if e is not None else None  # past what the applier knows
+        if last is not None:
+            nxt = last.base + last.n
         self._next_record, self._next_record_term = nxt, self.raft.term
         return nxt
 
@@ -265,21 +259,26 @@ class Replica:
             acks.ack_persisted(self.waiters, rd.entries, self._finished)
         self.raft.advance(rd.raft)
 
+    def _last_entry(self, want: Callable[[Entry], bool], after: int) -> Entry | None:
+        """The last entry of the log past index ``after`` for which ``want`` holds, read back
+        from the end a few entries at a time (one read of a long tail could be large)."""
+        hi = self.raft.log.last_index() + 1
+        while hi > after + 1:
+            lo = max(after + 1, hi - 16)
+            for e in reversed(self.raft.log.entries(Index(lo), Index(hi), 1 << 62)):
+                if want(e):
+                    return e
+            hi = lo
+        return None
+
     def _log_tail(self) -> list[Entry]:
         """The last entry of the stored log that carries an ingest time (looking back at most
         64): after a restart the HLC must start past the newest ingest time in the log, or a
         leader with a slow clock would stamp times that go back (ingest time grows with the
         record index: ``state.time_index`` seeks by it)."""
-        hi = self.raft.log.last_index() + 1
-        floor = max(1, hi - 64)
-        while hi > floor:
-            lo = max(floor, hi - 8)
-            tail = self.raft.log.entries(Index(lo), Index(hi), 1 << 62)
-            found = [e for e in tail if entry_ingest_ts(e.data) is not None]
-            if found:
-                return found[-1:]
-            hi = lo
-        return []
+        after = max(0, self.raft.log.last_index() - 64)
+        e = self._last_entry(lambda e: entry_ingest_ts(e.data) is not None, after)
+        return [] if e is None else [e]
 
     def _observe_ingest(self, entries: Sequence[Entry]) -> None:
         for e in reversed(entries):
@@ -309,11 +308,7 @@ class Replica:
         buf.discard_output = not self.want_events
         out: list[Emitted[BatchRef]] = []
         for e, a in items:
-            if a is not None and a.dups:
-                dups = {a.batch.base + k for k in a.dups}
-                out += feed_entry(buf, e, dup=dups.__contains__)
-            else:
-                out += feed_entry(buf, e)
+            out += feed_applied(buf, e, a)
         return out
 
     def _fail(self, p: Proposal, code: str, message: str) -> None:

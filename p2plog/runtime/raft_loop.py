@@ -92,7 +92,6 @@ class RaftLoop:
             wall_ns=wall_ns,
             time_tick_ns=round(time_tick_s * 1e9),
         )
-        self.applier = applier
         self.wants_events = wants_events  # someone subscribes to the event-time stream
         self._jitter = Random()
         self._tx, self._rx = trio.open_memory_channel[Event](INBOX_SIZE)
@@ -100,6 +99,10 @@ class RaftLoop:
         self.role_changed = trio.Event()  # set (and replaced) whenever role or leader changes
         self.fsync_s: list[float] = []
         self._status = self.replica.status()
+
+    @property
+    def applier(self) -> Applier:
+        return self.replica.applier
 
     @property
     def failed(self) -> str | None:

@@ -32,6 +32,8 @@ class Applied:
     term: int
     batch: Batch
     dups: dict[int, int]  # position in the batch -> record index first stored with that id
+    offsets: list[int]  # ``batch.offsets()`` and ``batch.event_times``, read once on apply:
+    event_times: list[int]  # the time index and the live event feed both use them
 
     def record_index(self, pos: int) -> int:
         return self.batch.base + pos
@@ -62,7 +64,9 @@ class Applier:
                 f"entry {e.index} starts at record {b.base}, expected {self.record_index + 1}"
             )
         self.record_index = b.base + b.n - 1
-        self._index_batch(e, b)
+        offs = b.offsets()
+        tcs = b.event_times(offs)
+        self._index_batch(e, b, tcs)
         ids = b.ids()
         base = b.base
         window = self.window
@@ -70,7 +74,7 @@ class Applier:
         if window.isdisjoint(ids) and len(set(ids)) == b.n:  # the common case: all fresh
             window.add_many(ids, range(base, base + b.n), b.ingest_ts)
             self.records += b.n
-            return Applied(e.index, e.term, b, dups)
+            return Applied(e.index, e.term, b, dups, offs, tcs)
         get = window.get
         fresh: dict[bytes, int] = {}  # also catches the same id twice in one batch
         for k, rid in enumerate(ids):
@@ -84,9 +88,9 @@ class Applier:
             self.dup_indexes.add(base + k)
         window.add_many(list(fresh), list(fresh.values()), b.ingest_ts)
         self.records += len(fresh)
-        return Applied(e.index, e.term, b, dups)
+        return Applied(e.index, e.term, b, dups, offs, tcs)
 
-    def _index_batch(self, e: Entry, b: Batch) -> None:
+    def _index_batch(self, e: Entry, b: Batch, event_times: list[int]) -> None:
         if not self._terms or self._terms[-1] != e.term:
             self._term_at.append(b.base)
             self._terms.append(e.term)
@@ -100,7 +104,7 @@ class Applier:
             self._loc_entry.append(e.index)
             self._entries_since_loc = 0
             self.times.sample(b)
-        self.times.note(b)
+        self.times.note(b, event_times)
 
     def term_of(self, record_index: int) -> int:
         """The term of the entry that holds an applied record."""

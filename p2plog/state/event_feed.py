@@ -17,7 +17,8 @@ from typing import Any
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.types import Entry
 from p2plog.record import NO_TS
-from p2plog.state.entry import BatchRef, entry_tick_ts, parse_batch
+from p2plog.state.applier import Applied
+from p2plog.state.entry import Batch, BatchRef, entry_tick_ts, parse_batch
 from p2plog.state.stored import StoredRecord
 
 IsDup = Callable[[int], bool]
@@ -44,10 +45,37 @@ def feed_entry(
     if b is None:
         t = entry_tick_ts(e.data)
         return [] if t is None else buf.add_tick(t)
-    ingest, base, n = b.ingest_ts, b.base, b.n
     offsets = b.offsets()
-    ref = BatchRef(e.term, b, offsets)
-    tcs = b.event_times(offsets)
+    return _feed_batch(buf, e.term, b, offsets, b.event_times(offsets), dup, lo, hi)
+
+
+def feed_applied(
+    buf: ReorderBuffer[BatchRef], e: Entry, a: Applied | None
+) -> list[Emitted[BatchRef]]:
+    """``feed_entry`` for an entry just applied (``a``: what the applier made of it): the
+    batch as the applier parsed it, its duplicates skipped. The live stream's path."""
+    if a is None:
+        t = entry_tick_ts(e.data)
+        return [] if t is None else buf.add_tick(t)
+    dup: IsDup = _never
+    if a.dups:
+        dups = {a.batch.base + k for k in a.dups}
+        dup = dups.__contains__
+    return _feed_batch(buf, e.term, a.batch, a.offsets, a.event_times, dup, 0, None)
+
+
+def _feed_batch(
+    buf: ReorderBuffer[BatchRef],
+    term: int,
+    b: Batch,
+    offsets: list[int],
+    tcs: list[int],
+    dup: IsDup,
+    lo: int,
+    hi: int | None,
+) -> list[Emitted[BatchRef]]:
+    ingest, base, n = b.ingest_ts, b.base, b.n
+    ref = BatchRef(term, b, offsets)
     keys = [ingest if t == NO_TS else t for t in tcs]
     sizes = b.lengths()
     indexes = range(base, base + n)

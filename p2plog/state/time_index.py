@@ -41,10 +41,10 @@ class TimeIndex:
         self._ts.append(ts)
         self._rec.append(b.base)
 
-    def note(self, b: Batch) -> None:
-        """Remember the records of ``b`` whose event time is past its ingest time + slack."""
+    def note(self, b: Batch, tcs: list[int]) -> None:
+        """Remember the records of ``b`` (event times ``tcs``) whose event time is past its
+        ingest time + slack."""
         ahead = b.ingest_ts + SEEK_SLACK_NS
-        tcs = b.event_times(b.offsets())
         if max(tcs, default=NO_TS) <= ahead or self.overflow:
             return
         for k, tc in enumerate(tcs):

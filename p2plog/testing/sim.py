@@ -209,12 +209,7 @@ class Simulation:
         r, cs = self.rchecker.stats, self.clients.stats
         result.stats.update(
             records_committed=len(self.rchecker.model.first),
-            quorum_acks=r.quorum_acks,
-            leader_acks=r.leader_acks,
-            leader_acks_lost=r.leader_acks_lost,
-            dup_acks=r.dup_acks,
-            emitted=r.emitted,
-            flagged=r.flagged,
+            **dataclasses.asdict(r),
             submissions=cs.submissions,
             resends=cs.resends,
             timeouts=cs.timeouts,
