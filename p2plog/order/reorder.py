@@ -216,6 +216,31 @@ class ReorderBuffer(Generic[P]):
         self._bytes += total
         return out
 
+    def export(self) -> tuple[dict[str, int | None], list[tuple[int, int, int, P, int]]]:
+        """The buffer's state and its records (key, index, ingest_ts, payload, size) in key
+        order: what a snapshot keeps so the stream goes on identically from it. Where a
+        record sits (run or heap) is not state: the smallest head always comes out first."""
+        items = self._heap + [it for run in self._runs for it in run]
+        items.sort()
+        state = {"max_ingest": self._max_ingest, "last_index": self._last_index}
+        for k in ("emitted", "late", "early", "absurd"):
+            state[k] = getattr(self, k)
+        return state, items
+
+    def restore(
+        self, state: dict[str, int | None], items: Sequence[tuple[int, int, int, P, int]]
+    ) -> None:
+        """Replace the state by what ``export`` gave (the buffer has the same settings:
+        they are cluster settings)."""
+        self._heap = []
+        self._max_ingest = state["max_ingest"]
+        self._last_index = int(state["last_index"] or 0)
+        self.emitted, self.late = int(state["emitted"] or 0), int(state["late"] or 0)
+        self.early, self.absurd = int(state["early"] or 0), int(state["absurd"] or 0)
+        self._runs = [sorted(items)] if items else []
+        self._depth = len(items)
+        self._bytes = sum(map(_size_of, items))
+
     def is_absurd(self, ts_corrected: int | None, ingest_ts: int) -> bool:
         """Is this event time too far from its ingest time to wait for (or to move anything)?"""
         return ts_corrected is not None and abs(ts_corrected - ingest_ts) > self.absurd_after_ns

@@ -11,6 +11,7 @@ from p2plog.raft.messages import (
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -49,12 +50,16 @@ def step_follower(node: Participant, m: Message) -> None:
         # Safe: the leader sends min(our match, its commit), and our log matches up to match.
         node.log.commit_to(Index(min(m.commit, node.log.last_index())))
         node.send(HeartbeatResponse(node.id, m.src, node.term))
+    elif isinstance(m, InstallSnapshot):
+        node.election_elapsed = 0
+        node.leader = m.src
+        handle_snapshot(node, m)
     elif isinstance(m, TimeoutNow):
         node.campaign(pre_vote=False, transfer=True)
 
 
 def step_candidate(node: Participant, m: Message) -> None:
-    if isinstance(m, (AppendEntries, Heartbeat)):
+    if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
         # Raft §5.2: a candidate that hears from a leader of its term returns to follower.
         node.become_follower(m.term, m.src)
         step_follower(node, m)
@@ -76,3 +81,16 @@ def handle_append(node: Participant, m: AppendEntries) -> None:
     node.send(
         AppendEntriesResponse(node.id, m.src, node.term, False, m.prev_index, hint, lg.term(hint))
     )
+
+
+def handle_snapshot(node: Participant, m: InstallSnapshot) -> None:
+    """Raft §7 (etcd's handleSnapshot): a snapshot at or below the commit index says nothing
+    new; one whose last entry we hold with its term only moves the commit index; any other
+    replaces the log. The answer (after the persist) is the commit index it leaves."""
+    s, lg = m.snapshot, node.log
+    if s.index > lg.committed:
+        if lg.match_term(s.index, s.term):
+            lg.commit_to(s.index)
+        else:
+            lg.restore(s)
+    node.send(AppendEntriesResponse(node.id, m.src, node.term, True, lg.committed))

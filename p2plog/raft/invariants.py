@@ -32,8 +32,17 @@ def _problems(node: RaftNode):  # type: ignore[no-untyped-def]
     last = lg.last_index()
     if not 0 <= lg.applied <= lg.committed <= last:
         yield f"need applied {lg.applied} <= commit {lg.committed} <= last index {last}"
-    if lg.offset < 1 or lg.offset - 1 > lg.reader.last_index():
-        yield f"unstable offset {lg.offset} outside persisted log 1..{lg.reader.last_index() + 1}"
+    ps = lg.pending_snapshot
+    if ps is not None:
+        if lg.offset != ps.index + 1 or lg.committed < ps.index:
+            yield f"pending snapshot at {ps.index} with offset {lg.offset}, commit {lg.committed}"
+    elif lg.offset < lg.reader.first_index() or lg.offset - 1 > lg.reader.last_index():
+        yield (
+            f"unstable offset {lg.offset} outside persisted log "
+            f"{lg.reader.first_index()}..{lg.reader.last_index() + 1}"
+        )
+    elif lg.reader.first_index() - 1 > lg.applied:
+        yield f"log compacted to {lg.reader.first_index() - 1} past applied {lg.applied}"
     prev_term = lg.term(Index(lg.offset - 1)) if lg.offset > 1 else 0
     for i, e in enumerate(lg.unstable):
         if e.index != lg.offset + i:

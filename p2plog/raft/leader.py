@@ -15,6 +15,7 @@ from p2plog.raft.messages import (
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     TimeoutNow,
 )
@@ -59,6 +60,9 @@ def send_append(node: Participant, to: NodeId, *, send_if_empty: bool) -> bool:
         return False
     last = node.log.last_index()
     prev = Index(pr.next - 1)
+    if prev < node.log.first_index() - 1:
+        _send_snapshot(node, to)
+        return True
     entries = node.log.entries(pr.next, Index(last + 1), node.config.max_msg_bytes)
     if not entries and not send_if_empty:
         return False
@@ -69,6 +73,15 @@ def send_append(node: Participant, to: NodeId, *, send_if_empty: bool) -> bool:
     pr.sent_entries(entries[-1].index if entries else None)
     pr.sent_commit = commit
     return True
+
+
+def _send_snapshot(node: Participant, to: NodeId) -> None:
+    """The follower needs entries this leader compacted: send the snapshot in their place
+    (Raft §7). The progress waits for the answer; a lost one is resent on a heartbeat answer
+    an election timeout later (etcd's ReportSnapshot, without a transport to report)."""
+    snap = node.log.snapshot()
+    node.send(InstallSnapshot(node.id, to, node.term, snap))
+    node.progress[to].become_snapshot(snap.index, node.leader_ticks)
 
 
 def fill_pipeline(node: Participant, to: NodeId, *, commit_only: bool = True) -> None:
@@ -155,6 +168,11 @@ def step_leader(node: Participant, m: Message) -> None:
         pr = node.progress[m.src]
         pr.last_active = node.leader_ticks
         pr.probe_sent = False
+        if pr.state is ProgressState.SNAPSHOT:
+            if node.leader_ticks - pr.snapshot_sent_at >= node.config.election_ticks:
+                pr.become_probe()  # no answer to the snapshot: it or the answer was lost
+            else:
+                return
         if (
             pr.state is ProgressState.REPLICATE
             and pr.inflight
@@ -181,7 +199,9 @@ def _handle_append_response(node: Participant, m: AppendEntriesResponse) -> None
         return
     if not pr.maybe_update(m.index):
         return
-    if pr.state is ProgressState.PROBE:
+    if pr.state is ProgressState.PROBE or (
+        pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot
+    ):
         pr.become_replicate()
     maybe_commit(node)
     fill_pipeline(node, m.src, commit_only=False)

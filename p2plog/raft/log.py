@@ -5,24 +5,43 @@ Invariants (checked by ``invariants.check_node``):
   ``offset`` are logically replaced by them (a conflicting suffix awaiting truncation on disk).
 - ``applied <= committed <= last_index()``; ``committed`` never decreases.
 - After ``stable_to``, the unstable tail is empty and ``offset == last_index() + 1``.
+- The log starts after a snapshot (Raft §7): entries below ``first_index()`` are gone, and the
+  snapshot's index and term stand in for the last of them. A snapshot from the leader
+  (``restore``) waits in ``pending_snapshot`` until the driver persisted it; until then nothing
+  is applied (the state machine is restored from it first).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from p2plog.raft.types import Entry, Index, LogReader, Term
+from p2plog.raft.types import Entry, Index, LogReader, Snapshot, Term
+
+
+class Compacted(LookupError):
+    """An index below the log's snapshot was asked for: the entry is gone."""
 
 
 class RaftLog:
-    __slots__ = ("applied", "committed", "offset", "reader", "unstable")
+    __slots__ = ("applied", "committed", "offset", "pending_snapshot", "reader", "unstable")
 
     def __init__(self, reader: LogReader) -> None:
         self.reader = reader
         self.unstable: list[Entry] = []
         self.offset = Index(reader.last_index() + 1)
-        self.committed = Index(0)
-        self.applied = Index(0)
+        self.pending_snapshot: Snapshot | None = None
+        # What a snapshot holds was committed and applied when it was taken.
+        self.committed = reader.snapshot().index
+        self.applied = self.committed
+
+    def first_index(self) -> Index:
+        """The first index whose entry the log holds (one past its snapshot)."""
+        if self.pending_snapshot is not None:
+            return Index(self.pending_snapshot.index + 1)
+        return self.reader.first_index()
+
+    def snapshot(self) -> Snapshot:
+        return self.pending_snapshot or self.reader.snapshot()
 
     def last_index(self) -> Index:
         return Index(self.offset - 1 + len(self.unstable))
@@ -32,19 +51,30 @@ class RaftLog:
         return Index(self.offset - 1)
 
     def term(self, index: Index) -> Term:
-        """Term at ``index`` (0 for index 0); ``index`` must be <= ``last_index()``."""
+        """Term at ``index`` (0 for index 0); ``index`` must be <= ``last_index()``. Raises
+        ``Compacted`` below the snapshot's index."""
         if index >= self.offset:
             return self.unstable[index - self.offset].term
         if index <= 0:
             return Term(0)
+        ps = self.pending_snapshot
+        if ps is not None:
+            if index == ps.index:
+                return ps.term
+            raise Compacted(f"index {index} is below the snapshot at {ps.index}")
+        if index < self.reader.first_index() - 1:
+            raise Compacted(f"index {index} is below the snapshot at {self.first_index() - 1}")
         return self.reader.term(index)
 
     def last_term(self) -> Term:
         return self.term(self.last_index())
 
     def match_term(self, index: Index, term: Term) -> bool:
-        """Raft §5.3 consistency check: do we hold an entry at ``index`` with ``term``?"""
-        return index <= self.last_index() and self.term(index) == term
+        """Raft §5.3 consistency check: do we hold an entry at ``index`` with ``term``? Below
+        the snapshot the answer is no (callers only ask there about committed entries)."""
+        if index > self.last_index() or index < self.first_index() - 1:
+            return False
+        return self.term(index) == term
 
     def is_up_to_date(self, last_index: Index, last_term: Term) -> bool:
         """Raft §5.4.1: is a candidate's log at least as up-to-date as ours?"""
@@ -79,7 +109,10 @@ class RaftLog:
         practice: it is the uncommitted tail of some deposed leader.
         """
         i = Index(min(index, self.last_index()))
-        while i > 0 and self.term(i) > term:
+        floor = self.first_index() - 1  # the snapshot's entry is committed: it matches
+        if i < floor:
+            return i
+        while i > floor and self.term(i) > term:
             i = Index(i - 1)
         return i
 
@@ -133,12 +166,30 @@ class RaftLog:
         self.offset = Index(last + 1)
         self.unstable = []
 
+    def restore(self, s: Snapshot) -> None:
+        """Replace the whole log by the leader's snapshot (Raft §7: the follower discards its
+        log; what it held after ``s.index`` either is uncommitted or comes again). The driver
+        persists it with the next ``Ready``; the state machine is restored from it then."""
+        assert s.index > self.committed, f"snapshot at {s.index} behind commit {self.committed}"
+        self.pending_snapshot = s
+        self.offset = Index(s.index + 1)
+        self.unstable = []
+        self.committed = s.index
+
+    def stable_snapshot_to(self, s: Snapshot) -> None:
+        """The driver persisted ``s`` and restored the state machine from it."""
+        assert self.pending_snapshot is s, "stable_snapshot_to() with another snapshot"
+        self.pending_snapshot = None
+        self.applied = s.index
+
     def applicable(self) -> Index:
         """The last index that may be applied: committed and on this node's own disk. A
         follower can learn a commit index past what it has persisted (the append that brings
         the entries also brings the commit); applying those before they are on disk would let
         readers of the applied state run ahead of the storage (etcd-io/raft applies committed
         entries only once stable unless ``AsyncStorageWrites`` asks otherwise)."""
+        if self.pending_snapshot is not None:
+            return self.applied
         return Index(min(self.committed, self.stable_last_index()))
 
     def has_next_committed(self) -> bool:

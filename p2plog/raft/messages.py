@@ -11,13 +11,16 @@ Every message carries ``src``, ``dst`` and the sender's ``term``; the node handl
 - ``RequestVote.pre_vote`` asks "would you vote for me at ``term``?" without changing anybody's
   term (Raft thesis §9.6); ``transfer`` marks a vote caused by TimeoutNow, which overrides the
   leader lease (thesis §3.10).
+- ``InstallSnapshot`` replaces AppendEntries for a follower whose next index the leader has
+  compacted away (Raft §7, etcd's MsgSnap); the follower answers with an
+  ``AppendEntriesResponse`` whose ``index`` is its commit index after taking it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from p2plog.raft.types import Entry, Index, NodeId, Term
+from p2plog.raft.types import Entry, Index, NodeId, Snapshot, Term
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,14 @@ class TimeoutNow:
     term: Term
 
 
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    src: NodeId
+    dst: NodeId
+    term: Term
+    snapshot: Snapshot
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -96,4 +107,5 @@ Message = (
     | Heartbeat
     | HeartbeatResponse
     | TimeoutNow
+    | InstallSnapshot
 )

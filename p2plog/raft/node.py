@@ -7,10 +7,12 @@ Theory of operation (etcd-io/raft's RawNode contract):
 2. Output: when ``has_ready()``, ``ready()`` returns a ``Ready``. The driver must
    a. send ``messages`` whenever it likes (they depend on nothing unpersisted: a leader's appends
       may overlap its own fsync, Raft thesis §10.2.1, and PreVote changes no state),
-   b. persist ``hard_state`` and ``entries`` (``entries[0].index`` at or below the stored last
-      index means "truncate from there first"), fsync'd when ``must_sync``,
+   b. persist ``hard_state``, ``snapshot`` (it replaces the whole log) and then ``entries``
+      (``entries[0].index`` at or below the stored last index means "truncate from there
+      first"), fsync'd when ``must_sync``,
    c. only then send ``messages_after_persist`` (vote grants, append acks, candidate votes),
-   d. apply ``committed_entries`` in order,
+   d. restore the state machine from ``snapshot``, apply ``committed_entries`` in order (a
+      Ready with a snapshot has none),
    e. call ``advance(ready)``. Nothing else may be called on the node between ``ready()`` and
       ``advance()``.
 3. Terms are handled centrally in ``step`` (Raft §5.1) before a role handler sees a message;
@@ -36,6 +38,7 @@ from p2plog.raft.messages import (
     AppendEntries,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -43,11 +46,21 @@ from p2plog.raft.messages import (
 )
 from p2plog.raft.progress import Progress, ProgressState
 from p2plog.raft.quorum import quorum_size, vote_result
-from p2plog.raft.types import Entry, HardState, Index, LogReader, NodeId, Role, SoftState, Term
+from p2plog.raft.types import (
+    Entry,
+    HardState,
+    Index,
+    LogReader,
+    NodeId,
+    Role,
+    Snapshot,
+    SoftState,
+    Term,
+)
 
 log = logging.getLogger("p2plog.raft")
 
-_LEADER_KINDS = (AppendEntries, Heartbeat, TimeoutNow)
+_LEADER_KINDS = (AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +69,7 @@ class Ready:
 
     soft_state: SoftState | None
     hard_state: HardState | None
+    snapshot: Snapshot | None
     entries: tuple[Entry, ...]
     must_sync: bool
     messages: tuple[Message, ...]
@@ -81,6 +95,7 @@ class Status:
     leader: NodeId | None
     commit_index: Index
     applied_index: Index
+    first_index: Index  # one past the snapshot the log starts after
     last_index: Index
     lead_transferee: NodeId | None
     progress: dict[NodeId, ProgressStatus]
@@ -334,6 +349,7 @@ class RaftNode:
             self.msgs
             or self.msgs_after_persist
             or self.log.unstable
+            or self.log.pending_snapshot is not None
             or self.log.has_next_committed()
             or self.soft_state() != self._prev_soft
             or self.hard_state() != self._prev_hard
@@ -347,11 +363,13 @@ class RaftNode:
         hard = self.hard_state()
         hard_changed = hard != self._prev_hard
         entries = tuple(self.log.unstable)
+        snap = self.log.pending_snapshot
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard_changed else None,
+            snapshot=snap,
             entries=entries,
-            must_sync=hard_changed or bool(entries),
+            must_sync=hard_changed or bool(entries) or snap is not None,
             messages=tuple(self.msgs),
             messages_after_persist=tuple(self.msgs_after_persist),
             committed_entries=tuple(self.log.next_committed(self.config.max_apply_bytes))
@@ -371,6 +389,8 @@ class RaftNode:
             self._prev_soft = rd.soft_state
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
+        if rd.snapshot is not None:
+            self.log.stable_snapshot_to(rd.snapshot)
         if rd.entries:
             self.log.stable_to(rd.entries[-1].index)
         if rd.committed_entries:
@@ -396,6 +416,7 @@ class RaftNode:
             leader=self.leader,
             commit_index=self.log.committed,
             applied_index=self.log.applied,
+            first_index=self.log.first_index(),
             last_index=self.log.last_index(),
             lead_transferee=self.lead_transferee,
             progress=progress,

@@ -1,9 +1,11 @@
-"""The leader's view of one follower (etcd's tracker.Progress, without snapshots).
+"""The leader's view of one follower (etcd's tracker.Progress).
 
 A follower is probed one message at a time until an append succeeds (PROBE), then fed
-optimistically by a pipeline of up to ``max_inflight`` AppendEntries (REPLICATE). Invariants:
-``match < next``; in REPLICATE, ``inflight`` holds increasing last-indexes of unacknowledged
-messages, all ``< next``.
+optimistically by a pipeline of up to ``max_inflight`` AppendEntries (REPLICATE). A follower
+that needs entries the leader compacted is sent the snapshot and waits for its answer
+(SNAPSHOT: nothing else is sent; resent if no answer comes within an election timeout).
+Invariants: ``match < next``; in REPLICATE, ``inflight`` holds increasing last-indexes of
+unacknowledged messages, all ``< next``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,21 @@ from p2plog.raft.types import Index
 class ProgressState(enum.Enum):
     PROBE = "probe"
     REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
 
 
 class Progress:
-    __slots__ = ("inflight", "last_active", "match", "next", "probe_sent", "sent_commit", "state")
+    __slots__ = (
+        "inflight",
+        "last_active",
+        "match",
+        "next",
+        "pending_snapshot",
+        "probe_sent",
+        "sent_commit",
+        "snapshot_sent_at",
+        "state",
+    )
 
     def __init__(self, next_index: Index) -> None:
         self.match = Index(0)
@@ -30,6 +43,8 @@ class Progress:
         self.inflight: deque[Index] = deque()
         self.last_active = 0  # the leader's tick count when this follower last answered
         self.sent_commit = Index(0)
+        self.pending_snapshot = Index(0)  # in SNAPSHOT: the index of the snapshot sent
+        self.snapshot_sent_at = 0  # ... and the leader's tick count when it was sent
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE
@@ -42,7 +57,16 @@ class Progress:
         self.next = Index(self.match + 1)
         self.inflight.clear()
 
+    def become_snapshot(self, index: Index, now: int) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = index
+        self.snapshot_sent_at = now
+        self.next = Index(max(self.match, index) + 1)
+        self.inflight.clear()
+
     def is_paused(self, max_inflight: int) -> bool:
+        if self.state is ProgressState.SNAPSHOT:
+            return True
         if self.state is ProgressState.PROBE:
             return self.probe_sent
         return len(self.inflight) >= max_inflight
@@ -70,6 +94,8 @@ class Progress:
 
     def maybe_decr_to(self, rejected: Index, probe_hint: Index) -> bool:
         """An append at ``prev_index == rejected`` was refused; returns False when stale."""
+        if self.state is ProgressState.SNAPSHOT:
+            return False  # an answer to an append sent before the snapshot
         if self.state is ProgressState.REPLICATE:
             if rejected <= self.match:
                 return False

@@ -37,6 +37,20 @@ class HardState:
     vote: NodeId | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state machine at ``index`` (Raft §7): what a log compacted up to ``index`` keeps in
+    place of its entries. ``data`` is opaque to the core (the replica's state); ``index`` and
+    ``term`` stand in for the last compacted entry in the log-matching checks."""
+
+    index: Index
+    term: Term
+    data: bytes
+
+
+NO_SNAPSHOT = Snapshot(Index(0), Term(0), b"")
+
+
 class Role(enum.Enum):
     FOLLOWER = "follower"
     PRE_CANDIDATE = "pre_candidate"
@@ -53,20 +67,32 @@ class SoftState:
 
 
 class LogReader(Protocol):
-    """Read access to the persisted (fsync'd) log, indexes starting at 1.
+    """Read access to the persisted (fsync'd) log: a snapshot at ``first_index() - 1`` (index 0
+    when nothing was compacted) followed by the entries ``first_index() .. last_index()``.
 
-    The runtime guarantees that after ``advance(ready)`` the reader reflects ``ready.entries``
-    (including any suffix truncation they implied).
+    The runtime guarantees that after ``advance(ready)`` the reader reflects ``ready.snapshot``
+    and ``ready.entries`` (including any suffix truncation they implied). It may also compact
+    the log between two calls into the node (``compact``): only up to the applied index.
     """
+
+    def first_index(self) -> Index:
+        """Index of the first entry held: one past the snapshot's index."""
+        ...
+
+    def snapshot(self) -> Snapshot:
+        """The snapshot the log starts after (``NO_SNAPSHOT`` when none)."""
+        ...
 
     def last_index(self) -> Index:
         """Index of the last persisted entry (0 when empty)."""
         ...
 
     def term(self, index: Index) -> Term:
-        """Term of the entry at ``index``; ``1 <= index <= last_index()``."""
+        """Term of the entry at ``index``; ``first_index() - 1 <= index <= last_index()`` (the
+        snapshot's term at ``first_index() - 1``, 0 at index 0)."""
         ...
 
     def entries(self, lo: Index, hi: Index, max_bytes: int) -> list[Entry]:
-        """Entries ``[lo, hi)`` up to ``max_bytes`` of payload, but always at least one."""
+        """Entries ``[lo, hi)`` up to ``max_bytes`` of payload, but always at least one;
+        ``first_index() <= lo``."""
         ...

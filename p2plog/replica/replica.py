@@ -29,15 +29,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from random import Random
-from typing import Protocol
+from typing import Any, Protocol
 
 from p2plog.clock.hlc import HLC
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.config import RaftConfig
-from p2plog.raft.messages import Message
+from p2plog.raft.messages import InstallSnapshot, Message
 from p2plog.raft.node import RaftNode, Ready, Status
-from p2plog.raft.types import Entry, HardState, Index, LogReader, NodeId, Role
-from p2plog.replica import acks
+from p2plog.raft.types import Entry, HardState, Index, LogReader, NodeId, Role, Snapshot, Term
+from p2plog.replica import acks, snapshot
 from p2plog.replica.intake import Draft, pack
 from p2plog.replica.proposals import Proposal, Waiter
 from p2plog.state.applier import Applied, Applier
@@ -116,6 +116,9 @@ class Replica:
         self._next_record = 0
         self._next_record_term = -1
         self._last_leader_ns = 0
+        self._incoming: tuple[Snapshot, snapshot.ReplicaState] | None = None
+        if self.raft.log.applied:  # the log starts after a snapshot: start from its state
+            self._restore(store.snapshot())
         self._observe_ingest(self._log_tail())
 
     # ----------------------------------------------------------------- input
@@ -136,7 +139,41 @@ class Replica:
         self._maybe_time_tick()
 
     def step(self, m: Message) -> None:
+        """Take one message from a peer. A snapshot is decoded (and checked) here, before
+        Raft may persist it: ``snapshot.SnapshotError`` refuses it and changes nothing."""
+        s = m.snapshot if isinstance(m, InstallSnapshot) else None
+        if s is not None and m.term >= self.raft.term and s.index > self.raft.log.committed:
+            # Only one that may be taken is decoded (a large one costs the loop time).
+            state = snapshot.decode(s.data)
+            if state.applier["applied_index"] != s.index:
+                raise snapshot.SnapshotError(
+                    f"a snapshot at {s.index} holds the state at {state.applier['applied_index']}"
+                )
+            self._incoming = (s, state)
         self.raft.step(m)
+        if self._incoming is not None and self.raft.log.pending_snapshot is not self._incoming[0]:
+            self._incoming = None  # not taken (stale, or only moved the commit index)
+
+    def snapshot(self) -> Snapshot:
+        """This replica's state at its applied index, for the driver to keep in place of the
+        entries up to there (``compact``). Not between ``ready`` and ``advance``."""
+        index, term, captured = self.capture()
+        return Snapshot(index, term, snapshot.dumps(captured))
+
+    def capture(self) -> tuple[Index, Term, dict[str, Any]]:
+        """``snapshot`` before the encoding (which the driver may do in another thread)."""
+        index = self.raft.log.applied
+        assert self.applier.applied_index == index, "snapshot() between ready() and advance()"
+        captured = snapshot.capture(self.applier, self.events, self.hlc.last_ns)
+        return index, self.raft.log.term(index), captured
+
+    def _restore(self, snap: Snapshot) -> None:
+        inc = self._incoming
+        state = inc[1] if inc is not None and inc[0] is snap else snapshot.decode(snap.data)
+        self._incoming = None
+        snapshot.restore(state, self.applier, self.events)
+        self.hlc.update(state.hlc_ns, self.wall_ns())
+        log.info("%s: restored the state at index %d from a snapshot", self.id, snap.index)
 
     def transfer(self, to: NodeId | None) -> None:
         """Hand leadership to ``to`` (None: the most up-to-date follower)."""
@@ -255,6 +292,8 @@ class Replica:
 
     def advance(self, rd: ReplicaReady) -> None:
         """The driver persisted ``rd.entries`` and sent everything in ``rd``."""
+        if rd.raft.snapshot is not None:
+            self._restore(rd.raft.snapshot)
         if rd.entries and self.raft.role is Role.LEADER:
             acks.ack_persisted(self.waiters, rd.entries, self._finished)
         self.raft.advance(rd.raft)
@@ -262,6 +301,7 @@ class Replica:
     def _last_entry(self, want: Callable[[Entry], bool], after: int) -> Entry | None:
         """The last entry of the log past index ``after`` for which ``want`` holds, read back
         from the end a few entries at a time (one read of a long tail could be large)."""
+        after = max(after, self.raft.log.first_index() - 1)
         hi = self.raft.log.last_index() + 1
         while hi > after + 1:
             lo = max(after + 1, hi - 16)

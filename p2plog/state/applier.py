@@ -13,7 +13,9 @@ and ``times`` (``state.time_index``: the record index to start reading at for a 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from p2plog.raft.types import Entry
 from p2plog.state.dedup import DedupWindow
@@ -42,6 +44,10 @@ class Applied:
 class Applier:
     def __init__(self, dedup_records: int, dedup_age_ns: int) -> None:
         self.window = DedupWindow(dedup_records, dedup_age_ns)
+        self._clear()
+
+    def _clear(self) -> None:
+        self.window = DedupWindow(self.window.max_records, self.window.max_age_ns)
         self.dup_indexes: set[int] = set()
         self.applied_index = 0  # Raft index
         self.record_index = 0  # the last applied record's index
@@ -106,6 +112,54 @@ class Applier:
             self.times.sample(b)
         self.times.note(b, event_times)
 
+    def export(self) -> dict[str, Any]:
+        """Everything applying the log up to ``applied_index`` built, for a snapshot: a node
+        restored from it decides, acks and seeks exactly as one that applied every entry.
+        Shares nothing mutable with the applier (the caller may encode it in a thread)."""
+        return {
+            "applied_index": self.applied_index,
+            "record_index": self.record_index,
+            "records": self.records,
+            "window": [
+                # a chunk's indexes are nearly always one range: kept as its start alone
+                [
+                    b"".join(ids),
+                    ix.start if isinstance(ix, range) and ix.step == 1 else list(ix),
+                    ts,
+                ]
+                for ids, ix, ts in self.window.export()
+            ],
+            "dups": sorted(self.dup_indexes),
+            "terms": [list(self._term_at), list(self._terms)],
+            "locate": [list(self._loc_rec), list(self._loc_entry), self._entries_since_loc],
+            "times": self.times.export(),
+        }
+
+    def restore(self, d: dict[str, Any]) -> None:
+        """Replace this applier's state by the one ``export`` gave (a snapshot from the
+        leader, built with the same dedup bounds: they are cluster settings)."""
+        self._clear()
+        self.applied_index, self.record_index = int(d["applied_index"]), int(d["record_index"])
+        self.records = int(d["records"])
+        chunks = []
+        for ids, ix, ts in d["window"]:
+            idl = [ids[o : o + 16] for o in range(0, len(ids), 16)]
+            chunks.append((idl, range(ix, ix + len(idl)) if isinstance(ix, int) else ix, ts))
+        self.window.restore(chunks)
+        self.dup_indexes = set(d["dups"])
+        self._term_at, self._terms = list(d["terms"][0]), list(d["terms"][1])
+        self._loc_rec, self._loc_entry = list(d["locate"][0]), list(d["locate"][1])
+        self._entries_since_loc = int(d["locate"][2])
+        self.times = TimeIndex.restore(d["times"])
+
+    def forget_before(self, record_index: int, entry_index: int) -> None:
+        """Retention cut the log below Raft index ``entry_index`` (record ``record_index``):
+        drop the duplicates and seek samples only the cut records needed."""
+        self.dup_indexes = {i for i in self.dup_indexes if i >= record_index}
+        k = max(0, bisect.bisect_right(self._loc_entry, entry_index) - 1)
+        del self._loc_rec[:k], self._loc_entry[:k]
+        self.times.forget_before(record_index)
+
     def term_of(self, record_index: int) -> int:
         """The term of the entry that holds an applied record."""
         k = bisect.bisect_right(self._term_at, record_index) - 1
@@ -116,3 +170,10 @@ class Applier:
         number of entries before it): where a read of that record starts."""
         k = bisect.bisect_right(self._loc_rec, record_index) - 1
         return self._loc_entry[k] if k >= 0 else 1
+
+
+def _chunk(ids: list[bytes], ix: Sequence[int], ts: int) -> list[Any]:
+    """One dedup window entry for a snapshot; its indexes are nearly always one run of
+    record indexes, kept as the run's start alone."""
+    run = isinstance(ix, range) and ix.step == 1
+    return [b"".join(ids), ix.start if isinstance(ix, range) and run else list(ix), ts]

@@ -55,6 +55,19 @@ class DedupWindow:
         """None of ``ids`` is in the window (one C-level pass: the common case)."""
         return self._ids.keys().isdisjoint(ids)
 
+    def export(self) -> list[tuple[list[bytes], Sequence[int], int]]:
+        """The window's entries, oldest first, as (ids, record indexes, ingest time): what a
+        snapshot keeps so that a node restored from it marks the same duplicates."""
+        return [(list(c.ids), c.indexes, c.ingest_ts) for c in self._chunks]
+
+    def restore(self, chunks: Sequence[tuple[Sequence[bytes], Sequence[int], int]]) -> None:
+        """Refill an empty window from ``export``'s output (no eviction: it was in bounds)."""
+        assert not self._chunks, "restore into a window that holds ids"
+        for ids, indexes, ts in chunks:
+            c = _Chunk(ids, indexes, ts)
+            self._ids.update(zip(ids, repeat(c)))
+            self._chunks.append(c)
+
     def add(self, rid: bytes, index: int, ingest_ts: int) -> None:
         self.add_many([rid], [index], ingest_ts)
 

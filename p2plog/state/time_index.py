@@ -16,6 +16,7 @@ Built by the applier as it applies (on every node, and again by the replay on re
 from __future__ import annotations
 
 import bisect
+from typing import Any
 
 from p2plog.record import NO_TS
 from p2plog.state.entry import Batch
@@ -34,6 +35,29 @@ class TimeIndex:
     def statistics(self) -> dict[str, int | bool]:
         """For ``status``: samples kept, future-dated records remembered, seeking off."""
         return {"samples": len(self._ts), "future_dated": len(self._future), "off": self.overflow}
+
+    def export(self) -> dict[str, object]:
+        return {
+            "ts": list(self._ts),
+            "rec": list(self._rec),
+            "future": [list(f) for f in self._future],
+            "overflow": self.overflow,
+        }
+
+    @classmethod
+    def restore(cls, d: dict[str, Any]) -> TimeIndex:
+        t = cls()
+        t._ts, t._rec = [int(x) for x in d["ts"]], [int(x) for x in d["rec"]]
+        t._future = [(int(i), int(tc)) for i, tc in d["future"]]
+        t.overflow = bool(d["overflow"])
+        return t
+
+    def forget_before(self, record_index: int) -> None:
+        """Drop what only records below ``record_index`` (cut by retention) needed: a seek
+        into the cut part starts at the first record kept anyway."""
+        k = max(0, bisect.bisect_right(self._rec, record_index) - 1)
+        del self._ts[:k], self._rec[:k]
+        del self._future[: bisect.bisect_left(self._future, (record_index, NO_TS))]
 
     def sample(self, b: Batch) -> None:
         """Batch ``b`` starts a sample (the applier's locate cadence)."""

@@ -28,9 +28,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from p2plog.errors import DiskFull, StorageFailed
-from p2plog.raft.types import Entry, HardState, Index, Term
-from p2plog.storage import frame
+from p2plog.errors import Corruption, DiskFull, StorageFailed
+from p2plog.raft.types import Entry, HardState, Index, Snapshot, Term
+from p2plog.storage import frame, snapfile
 from p2plog.storage.meta import MetaStore, fsync_dir
 from p2plog.storage.recovery import recover
 from p2plog.storage.segment import HEADER_SIZE, Segment, encode_header, segment_name
@@ -65,10 +65,35 @@ class SegmentedLog:
         self.tail: list[Entry] = []
         self.tail_bytes = 0
         self.total_bytes = sum(s.size for s in self.segments)
+        self.snap = snapfile.load(self.dir)
+        self.snapshot_bytes = 0
         if not self.segments:
-            self._create_segment(Index(1), Term(0))
+            self._create_segment(Index(self.snap.index + 1), self.snap.term)
+        self._reconcile_snapshot()
+
+    def _reconcile_snapshot(self) -> None:
+        """After a crash in ``install_snapshot`` (the new snapshot written, the old log not yet
+        removed) the log does not continue the snapshot: it is dropped, as the install would
+        have. A log that starts past the snapshot has lost entries: refused."""
+        s = self.snap
+        if self.first_index() - 1 > s.index:
+            raise Corruption(
+                f"{self.log_dir}: the log starts at index {self.first_index()} but the snapshot "
+                f"ends at {s.index} (0: no snapshot file): entries in between are missing; "
+                f"restore from a backup",
+                path=str(self.log_dir),
+                offset=0,
+            )
+        if s.index and (self.last_index() < s.index or self.term(s.index) != s.term):
+            log.warning(
+                "%s: the log does not continue the snapshot at %d: dropped", self.node, s.index
+            )
+            self._replace_log(s)
 
     # ------------------------------------------------------------ LogReader
+
+    def snapshot(self) -> Snapshot:
+        return self.snap
 
     def first_index(self) -> Index:
         return self.segments[0].first_index
@@ -238,6 +263,12 @@ class SegmentedLog:
             raise
 
     def _create_segment(self, first: Index, prev_term: Term) -> None:
+        seg = self._new_segment(first, prev_term)
+        self.segments.append(seg)
+        self._firsts.append(first)
+        self.total_bytes += HEADER_SIZE
+
+    def _new_segment(self, first: Index, prev_term: Term) -> Segment:
         path = self.log_dir / segment_name(first)
         fd = self._io("create segment", os.open, path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         assert isinstance(fd, int)
@@ -249,9 +280,7 @@ class SegmentedLog:
             os.close(fd)
             path.unlink(missing_ok=True)
             raise
-        self.segments.append(Segment(path, fd, first, prev_term))
-        self._firsts.append(first)
-        self.total_bytes += HEADER_SIZE
+        return Segment(path, fd, first, prev_term)
 
     def _remove_segment(self, seg: Segment) -> None:
         os.close(seg.fd)
@@ -259,10 +288,57 @@ class SegmentedLog:
         seg.path.unlink()
         self.total_bytes -= seg.size
 
+    # ------------------------------------------------------------ snapshots
+
+    def compact(self, snap: Snapshot) -> None:
+        """Keep ``snap`` (the node's state at an applied index) durably; segments wholly at or
+        below its index may then go (``apply_retention``)."""
+        assert self.first_index() - 1 <= snap.index <= self.last_index(), f"compact({snap.index})"
+        assert self.term(snap.index) == snap.term, f"snapshot term {snap.term} at {snap.index}"
+        self._save_snapshot(snap, fatal=False)
+
+    def install_snapshot(self, snap: Snapshot) -> None:
+        """The leader's snapshot replaces the whole log (Raft §7): the snapshot file first (no
+        room for it: ``DiskFull``, nothing changed, the caller retries), then the segments go
+        (recovery finishes an install a crash interrupted)."""
+        if self.failed is not None:
+            raise StorageFailed(self.failed)
+        self._save_snapshot(snap, fatal=False)
+        self._replace_log(snap)
+
+    def _save_snapshot(self, snap: Snapshot, *, fatal: bool) -> None:
+        n = self._io("write snapshot", snapfile.save, self.dir, snap, fatal=fatal)
+        assert isinstance(n, int)
+        self.snapshot_bytes, self.snap = n, snap
+
+    def _replace_log(self, snap: Snapshot) -> None:
+        """Every segment goes; one empty segment after ``snap`` takes their place. Readers on
+        other threads (``status``) see the old list or the new one, never an empty one. Any
+        failure is fatal: the files and the view would disagree."""
+        first = Index(snap.index + 1)
+        for seg in reversed(self.segments):
+            if seg.first_index != first:
+                self._io("remove segment", self._remove_segment, seg, fatal=True)
+            else:  # the new segment takes this name: truncated in place by O_TRUNC below
+                os.close(seg.fd)
+                seg.idx_path.unlink(missing_ok=True)
+                self.total_bytes -= seg.size
+        try:
+            seg = self._new_segment(first, snap.term)
+        except DiskFull as e:
+            self._poison(f"no room to start the log after the snapshot at {snap.index}: {e}")
+            raise StorageFailed(self.failed or "") from e
+        self.segments, self._firsts = [seg], [first]
+        self.tail, self.tail_bytes = [], 0
+        self.total_bytes = HEADER_SIZE
+        log.info("%s: the log now starts after the snapshot at index %d", self.node, snap.index)
+
     # ------------------------------------------------------------ retention
 
     def remove_before(self, index: Index) -> int:
-        """Remove whole sealed segments whose entries are all below ``index``."""
+        """Remove whole sealed segments whose entries are all below ``index`` and covered by
+        the snapshot (never past it: a log that starts past its snapshot cannot be opened)."""
+        index = Index(min(index, self.snap.index + 1))
         count = 0
         while len(self.segments) > 1 and self.segments[0].last_index < index:
             self._remove_segment(self.segments.pop(0))

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from p2plog.errors import Corruption
 from p2plog.raft.types import Index
-from p2plog.storage import meta
+from p2plog.storage import meta, snapfile
 from p2plog.storage.frame import Status
 from p2plog.storage.meta import fsync_dir
 from p2plog.storage.segment import HEADER_SIZE, ScanEnd, decode_header, iter_frames, segment_name
@@ -57,6 +58,7 @@ def verify(data_dir: Path, *, progress: Progress | None = None) -> Report:
     storage itself never writes to a terminal)."""
     rep = Report(data_dir)
     _check_meta(data_dir, rep)
+    _check_snapshot(data_dir, rep)
     log_dir = data_dir / "log"
     if not log_dir.is_dir():
         rep.problems.append(f"{log_dir}: missing; this is not a p2plog data directory")
@@ -83,6 +85,16 @@ def verify(data_dir: Path, *, progress: Progress | None = None) -> Report:
     elif rep.cut is not None:
         rep.warnings.append(rep.cut.reason)
     return rep
+
+
+def _check_snapshot(data_dir: Path, rep: Report) -> None:
+    try:
+        snap = snapfile.load(data_dir, tidy=False)
+    except Corruption as e:
+        rep.problems.append(str(e))
+        return
+    if snap.index:
+        rep.warnings.append(f"the log starts after a snapshot at index {snap.index}")
 
 
 def _check_meta(data_dir: Path, rep: Report) -> None:

@@ -10,10 +10,11 @@ just enough history to make each check O(nodes) per step:
 - log matching: every (index, term) ever written anywhere names one payload and one previous
   term, which by induction makes logs that share an (index, term) identical up to it (§5.3);
 - leader completeness: a leader of term T holds every entry committed in terms before T (§5.4);
-- state-machine safety: every commit index and every applied entry agrees with one canonical
-  committed sequence that only grows (§5.4.3);
-- durability: the last committed entry is in the synced image of a majority, so no crash of a
-  minority can lose it;
+- state-machine safety: every commit index, every applied entry and every snapshot (its last
+  entry's index and term) agrees with one canonical committed sequence that only grows
+  (§5.4.3), also over logs compacted behind a snapshot;
+- durability: the last committed entry is in the synced image of a majority (as an entry, or
+  inside a synced snapshot), so no crash of a minority can lose it;
 - the node's own invariants (``p2plog.raft.invariants``).
 """
 
@@ -26,7 +27,7 @@ from p2plog.raft.invariants import InvariantViolation, check_node
 from p2plog.raft.messages import AppendEntriesResponse, Message, RequestVote, RequestVoteResponse
 from p2plog.raft.node import RaftNode
 from p2plog.raft.quorum import quorum_size
-from p2plog.raft.types import Entry, Index, NodeId, Role, Term
+from p2plog.raft.types import NO_SNAPSHOT, Entry, Index, NodeId, Role, Snapshot, Term
 from p2plog.storage.memory import MemoryStore
 
 ALL_CHECKS = frozenset(
@@ -146,9 +147,32 @@ class Checker:
         if hs.vote is not None:
             self.durable_votes.setdefault((hs.term, node_id), hs.vote)
 
-    def on_restart(self, node_id: NodeId) -> None:
+    def on_restart(self, node_id: NodeId, snapshot: Snapshot = NO_SNAPSHOT) -> None:
+        """``node_id`` started again, from ``snapshot`` (its own, kept in place of its log's
+        prefix): what the snapshot stands for must be committed."""
         self.checked_commit[node_id] = Index(0)
         self.applied[node_id] = Index(0)
+        if snapshot.index:
+            self.on_snapshot(node_id, snapshot)
+
+    def on_snapshot(self, node_id: NodeId, s: Snapshot) -> None:
+        """``node_id`` restored its state machine from ``s`` (state-machine safety over a
+        compacted log: the snapshot's last entry is the committed one at its index)."""
+        self._check_snapshot(node_id, s.index, s.term)
+        self.applied[node_id] = s.index
+        self.checked_commit[node_id] = max(self.checked_commit[node_id], s.index)
+
+    def _check_snapshot(self, nid: NodeId, index: Index, term: Term) -> None:
+        if index == 0:
+            return
+        if index > len(self.canonical):
+            self._fail("state_machine_safety", f"{nid} holds a snapshot at {index}, past commit")
+        elif self.canonical[index - 1].term != term:
+            self._fail(
+                "state_machine_safety",
+                f"{nid} holds a snapshot at {index} term {term}, but "
+                f"{self.canonical[index - 1]} was committed",
+            )
 
     # --------------------------------------------------------- after each step
 
@@ -188,6 +212,8 @@ class Checker:
 
     def _require_prefix(self, nid: NodeId, raft: RaftNode, upto: Index) -> None:
         """Leader completeness: ``raft`` must hold canonical entries ``1..upto``."""
+        if upto < raft.log.first_index() - 1:
+            return  # a snapshot stands in for it (checked against the canonical log)
         if upto == 0:
             return
         want = self.canonical[upto - 1]
@@ -202,6 +228,10 @@ class Checker:
         commit = raft.log.committed
         if commit <= done:
             return
+        floor = Index(raft.log.first_index() - 1)
+        if done < floor:  # compacted (or replaced by a snapshot) past what was checked
+            self._check_snapshot(nid, floor, raft.log.term(floor))
+            done = floor
         for e in _entries(raft, Index(done + 1), Index(commit + 1)):
             self._learn(nid, e, "committed")
         self.checked_commit[nid] = commit
@@ -223,7 +253,7 @@ class Checker:
         if not self.canonical or "durability" not in self.checks:
             return
         last = self.canonical[-1]
-        holders = sum(1 for n in nodes.values() if n.store.synced_term(last.index) == last.term)
+        holders = sum(1 for n in nodes.values() if n.store.synced_covers(last.index, last.term))
         if holders < self.quorum:
             self._fail(
                 "durability",

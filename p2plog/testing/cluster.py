@@ -15,7 +15,7 @@ from p2plog.raft.config import RaftConfig
 from p2plog.raft.invariants import check_node
 from p2plog.raft.messages import Message
 from p2plog.raft.node import RaftNode
-from p2plog.raft.types import Entry, Index, NodeId, Role
+from p2plog.raft.types import Entry, Index, NodeId, Role, Snapshot
 from p2plog.storage.memory import MemoryStore
 
 MessageFilter = Callable[[Message], bool]
@@ -39,6 +39,7 @@ class Cluster:
         self.isolated: set[NodeId] = set()
         self.pending: list[Message] = []
         self.applied: dict[NodeId, list[Entry]] = {i: [] for i in self.ids}
+        self.restored: dict[NodeId, list[Snapshot]] = {i: [] for i in self.ids}
         for i in self.ids:
             self.restart(i)
 
@@ -64,12 +65,23 @@ class Cluster:
         store = self.stores[nid]
         while node.has_ready():
             rd = node.ready()
+            if rd.snapshot is not None:
+                store.install_snapshot(rd.snapshot)
+                self.restored[nid].append(rd.snapshot)
             store.append_batch(rd.entries, rd.hard_state, sync=rd.must_sync)
             self.pending.extend(rd.messages)
             self.pending.extend(rd.messages_after_persist)
             self.applied[nid].extend(rd.committed_entries)
             node.advance(rd)
         check_node(node)
+
+    def compact(self, nid: str, data: bytes = b"state") -> Snapshot:
+        """Keep a snapshot in place of the node's applied prefix (as a driver does)."""
+        node = self.nodes[NodeId(nid)]
+        index = node.log.applied
+        snap = Snapshot(index, node.log.term(index), data)
+        self.stores[NodeId(nid)].compact(snap)
+        return snap
 
     def tick(self, nid: str, times: int = 1) -> None:
         for _ in range(times):

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from p2plog.order.reorder import ReorderBuffer
-from p2plog.raft.types import Entry, Role
+from p2plog.raft.types import Entry, Role, Snapshot
 from p2plog.replica.proposals import Proposal
 from p2plog.replica.replica import Replica, ReplicaReady
 from p2plog.state.applier import Applied, Applier
+from p2plog.state.dedup import DedupWindow
 
 
 class AckOnLeaderDisk(Replica):
@@ -74,6 +75,20 @@ class LocalReorderWindow(Replica):
         super().__init__(**kw)
 
 
+class SnapshotDropsDedup(Replica):
+    """Takes snapshots without the dedup window (the classic: the window is rebuilt from the
+    log, so a snapshot that forgets it looks harmless): a node restored from one stores a
+    retry of a record committed before the snapshot a second time."""
+
+    def snapshot(self) -> Snapshot:
+        saved = self.applier.window
+        self.applier.window = DedupWindow(saved.max_records, saved.max_age_ns)
+        try:
+            return super().snapshot()
+        finally:
+            self.applier.window = saved
+
+
 class DropRefusals(Replica):
     """Refuses a submission (say, not the leader) without handing the refusal out: its
     submitter waits for a timeout instead of trying the leader at once."""
@@ -87,4 +102,5 @@ PLANTED: dict[str, type[Replica]] = {
     "forget-dedup-on-restart": ForgetDedupOnRestart,
     "local-reorder-window": LocalReorderWindow,
     "drop-refusals": DropRefusals,
+    "snapshot-drops-dedup": SnapshotDropsDedup,
 }

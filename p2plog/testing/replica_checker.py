@@ -14,7 +14,8 @@ window never evicts), and holds every node's output against it:
   replaced it (the documented loss window: unreplicated tails of a deposed leader);
 - dedup: every node's applier marks exactly the duplicates the model does (each id stored once);
 - event time: every node emits the same records in the same order with the same flags (the
-  first node to emit position k fixes it; a restarted node replays from the start).
+  first node to emit position k fixes it; a restarted node replays from the start, or from
+  the position of the snapshot it starts from).
 """
 
 from __future__ import annotations
@@ -110,9 +111,15 @@ class ReplicaChecker:
         if kind in self.checks:
             self.fail(kind, detail)
 
-    def on_restart(self, nid: NodeId) -> None:
-        self.emitted[nid] = 0
+    def on_restart(self, nid: NodeId, emitted: int = 0) -> None:
+        """``nid`` started again; its stream goes on from position ``emitted`` (0, or where
+        the snapshot it started from had got to)."""
+        self.emitted[nid] = emitted
         self.outstanding[nid] = {}  # what the crashed process held is gone with it
+
+    def on_snapshot(self, nid: NodeId, emitted: int) -> None:
+        """``nid`` restored a snapshot: its stream goes on from the snapshot's position."""
+        self.emitted[nid] = emitted
 
     def on_submit(self, nid: NodeId, p: Proposal) -> None:
         self.outstanding.setdefault(nid, {})[id(p)] = p
@@ -205,7 +212,7 @@ class ReplicaChecker:
             return None
         store = n.store
         hi = store.synced_last_index()
-        for i in range(hi, max(0, hi - LOOKBACK_ENTRIES), -1):
+        for i in range(hi, max(store.first_index() - 1, hi - LOOKBACK_ENTRIES), -1):
             at = Index(i)
             b = parse_batch(store.entries(at, Index(i + 1), 1 << 30)[0].data)
             if b is not None and b.base <= index < b.base + b.n:

@@ -52,6 +52,7 @@ class ReplicaParams:
     reorder_max_records: int = 1000
     time_tick_ms: int = 50
     skew_ms: tuple[int, ...] = ()  # per node, in node order
+    compact_every: int = 0  # a node compacts its log once this many entries are applied
 
 
 ReplicaFactory = Callable[..., Replica]
@@ -94,6 +95,8 @@ class WorldStats:
     partitions: int = 0
     transfers: int = 0
     proposals: int = 0
+    compactions: int = 0
+    snapshots_installed: int = 0
 
 
 class SimWorld:
@@ -138,6 +141,7 @@ class SimWorld:
         self.on_chaos: Callable[[], None] = lambda: None
         self.on_client: Callable[[], None] = lambda: None
         self.on_finished: Callable[[SimNode, list[Proposal]], None] = lambda n, ps: None
+        self.on_snapshot: Callable[[SimNode], None] = lambda n: None
         for nid in self.ids:
             self.boot(self.nodes[nid])
 
@@ -217,6 +221,10 @@ class SimWorld:
             self.on_apply(n, rd.applied)
             if rd.finished:
                 self.on_finished(n, rd.finished)
+            if rd.raft.snapshot is not None:
+                n.store.install_snapshot(rd.raft.snapshot)
+                self.checker.on_snapshot(n.id, rd.raft.snapshot)
+                self.stats.snapshots_installed += 1
             n.store.append_batch(rd.entries, rd.hard_state, sync=False)
             if rd.entries:
                 self.checker.on_write(n.id, n.store, rd.entries)
@@ -240,6 +248,10 @@ class SimWorld:
             self.send(n, m)
         n.busy = None
         n.replica.advance(rd)
+        if rd.raft.snapshot is not None:
+            self.rchecker.on_snapshot(n.id, n.replica.events.emitted)
+            self.on_snapshot(n)
+        self._maybe_compact(n)
         for _ in range(n.pending_ticks):
             n.replica.tick()
         n.pending_ticks = 0
@@ -249,6 +261,19 @@ class SimWorld:
             props, n.pending_props = n.pending_props, []
             n.replica.submit(props)
         self.drive(n)
+
+    def _maybe_compact(self, n: SimNode) -> None:
+        """Keep a snapshot in place of the applied prefix once it is ``compact_every`` long
+        (between ``advance`` and the next ``ready``, as the runtime does): a follower behind
+        it then needs ``InstallSnapshot``."""
+        every = self.params.compact_every
+        r = n.replica
+        if not every or r is None:
+            return
+        applied = r.raft.log.applied
+        if applied - n.store.first_index() + 1 >= every:
+            n.store.compact(r.snapshot())
+            self.stats.compactions += 1
 
     def submit(self, n: SimNode, p: Proposal) -> None:
         """A client's submission reaches ``n`` (queued while it waits for an fsync)."""
@@ -291,8 +316,8 @@ class SimWorld:
             wall_ns=lambda: self.now * NS_PER_UNIT + skew_ns,
             time_tick_ns=p.time_tick_ms * NS_PER_UNIT,
         )
-        self.checker.on_restart(n.id)
-        self.rchecker.on_restart(n.id)
+        self.checker.on_restart(n.id, n.store.snapshot())
+        self.rchecker.on_restart(n.id, n.replica.events.emitted)
         self.schedule(self.rng.randint(1, self.tick_interval), TICK, (n.id, n.incarnation))
         self.drive(n)
 

@@ -41,6 +41,7 @@ class SimOptions:
     resend_p: float
     reorder_window_ms: int
     skew_max: int
+    compact_every: int
 
     @classmethod
     def draw(cls, rng: Random, nodes: int | None = None) -> SimOptions:
@@ -72,6 +73,7 @@ class SimOptions:
             resend_p=rng.choice((0.0, 0.05, 0.2)),
             reorder_window_ms=rng.choice((20, 200, 1000)),
             skew_max=rng.choice((0, 5, 100)),
+            compact_every=rng.choice((0, 4, 16, 64, 256)),
         )
 
     def raft_config(self) -> RaftConfig:
@@ -90,6 +92,7 @@ class SimOptions:
             reorder_max_records=rng.choice((16, 1000)),
             time_tick_ms=max(5, self.reorder_window_ms // 4),
             skew_ms=tuple(rng.randint(-self.skew_max, self.skew_max) for _ in range(self.nodes)),
+            compact_every=self.compact_every,
         )
 
     def client_params(self) -> ClientParams:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p2plog.raft.types import Entry, Index, Term
+from p2plog.raft.types import Entry, Index, Snapshot, Term
 from p2plog.storage.segmented_log import SegmentedLog
 
 PAYLOAD = 100
@@ -27,3 +27,11 @@ def read_all(log: SegmentedLog) -> list[Entry]:
 
 def seg_files(d: Path) -> list[Path]:
     return sorted((d / "log").glob("*.seg"))
+
+
+def keep_snapshot(log: SegmentedLog, below: int) -> None:
+    """Write a snapshot at ``below - 1`` (at most the last index), as the node does before its
+    retention cuts: a log that starts past index 1 needs one to open again."""
+    at = min(below - 1, log.last_index())
+    if at > log.snapshot().index and at >= log.first_index() - 1:
+        log.compact(Snapshot(Index(at), log.term(Index(at)), b""))

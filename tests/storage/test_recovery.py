@@ -30,7 +30,7 @@ from p2plog.storage.frame import Status
 from p2plog.storage.segment import HEADER_SIZE as SEG_HEADER
 from p2plog.storage.segmented_log import SegmentedLog
 
-from .logdata import PAYLOAD, ent, read_all, run, seg_files
+from .logdata import PAYLOAD, ent, keep_snapshot, read_all, run, seg_files
 
 PER_SEG = 32
 SEG = SEG_HEADER + PER_SEG * (frame.HEADER_SIZE + PAYLOAD)  # exactly full: any frame rolls
@@ -339,13 +339,16 @@ def test_missing_middle_segment_is_refused(tmp_path: Path) -> None:
     _assert_refused(d, seg_files(d)[1], 0, "gap")
 
 
-def test_missing_first_segment_looks_like_retention(tmp_path: Path) -> None:
+def test_missing_first_segment_without_a_snapshot_is_refused(tmp_path: Path) -> None:
+    """Retention cuts only behind a snapshot (``DATA_DIR/snapshot``); a log that starts past
+    index 1 with no snapshot standing in for what is missing has lost entries."""
     d = tmp_path / "node"
-    model, _ = _sealed(d)
+    _sealed(d)
     first = seg_files(d)[0]
     first.unlink()
     first.with_suffix(".idx").unlink()
-    assert reopened(d) == model[PER_SEG:]
+    with pytest.raises(Corruption, match="entries in between are missing"):
+        SegmentedLog(d, segment_bytes=SEG)
 
 
 @pytest.mark.parametrize("which", [0, 1, -1])
@@ -558,7 +561,9 @@ class Model:
 
     def append(self, back: int, n: int, bump: bool, sync: bool, with_hs: bool) -> None:
         log = self.log
-        start = max(log.first_index(), log.last_index() + 1 - back)
+        # Never at or below the snapshot: what it stands for is committed (Raft never cuts it).
+        floor = max(log.first_index(), log.snapshot().index + 1)
+        start = max(floor, log.last_index() + 1 - back)
         if bump:
             self.term += 1
         batch = [
@@ -607,6 +612,7 @@ class Model:
     def retain(self, frac: float) -> None:
         log = self.log
         cut = log.first_index() + int(frac * (log.last_index() + 1 - log.first_index()))
+        keep_snapshot(log, min(cut, self.synced + 1))  # as the node: at most what is synced
         log.remove_before(Index(cut))
         assert log.first_index() <= max(cut, log.segments[-1].first_index)
 

@@ -19,7 +19,7 @@ from p2plog.storage import segmented_log as seglog_mod
 from p2plog.storage.segment import HEADER_SIZE as SEG_HEADER
 from p2plog.storage.segmented_log import SegmentedLog
 
-from .logdata import PAYLOAD, ent, read_all, run, seg_files
+from .logdata import PAYLOAD, ent, keep_snapshot, read_all, run, seg_files
 
 FRAME = 24  # frame header bytes
 SEG = 4096
@@ -429,10 +429,12 @@ def test_retention_frees_budget_and_appends_resume(opened: Callable[..., Segment
     stuck = fill_until_full(log)
     assert log.last_index() == stuck - 1
     assert log.total_bytes <= budget
+    keep_snapshot(log, 2 * PER_SEG + 1)
     assert log.apply_retention(below=Index(2 * PER_SEG + 1), max_bytes=2 * SEG) >= 1
     log.append_batch([ent(1, stuck)], None)
     # And remove_before works as well.
     fill_until_full(log)
+    keep_snapshot(log, log.segments[-1].first_index)
     assert log.remove_before(Index(log.segments[-1].first_index)) >= 1
     n = log.last_index()
     log.append_batch(run(n + 1, 5), None)
@@ -535,6 +537,7 @@ def test_remove_before(opened: Callable[..., SegmentedLog], tmp_path: Path, cut:
     log = opened()
     model = _build(log, 5)
     before = [(s.first_index, s.last_index) for s in log.segments]
+    keep_snapshot(log, cut)
     removed = log.remove_before(Index(cut))
     # Exactly the sealed segments whose entries are all strictly below the cut.
     gone = [b for b in before[:-1] if b[1] < cut]
@@ -565,6 +568,7 @@ def test_remove_before_with_an_empty_open_segment(opened: Callable[..., Segmente
     model = _build(log, 3)
     log.truncate_suffix(log.segments[-1].first_index)  # the open segment is now empty
     last = log.last_index()
+    keep_snapshot(log, last + 1)
     assert log.remove_before(Index(last + 1)) == 3
     assert (log.first_index(), log.last_index()) == (last + 1, last)
     assert log.term(Index(last)) == model[last - 1].term
@@ -579,6 +583,7 @@ def test_remove_before_with_an_empty_open_segment(opened: Callable[..., Segmente
 def test_apply_retention_by_bytes(opened: Callable[..., SegmentedLog], tmp_path: Path) -> None:
     log = opened()
     model = _build(log, 6)
+    keep_snapshot(log, log.last_index() + 1)  # retention cuts only behind a snapshot
     sizes = [s.size for s in log.segments]
     total = log.total_bytes
     # Nothing over the limit: nothing removed.
@@ -602,6 +607,7 @@ def test_apply_retention_by_bytes(opened: Callable[..., SegmentedLog], tmp_path:
 def test_apply_retention_by_age(opened: Callable[..., SegmentedLog]) -> None:
     log = opened()
     model = _build(log, 5)
+    keep_snapshot(log, log.last_index() + 1)
     now = 1_000_000.0
     ages = [5000, 4000, 100, 3000, 2000, 0]  # the 3rd segment is young
     for seg, age in zip(log.segments, ages, strict=True):
@@ -618,6 +624,7 @@ def test_apply_retention_by_age(opened: Callable[..., SegmentedLog]) -> None:
 def test_apply_retention_by_age_respects_below(opened: Callable[..., SegmentedLog]) -> None:
     log = opened()
     _build(log, 4)
+    keep_snapshot(log, log.last_index() + 1)
     for seg in log.segments:
         os.utime(seg.path, (0, 0))
     assert log.apply_retention(below=Index(1), max_age_s=1, now=10**9) == 0

@@ -92,6 +92,7 @@ def test_forgotten_vote_caught_by_persistence_check() -> None:
         ("forget-dedup-on-restart", "dedup", "the committed log says"),
         ("local-reorder-window", "event_order", "another node emitted"),
         ("drop-refusals", "handout", "never handed it out"),
+        ("snapshot-drops-dedup", "dedup", "the committed log says"),
     ],
 )
 def test_planted_replica_bug_is_caught(planted: str, kind: str, words: str) -> None:
@@ -121,6 +122,8 @@ def test_replica_runs_exercise_what_the_checkers_check() -> None:
             total[k] = total.get(k, 0) + v
     for k in ("quorum_acks", "leader_acks", "leader_acks_lost", "dup_acks", "emitted"):
         assert total[k] > 0, (k, total)
+    assert total["compactions"] > 0, total
+    assert total["snapshots_installed"] > 0, total
     assert 0 < total["flagged"] < total["emitted"]
     assert total["records_committed"] >= total["emitted"]
 
