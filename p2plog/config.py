@@ -57,6 +57,19 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """``[retention]``: how much of the log every node keeps (0: no bound). Whole sealed
+    segments go, oldest first, once a snapshot stands in for them (README, Retention)."""
+
+    max_age_s: int = 0  # a sealed segment whose last write is older than this goes
+    max_bytes: int = 0  # the oldest sealed segments go while the log is larger
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.max_age_s or self.max_bytes)
+
+
+@dataclass(frozen=True, slots=True)
 class NtpConfig:
     servers: tuple[str, ...] = ()
     poll_interval_s: int = 64
@@ -96,6 +109,7 @@ class Config:
     security: SecurityConfig = SecurityConfig()
     tls: TlsConfig | None = None
     by_id: dict[NodeId, NodeConfig] = field(default_factory=dict, compare=False)
+    retention: RetentionConfig = RetentionConfig()
 
     def node(self, node_id: str | None) -> NodeConfig:
         """This host's entry: ``node_id``, else ``self = ...`` from the file."""
@@ -155,8 +169,10 @@ def load(path: str | Path) -> Config:
 
 def parse(raw: dict[str, Any], path: Path) -> Config:
     f = path.name
-    _no_unknown(raw, {"self", "cluster", "ntp", "node", "security", "tls"}, f, "top level")
+    top = {"self", "cluster", "ntp", "node", "security", "tls", "retention"}
+    _no_unknown(raw, top, f, "top level")
     cluster = _cluster(raw.get("cluster", {}), f)
+    retention = _retention(raw.get("retention", {}), f)
     ntp = _ntp(raw.get("ntp", {}), f)
     security = _security(raw.get("security", {}), f, path.parent)
     tls = _tls(raw["tls"], f, path.parent) if "tls" in raw else None
@@ -185,7 +201,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
             f"election_ticks ({cluster.election_ticks})"
         )
     self_nid = NodeId(self_id) if self_id else None
-    return Config(path, cluster, ntp, nodes, self_nid, security, tls, by_id)
+    return Config(path, cluster, ntp, nodes, self_nid, security, tls, by_id, retention)
 
 
 def _no_unknown(table: dict[str, Any], allowed: set[str], f: str, where: str) -> None:
@@ -212,6 +228,24 @@ def _cluster(t: Any, f: str) -> ClusterConfig:
                 raise ConfigError(f"{f}: [cluster] {key} = {v!r}; use a whole number {lo}..{hi}")
             kw[key] = v
     return ClusterConfig(**kw)
+
+
+def _retention(t: Any, f: str) -> RetentionConfig:
+    if not isinstance(t, dict):
+        raise ConfigError(f"{f}: [retention] must be a table")
+    _no_unknown(t, {"max_age_s", "max_bytes"}, f, "[retention]")
+    kw: dict[str, int] = {}
+    for key, lo, hi, example in (
+        ("max_age_s", 60, 100 * 365 * 86_400, "604800 (a week)"),
+        ("max_bytes", 1 << 20, 1 << 60, "2_000_000_000 (2 GB)"),
+    ):
+        v = t.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or not (v == 0 or lo <= v <= hi):
+            raise ConfigError(
+                f"{f}: [retention] {key} = {v!r}; use 0 (no bound) or {lo}..{hi}, like {example}"
+            )
+        kw[key] = v
+    return RetentionConfig(**kw)
 
 
 def _ntp(t: Any, f: str) -> NtpConfig:

@@ -34,6 +34,7 @@ log = logging.getLogger("p2plog.net")
 
 QUEUE_FRAMES = 2048
 QUEUE_BYTES = 32 << 20
+BULK_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 2.0
 SEND_TIMEOUT_S = 5.0
 KEEPALIVE_S = 0.5
@@ -68,6 +69,9 @@ class PeerLink:
         self.queued_bytes = 0
         self._rng = Random()
         self._auth_log = RateLimitedLog(log, interval_s=30.0, burst=1)
+        self._bulk: list[bytes] | None = None
+        self._bulk_ready = trio.Event()
+        self._room = trio.Event()  # set when the queue holds under half its bytes
 
     def send_nowait(self, frame: bytes) -> bool:
         if self.queued_bytes + len(frame) > QUEUE_BYTES and self.queued_bytes:
@@ -81,9 +85,35 @@ class PeerLink:
         self.queued_bytes += len(frame)
         return True
 
+    def send_bulk(self, frames: list[bytes]) -> None:
+        """Send ``frames`` (the chunks of one snapshot) in order as the queue makes room:
+        ``feed_bulk`` queues each once the queue holds under half its bytes, so a snapshot
+        larger than the queue still goes whole. A newer bulk replaces one not yet sent."""
+        self._bulk = frames
+        self._bulk_ready.set()
+
+    async def feed_bulk(self) -> None:
+        """The task behind ``send_bulk``; runs until cancelled. A bulk that cannot be queued
+        within ``BULK_TIMEOUT_S`` is dropped (the sender tries again: Raft resends)."""
+        while True:
+            await self._bulk_ready.wait()
+            self._bulk_ready = trio.Event()
+            frames, self._bulk = self._bulk, None
+            with trio.move_on_after(BULK_TIMEOUT_S) as scope:
+                for frame in frames or ():
+                    while self.queued_bytes + len(frame) > QUEUE_BYTES // 2 and self.queued_bytes:
+                        self._room = trio.Event()
+                        await self._room.wait()
+                    if self._bulk is not None or not self.send_nowait(frame):
+                        break  # a newer snapshot replaces this one / the queue is full
+            if scope.cancelled_caught:
+                log.warning("%s: a snapshot for %s could not be queued in time", self.me, self.peer)
+
     def _take_nowait(self) -> bytes:
         frame = self._rx.receive_nowait()
         self.queued_bytes -= len(frame)
+        if self.queued_bytes <= QUEUE_BYTES // 2:
+            self._room.set()
         return frame
 
     async def run(self) -> None:

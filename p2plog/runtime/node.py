@@ -37,13 +37,14 @@ from p2plog.net.peer_link import LinkAuth, PeerLink
 from p2plog.net.server import connection_cap, raise_open_files_limit
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.config import RaftConfig
-from p2plog.raft.messages import Message
+from p2plog.raft.messages import InstallSnapshot, Message
 from p2plog.raft.types import Entry, NodeId, Role
 from p2plog.replica.proposals import SubmitResult
 from p2plog.runtime.dup_check import mark_conflicts
 from p2plog.runtime.peer_rpc import PeerRpc
 from p2plog.runtime.peer_server import PeerServer
 from p2plog.runtime.raft_loop import RaftLoop
+from p2plog.runtime.retention import Retention
 from p2plog.runtime.submit import Submits
 from p2plog.runtime.tail_hub import TailHub
 from p2plog.security.policy import NodeSecurity, describe, load_node_security
@@ -54,6 +55,7 @@ from p2plog.state.event_feed import IsDup
 from p2plog.state.scans import ScanLog
 from p2plog.storage.segmented_log import SegmentedLog
 from p2plog.wire import peer as wp
+from p2plog.wire import peer_snapshot
 
 log = logging.getLogger("p2plog.node")
 
@@ -172,9 +174,11 @@ class Node:
                         # Stamp no time before the clock had its chance to step into place.
                         await self.poller.wait_first_round()
                     nursery.start_soon(loop.run)
+                    nursery.start_soon(self.retention.run, loop)
                     nursery.start_soon(rpc.probe_peers)
                     for link in self.links.values():
                         nursery.start_soon(link.run)
+                        nursery.start_soon(link.feed_bulk)
                     self.port = await nursery.start(listener.run)
                     log.info(
                         "%s: listening on %s://%s:%d (peers %s; %s; max_connections %d)",
@@ -195,6 +199,7 @@ class Node:
     def _compose(self, storage: SegmentedLog) -> tuple[RaftLoop, PeerRpc, Listener]:
         """The Raft loop over ``storage``, the peer links and RPC, and the listener."""
         c = self.config.cluster
+        self.retention = Retention(self.config.retention, storage, self.me.id)
         self.loop = loop = RaftLoop(
             node_id=self.me.id,
             voters=[n.id for n in self.config.nodes],
@@ -213,6 +218,7 @@ class Node:
                 max_bytes=c.reorder_max_bytes,
             ),
             time_tick_s=max(0.05, c.reorder_window_ms / 4000),
+            compactor=self.retention.cut,
         )
         auth = LinkAuth(c.name, self.security.secret, self.security.client_ssl)
         for p in self.peers:
@@ -283,10 +289,17 @@ class Node:
     # ----------------------------------------------------------- raft glue
 
     def _send_raft(self, m: Message) -> None:
-        frame = wp.encode_raft(m)
         link = self.links.get(m.dst)
-        if link is not None:
-            link.send_nowait(frame)
+        if link is None:
+            return
+        if isinstance(m, InstallSnapshot):
+            # In order on the one link, as the queue makes room (``PeerLink.feed_bulk``).
+            frames = peer_snapshot.chunks(m)
+            if not frames:
+                log.error("%s: snapshot at %d too large to send", self.me.id, m.snapshot.index)
+            link.send_bulk(frames)
+            return
+        link.send_nowait(wp.encode_raft(m))
 
     def _on_applied(
         self, items: Sequence[tuple[Entry, Applied | None]], emitted: list[Emitted[BatchRef]]
@@ -362,6 +375,7 @@ class Node:
             "uptime_s": round(time.time() - self.started_at, 1),
             "clock": self._clock_status(),
             "reorder": self._reorder_status(loop),
+            "retention": self.retention.status(),
         }
 
     def _clock_status(self) -> dict[str, Any]:

@@ -41,12 +41,14 @@ from p2plog.wire.peer import (
     Fwda,
     Hello,
     PeerMessage,
+    Snap,
     Tp,
     Tpr,
     decode_peer,
     to_raft,
 )
 from p2plog.wire.peer_auth import hello_proof, same, welcome_proof
+from p2plog.wire.peer_snapshot import Assembly
 
 log = logging.getLogger("p2plog.node")
 _refusals = RateLimitedLog(log, interval_s=10.0)
@@ -93,11 +95,15 @@ class PeerServer:
         try:
             with trio.fail_after(HELLO_TIMEOUT_S):
                 src = await self._handshake(ws, admit)
+            assembly = Assembly()
             async with trio.open_nursery() as nursery:
                 try:
                     while True:
                         msg = decode_peer(await ws.get_message())
-                        self._on_message(src, msg, nursery)
+                        if isinstance(msg, Snap):
+                            self._on_chunk(src, msg, assembly)
+                        else:
+                            self._on_message(src, msg, nursery)
                 except ProtocolError as e:
                     reason = f"{e}"
                     _refusals.warning("%s: closing peer link from %s (%s): %s", me, src, remote, e)
@@ -144,6 +150,13 @@ class PeerServer:
         await ws.send_message(encode("welcome", {"proof": welcome}))
         log.debug("%s: peer link from %s (%s) authenticated", me, hello.node, remote_of(ws))
         return NodeId(hello.node)
+
+    def _on_chunk(self, src: NodeId, c: Snap, assembly: Assembly) -> None:
+        if c.src != src or c.dst != self.me:
+            raise ProtocolError(f"a snapshot from {c.src} to {c.dst} on the link from {src}")
+        m = assembly.add(c)
+        if m is not None:
+            self.deliver(m)
 
     def _on_message(self, src: NodeId, m: PeerMessage, nursery: trio.Nursery) -> None:
         rpc = self.rpc

@@ -16,6 +16,7 @@ fatal for writes (fsyncgate): the loop stops and the node serves reads and says 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -30,9 +31,11 @@ from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import Message
 from p2plog.raft.node import Status
-from p2plog.raft.types import Entry, NodeId
+from p2plog.raft.types import Entry, NodeId, Snapshot
+from p2plog.replica import snapshot
 from p2plog.replica.proposals import Proposal
 from p2plog.replica.replica import Replica, ReplicaReady
+from p2plog.replica.snapshot import SnapshotError
 from p2plog.state.applier import Applied, Applier
 from p2plog.state.entry import BatchRef
 from p2plog.storage.segmented_log import SegmentedLog
@@ -49,7 +52,15 @@ class Transfer:
     to: NodeId | None  # None: the most up-to-date follower
 
 
-Event = Message | Proposal | Transfer
+@dataclass(slots=True)
+class Compact:
+    """Take a snapshot at the applied index and hand it to the compactor."""
+
+
+# Blocking, in the storage thread: keep the snapshot, cut the log behind it; returns the first
+# Raft index and the first record index the log still holds (None: no record left).
+Compactor = Callable[[Snapshot], tuple[int, int | None]]
+Event = Message | Proposal | Transfer | Compact
 AppliedHook = Callable[[Sequence[tuple[Entry, Applied | None]], list[Emitted[BatchRef]]], None]
 
 
@@ -74,6 +85,7 @@ class RaftLoop:
         events: ReorderBuffer[BatchRef] | None = None,
         wants_events: Callable[[], bool] = lambda: False,
         time_tick_s: float = 0.25,
+        compactor: Compactor | None = None,
     ) -> None:
         self.id = node_id
         self.storage = storage
@@ -93,6 +105,7 @@ class RaftLoop:
             time_tick_ns=round(time_tick_s * 1e9),
         )
         self.wants_events = wants_events  # someone subscribes to the event-time stream
+        self.compactor = compactor
         self._jitter = Random()
         self._tx, self._rx = trio.open_memory_channel[Event](INBOX_SIZE)
         self.stopped = trio.Event()
@@ -132,6 +145,10 @@ class RaftLoop:
         except trio.WouldBlock:
             return False
         return True
+
+    def request_compact(self) -> None:
+        with contextlib.suppress(trio.WouldBlock):  # busy: retention asks again later
+            self._tx.send_nowait(Compact())
 
     def request_transfer(self, to: NodeId | None = None) -> None:
         try:
@@ -187,17 +204,47 @@ class RaftLoop:
                     replica.tick()
                 next_tick = max(next_tick + (behind - 1) * self.tick_s + self._tick_period(), now)
             props: list[Proposal] = []
+            compact = False
             for ev in events:
                 if isinstance(ev, Proposal):
                     props.append(ev)
                 elif isinstance(ev, Transfer):
                     replica.transfer(ev.to)
+                elif isinstance(ev, Compact):
+                    compact = True
                 else:
-                    replica.step(ev)
+                    self._step(ev)
             if props:
                 replica.submit(props)
             await self._drain_ready()
+            if compact and self.compactor is not None:
+                await self._compact(self.compactor)
             self._status = replica.status()
+
+    async def _compact(self, compactor: Compactor) -> None:
+        """Snapshot at the applied index (captured here, between two Readies; encoded and
+        written in the storage thread), then the compactor cuts the log behind it. The loop
+        waits meanwhile: no read of the log races the segments going."""
+        index, term, captured = self.replica.capture()
+
+        def work() -> tuple[int, int | None]:
+            return compactor(Snapshot(index, term, snapshot.dumps(captured)))
+
+        try:
+            first_entry, first_record = await trio.to_thread.run_sync(work, limiter=self.limiter)
+        except DiskFull as e:
+            log.warning("%s: no room to write a snapshot: %s", self.id, e)
+            return
+        if first_record is not None:
+            self.replica.applier.forget_before(first_record, first_entry)
+
+    def _step(self, m: Message) -> None:
+        try:
+            self.replica.step(m)
+        except SnapshotError as e:
+            # The wire layer checked the framing; the state inside is checked here, before
+            # Raft sees the snapshot: refused, nothing changed (the leader will try again).
+            log.error("%s: refused a snapshot from %s: %s", self.id, m.src, e)
 
     # ---------------------------------------------------------------- ready
 
@@ -213,7 +260,7 @@ class RaftLoop:
                 p.wake()
             if rd.applied:
                 self.on_applied(rd.applied, rd.emitted)
-            if rd.entries or rd.hard_state is not None:
+            if rd.entries or rd.hard_state is not None or rd.raft.snapshot is not None:
                 await self._persist(rd)
             for m in rd.messages_after_persist:
                 self.send(m)
@@ -221,15 +268,18 @@ class RaftLoop:
                 self.role_changed.set()
                 self.role_changed = trio.Event()
             replica.advance(rd)
+            if rd.raft.snapshot is not None:
+                self.on_applied([], [])  # the applied state jumped: wake who waits on it
             # A replay after restart is a long run of Readies with nothing to persist: yield
             # between them so the listener and the peer links keep being served.
             await trio.lowlevel.checkpoint()
 
     async def _persist(self, rd: ReplicaReady) -> None:
         delay = 0.05
-        write = partial(self.storage.append_batch, rd.entries, rd.hard_state, sync=rd.must_sync)
-        inline = sum(len(e.data) for e in rd.entries) <= INLINE_PERSIST_BYTES and (
-            not rd.messages or self._lone_write()
+        write = partial(self._write, rd)
+        inline = rd.raft.snapshot is None and (
+            sum(len(e.data) for e in rd.entries) <= INLINE_PERSIST_BYTES
+            and (not rd.messages or self._lone_write())
         )
         if inline and rd.messages:
             # A leader's appends must be on the wire before it fsyncs, so the followers'
@@ -254,6 +304,12 @@ class RaftLoop:
             if len(self.fsync_s) > 1024:
                 del self.fsync_s[:512]
             return
+
+    def _write(self, rd: ReplicaReady) -> None:
+        snap = rd.raft.snapshot
+        if snap is not None and self.storage.snapshot() is not snap:  # (not after a retry)
+            self.storage.install_snapshot(snap)
+        self.storage.append_batch(rd.entries, rd.hard_state, sync=rd.must_sync)
 
     @property
     def _term(self) -> int:

@@ -47,7 +47,7 @@ def node_status(node: NodeApi, grant: Grant) -> dict[str, Any]:
     out["storage_failed"] = full["storage_failed"]
     for k in ("leader", "fsync_ms_p50", "fsync_ms_p99", "fsyncs", "log_bytes"):
         out[k] = full[k]
-    for k in ("inflight_records", "tail_subscribers", "reorder", "connections"):
+    for k in ("inflight_records", "tail_subscribers", "reorder", "connections", "retention"):
         out[k] = full[k]
     out["clock"] = {k: v for k, v in full["clock"].items() if k != "peer_offsets_ms"}
     return out

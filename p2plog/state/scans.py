@@ -169,7 +169,9 @@ def scan_step(
             pos = e.index + 1
             if scanned >= budget:
                 return out, lo, Span(lo, hi, pos, span.end)
-    return out, lo, None
+    # Every applied entry from ``start`` was read: the records of [lo, hi) not seen are
+    # below the log's first index (cut by retention), so the range is done.
+    return out, max(lo, hi) if pos >= span.end else lo, None
 
 
 def span_for_bytes(storage: ScanLog, span: Span, max_bytes: int) -> Span:

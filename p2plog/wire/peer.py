@@ -6,6 +6,8 @@ challenge-response handshake (``p2plog.wire.peer_auth``): the acceptor sends ``c
 then does the dialer send. After that:
 
 - ``rv``/``rvr``/``ae``/``aer``/``hb``/``hbr``/``tn``: the Raft messages;
+- ``snap {i, st, off, total, data}``: one chunk of an InstallSnapshot (``wire.peer_snapshot``
+  cuts a snapshot into chunks and puts them back together);
 - ``fwd {fid, ack, ids, bodies}``: records a follower accepted, for the leader (``ids``: their
   16-byte ids concatenated); ``fwda {fid, runs, acks | code, msg, retry_after_ms}`` answers;
 - ``ci {rid}``: a follower's read barrier asks the leader's commit index; ``cia {rid, c}``
@@ -31,6 +33,7 @@ from p2plog.raft.messages import (
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -38,6 +41,7 @@ from p2plog.raft.messages import (
 )
 from p2plog.raft.types import Entry, Index, NodeId, Term
 from p2plog.record import MAX_BATCH_RECORDS, MAX_RECORD_BYTES
+from p2plog.replica.snapshot import MAX_SNAPSHOT_BYTES
 from p2plog.state.entry import entry_problem
 from p2plog.wire.client import ErrorCode, add_to_runs
 from p2plog.wire.envelope import ProtocolError, decode, encode, kinds, typed
@@ -53,7 +57,9 @@ MAX_ENTRIES = 1 << 17
 MAX_TERM = MAX_INDEX = 1 << 62
 NONCE_BYTES = 16
 PROOF_BYTES = 32
-RAFT_KINDS = ("rv", "rvr", "ae", "aer", "hb", "hbr", "tn")
+RAFT_KINDS = ("rv", "rvr", "ae", "aer", "hb", "hbr", "tn", "snap")
+SNAPSHOT_CHUNK = 1 << 20
+MAX_SNAPSHOT = MAX_SNAPSHOT_BYTES  # a node's state: its dedup window and event-time buffer
 
 Nat = Annotated[int, msgspec.Meta(ge=0, le=MAX_INDEX)]
 Pos = Annotated[int, msgspec.Meta(ge=1, le=MAX_INDEX)]
@@ -143,6 +149,24 @@ class TN(_Raft, tag="tn", frozen=True):
     pass
 
 
+class Snap(_Raft, tag="snap", frozen=True):
+    """One chunk of the snapshot at index ``i`` (term ``st``): bytes ``off`` .. of ``total``."""
+
+    i: Pos
+    st: Nat
+    off: Annotated[int, msgspec.Meta(ge=0, lt=MAX_SNAPSHOT)]
+    total: Annotated[int, msgspec.Meta(ge=0, le=MAX_SNAPSHOT)]
+    data: Annotated[bytes, msgspec.Meta(max_length=SNAPSHOT_CHUNK)]
+
+    def __post_init__(self) -> None:
+        if self.off + len(self.data) > self.total:
+            raise ValueError(
+                f"a chunk at {self.off} of {len(self.data)} bytes is past {self.total}"
+            )
+        if not self.data and self.total:
+            raise ValueError("an empty chunk of a snapshot that is not empty")
+
+
 class Fwd(_Msg, tag="fwd", frozen=True):
     fid: ReqId
     ack: Ack
@@ -217,7 +241,7 @@ class Tpr(_Msg, tag="tpr", frozen=True):
 
 RaftWire = RV | RVR | AE | AER | HB | HBR | TN
 RAFT_TYPES = (RV, RVR, AE, AER, HB, HBR, TN)
-PeerMessage = Challenge | Hello | Welcome | RaftWire | Fwd | Fwda | Ci | Cia | Tp | Tpr
+PeerMessage = Challenge | Hello | Welcome | RaftWire | Snap | Fwd | Fwda | Ci | Cia | Tp | Tpr
 _BY_KIND: dict[str, type[PeerMessage]] = kinds(PeerMessage)
 
 
@@ -246,6 +270,8 @@ def to_raft(m: RaftWire) -> Message:
 
 
 def encode_raft(m: Message) -> bytes:
+    """One frame for a Raft message (an InstallSnapshot: ``peer_snapshot.chunks``)."""
+    assert not isinstance(m, InstallSnapshot), "snapshots go as chunks: peer_snapshot.chunks"
     base: dict[str, Any] = {"src": m.src, "dst": m.dst, "term": m.term}
     if isinstance(m, AppendEntries):
         base.update(

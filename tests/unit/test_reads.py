@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from p2plog.raft.types import Entry, HardState, Index, NodeId, Term
+from p2plog.raft.types import Entry, HardState, Index, NodeId, Snapshot, Term
 from p2plog.record import LEVELS, validate
 from p2plog.state import scans
 from p2plog.state.entry import batch_data, parse_batch
@@ -241,6 +241,7 @@ def test_lo_below_first_index_is_clamped(tmp_path: Path) -> None:
     log = SegmentedLog(tmp_path / "n1", segment_bytes=4096, node="n1")
     try:
         fill(log)
+        log.compact(Snapshot(Index(59), log.term(Index(59)), b""))
         assert log.remove_before(Index(60)) > 0  # retention dropped the oldest segments
         first = log.first_index()
         assert first > 1
@@ -249,6 +250,19 @@ def test_lo_below_first_index_is_clamped(tmp_path: Path) -> None:
         got, nxt = indexes(log, Filter(), lo=1)
         assert got == list(range(oldest.base, N + 1))
         assert nxt == N + 1
+    finally:
+        log.close()
+
+
+def test_a_log_that_holds_no_record_of_the_range_is_done_with_it(tmp_path: Path) -> None:
+    """A node restored from a snapshot may hold none of the records asked for (they are in
+    the snapshot's past): the scan ends with next = hi, so a client paging on stops."""
+    log = SegmentedLog(tmp_path / "n1", segment_bytes=4096, node="n1")
+    try:
+        fill(log)
+        log.install_snapshot(Snapshot(Index(N + 10), Term(3), b""))
+        recs, nxt = scan_chunk(log, Span(1, N + 1, 1, N + 11), Filter(), no_dups, 100)
+        assert (recs, nxt) == ([], N + 1)
     finally:
         log.close()
 

@@ -20,17 +20,19 @@ from p2plog.raft.messages import (
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
     TimeoutNow,
 )
-from p2plog.raft.types import Entry, Index, NodeId, Term
+from p2plog.raft.types import Entry, Index, NodeId, Snapshot, Term
 from p2plog.record import MAX_BATCH_RECORDS
 from p2plog.state.entry import batch_data, tick_data
 from p2plog.wire import envelope as env
 from p2plog.wire import peer as wp
 from p2plog.wire import peer_auth as pa
+from p2plog.wire import peer_snapshot
 from p2plog.wire.envelope import VERSION, ProtocolError
 
 MAX = wp.MAX_PEER_FRAME
@@ -42,13 +44,27 @@ def frame(**fields: Any) -> bytes:
 
 
 def raft_dict(m: Message) -> dict[str, Any]:
+    if isinstance(m, InstallSnapshot):
+        return env.decode(peer_snapshot.chunks(m)[0], MAX)
     return env.decode(wp.encode_raft(m), MAX)
 
 
 def round_trip(m: Message) -> Message:
+    if isinstance(m, InstallSnapshot):
+        a = peer_snapshot.Assembly()
+        out = [a.add(_snap_chunk(f)) for f in peer_snapshot.chunks(m)]
+        assert all(x is None for x in out[:-1])
+        assert out[-1] is not None
+        return out[-1]
     got = wp.decode_peer(wp.encode_raft(m))
     assert isinstance(got, wp.RAFT_TYPES)
     return wp.to_raft(got)
+
+
+def _snap_chunk(frame: bytes) -> wp.Snap:
+    c = wp.decode_peer(frame)
+    assert isinstance(c, wp.Snap)
+    return c
 
 
 def decode_dict(d: dict[str, Any]) -> wp.PeerMessage:
@@ -225,6 +241,8 @@ ALL_MESSAGES: list[Message] = [
     Heartbeat(N1, N2, Term(5), Index(11)),
     HeartbeatResponse(N2, N1, Term(5)),
     TimeoutNow(N1, N2, Term(5)),
+    InstallSnapshot(N1, N2, Term(5), Snapshot(Index(40), Term(4), b"")),
+    InstallSnapshot(N1, N2, Term(5), Snapshot(Index(40), Term(4), bytes(range(256)) * 9000)),
 ]
 
 
@@ -590,3 +608,32 @@ def test_forward_acks_must_not_overlap() -> None:
         assert isinstance(m, wp.Fwda)
         with pytest.raises(ProtocolError, match="overlaps or is past"):
             m.outcomes(2)
+
+
+def test_snapshot_chunks_out_of_order_or_from_two_snapshots_are_not_delivered() -> None:
+    big = InstallSnapshot(N1, N2, Term(5), Snapshot(Index(40), Term(4), b"x" * (4 << 20)))
+    other = InstallSnapshot(N1, N2, Term(6), Snapshot(Index(50), Term(6), b"y" * (3 << 20)))
+    a, b = peer_snapshot.chunks(big), peer_snapshot.chunks(other)
+    asm = peer_snapshot.Assembly()
+    assert asm.add(_snap_chunk(a[0])) is None
+    assert asm.add(_snap_chunk(a[2])) is None  # a gap: the assembly starts over
+    assert asm.add(_snap_chunk(a[3])) is None
+    assert asm.add(_snap_chunk(b[0])) is None
+    assert asm.add(_snap_chunk(a[1])) is None  # another snapshot's chunk
+    got = [asm.add(_snap_chunk(f)) for f in b]
+    assert got[-1] == other
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"off": 10, "total": 5, "data": b"x"},
+        {"off": 0, "total": wp.MAX_SNAPSHOT + 1, "data": b"x"},
+        {"off": 0, "total": 3, "data": b""},
+        {"off": 0, "total": 2 << 20, "data": b"x" * (wp.SNAPSHOT_CHUNK + 1)},
+    ],
+)
+def test_bad_snapshot_chunks_are_refused(fields: dict[str, Any]) -> None:
+    d = {"v": 1, "kind": "snap", "src": "n1", "dst": "n2", "term": 1, "i": 3, "st": 1, **fields}
+    with pytest.raises(ProtocolError):
+        decode_dict(d)
