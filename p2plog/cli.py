@@ -1,7 +1,8 @@
 """``p2plog`` (or ``python -m p2plog``): the command line.
 
 Node commands: ``run`` (one node), ``local`` (every node of a peers.toml on this host),
-``verify`` (offline check of a data directory). Client commands (``p2plog.client.commands``):
+``verify`` (offline check of a data directory or a backup), ``backup`` and ``restore``
+(``p2plog.backup_cli``). Client commands (``p2plog.client.commands``):
 ``send``, ``query``, ``tail``, ``status``; they talk to the nodes of ``--addr``, else of
 ``--config``/``--node``, else of ``$P2PLOG_ADDR``, else of ./peers.toml
 (``p2plog.client.targets``). Exit codes: 0 done, 1 the cluster or the data could not do it
@@ -56,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--config", type=Path, default=Path("peers.toml"), help="peers.toml to use")
     loc.add_argument("--data-dir", type=Path, help="put node data under DIR/<id>")
     add_client_commands(sub)
-    v = sub.add_parser("verify", help="check a node's data directory offline")
-    v.add_argument("dir", type=Path, metavar="DIR", help="the node's data directory")
+    v = sub.add_parser("verify", help="check a node's data directory (offline) or a backup")
+    v.add_argument("dir", type=Path, metavar="DIR", help="the data directory or backup")
     v.add_argument(
         "--repair", action="store_true", help="cut the log at the first bad frame (says what first)"
     )
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     from p2plog.security.commands import add_parsers
 
     add_parsers(sub)
+    from p2plog import backup_cli
+
+    backup_cli.add_parsers(sub)
     return p
 
 
@@ -329,6 +333,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             from p2plog.security import commands
 
             return commands.cmd_certs(args) if args.command == "certs" else commands.cmd_token(args)
+        if args.command in ("backup", "restore"):
+            from p2plog import backup_cli
+
+            run = backup_cli.cmd_backup if args.command == "backup" else backup_cli.cmd_restore
+            return run(args)
+        if (args.dir / "manifest.json").exists() and not args.repair:
+            from p2plog.backup_cli import cmd_verify_backup
+
+            return cmd_verify_backup(args.dir, progress=not args.no_progress)
         return cmd_verify(args.dir, do_repair=args.repair, progress=not args.no_progress)
     except P2PLogError as e:
         print(f"p2plog {args.command}: {e}", file=sys.stderr)
