@@ -58,13 +58,13 @@ class RaftLog:
         if index <= 0:
             return Term(0)
         ps = self.pending_snapshot
-        if ps is not None:
-            if index == ps.index:
-                return ps.term
-            raise Compacted(f"index {index} is below the snapshot at {ps.index}")
-        if index < self.reader.first_index() - 1:
-            raise Compacted(f"index {index} is below the snapshot at {self.first_index() - 1}")
-        return self.reader.term(index)
+        if ps is None:
+            if index < self.reader.first_index() - 1:
+                raise Compacted(f"index {index} is below the log's snapshot")
+            return self.reader.term(index)
+        if index == ps.index:
+            return ps.term
+        raise Compacted(f"index {index} is below the snapshot at {ps.index}")
 
     def last_term(self) -> Term:
         return self.term(self.last_index())
@@ -72,9 +72,12 @@ class RaftLog:
     def match_term(self, index: Index, term: Term) -> bool:
         """Raft §5.3 consistency check: do we hold an entry at ``index`` with ``term``? Below
         the snapshot the answer is no (callers only ask there about committed entries)."""
-        if index > self.last_index() or index < self.first_index() - 1:
+        if index > self.last_index():
             return False
-        return self.term(index) == term
+        try:
+            return self.term(index) == term
+        except Compacted:
+            return False
 
     def is_up_to_date(self, last_index: Index, last_term: Term) -> bool:
         """Raft §5.4.1: is a candidate's log at least as up-to-date as ours?"""

@@ -120,15 +120,7 @@ class Applier:
             "applied_index": self.applied_index,
             "record_index": self.record_index,
             "records": self.records,
-            "window": [
-                # a chunk's indexes are nearly always one range: kept as its start alone
-                [
-                    b"".join(ids),
-                    ix.start if isinstance(ix, range) and ix.step == 1 else list(ix),
-                    ts,
-                ]
-                for ids, ix, ts in self.window.export()
-            ],
+            "window": [_chunk(ids, ix, ts) for ids, ix, ts in self.window.export()],
             "dups": sorted(self.dup_indexes),
             "terms": [list(self._term_at), list(self._terms)],
             "locate": [list(self._loc_rec), list(self._loc_entry), self._entries_since_loc],
@@ -172,8 +164,8 @@ class Applier:
         return self._loc_entry[k] if k >= 0 else 1
 
 
-def _chunk(ids: list[bytes], ix: Sequence[int], ts: int) -> list[Any]:
+def _chunk(ids: bytes, ix: Sequence[int], ts: int) -> list[Any]:
     """One dedup window entry for a snapshot; its indexes are nearly always one run of
     record indexes, kept as the run's start alone."""
     run = isinstance(ix, range) and ix.step == 1
-    return [b"".join(ids), ix.start if isinstance(ix, range) and run else list(ix), ts]
+    return [ids, ix.start if isinstance(ix, range) and run else list(ix), ts]

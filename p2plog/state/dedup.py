@@ -20,13 +20,20 @@ from itertools import repeat
 class _Chunk:
     """The fresh ids of one log entry and their record indexes (usually one ``range``)."""
 
-    __slots__ = ("_pos", "ids", "indexes", "ingest_ts")
+    __slots__ = ("_packed", "_pos", "ids", "indexes", "ingest_ts")
 
     def __init__(self, ids: Sequence[bytes], indexes: Sequence[int], ingest_ts: int) -> None:
-        self.ids = ids
+        self.ids = ids  # never changed once the chunk is made
         self.indexes = indexes
         self.ingest_ts = ingest_ts
         self._pos: dict[bytes, int] | None = None
+        self._packed: bytes | None = None
+
+    def packed(self) -> bytes:
+        """The ids back to back, made once (every snapshot after the first reuses it)."""
+        if self._packed is None:
+            self._packed = b"".join(self.ids)
+        return self._packed
 
     def index_of(self, rid: bytes) -> int:
         if self._pos is None:  # the first duplicate that hits this entry
@@ -55,10 +62,11 @@ class DedupWindow:
         """None of ``ids`` is in the window (one C-level pass: the common case)."""
         return self._ids.keys().isdisjoint(ids)
 
-    def export(self) -> list[tuple[list[bytes], Sequence[int], int]]:
-        """The window's entries, oldest first, as (ids, record indexes, ingest time): what a
-        snapshot keeps so that a node restored from it marks the same duplicates."""
-        return [(list(c.ids), c.indexes, c.ingest_ts) for c in self._chunks]
+    def export(self) -> list[tuple[bytes, Sequence[int], int]]:
+        """The window's entries, oldest first, as (ids back to back, record indexes, ingest
+        time): what a snapshot keeps so that a node restored from it marks the same
+        duplicates. Immutable values: a chunk never changes once made."""
+        return [(c.packed(), c.indexes, c.ingest_ts) for c in self._chunks]
 
     def restore(self, chunks: Sequence[tuple[Sequence[bytes], Sequence[int], int]]) -> None:
         """Refill an empty window from ``export``'s output (no eviction: it was in bounds)."""

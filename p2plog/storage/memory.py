@@ -26,7 +26,7 @@ from p2plog.raft.types import NO_SNAPSHOT, Entry, HardState, Index, Snapshot, Te
 class MemoryStore:
     def __init__(self) -> None:
         self._snap = NO_SNAPSHOT
-        self._first = 1  # the index of ``_synced[0]`` (and of ``_tail[0]`` when base is 0)
+        self._first = Index(1)  # the index of ``_synced[0]`` (of ``_tail[0]`` when base is 0)
         self._synced: list[Entry] = []
         self._base = 0
         self._tail: list[Entry] = []
@@ -37,7 +37,7 @@ class MemoryStore:
     # -- LogReader (current view) --
 
     def first_index(self) -> Index:
-        return Index(self._first)
+        return self._first
 
     def snapshot(self) -> Snapshot:
         return self._snap
@@ -115,13 +115,13 @@ class MemoryStore:
         assert self.term(snap.index) == snap.term, f"snapshot term {snap.term} at {snap.index}"
         del self._synced[:drop]
         self._base -= drop
-        self._first = snap.index + 1
+        self._first = Index(snap.index + 1)
         self._snap = snap
 
     def install_snapshot(self, snap: Snapshot) -> None:
         """The leader's snapshot replaces the whole log (durable at once)."""
         self._snap = snap
-        self._first = snap.index + 1
+        self._first = Index(snap.index + 1)
         self._synced, self._base, self._tail = [], 0, []
 
     # -- crash model --
