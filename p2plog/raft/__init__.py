@@ -20,7 +20,8 @@ from p2plog.raft.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from p2plog.raft.node import RaftNode, Ready, Status
+from p2plog.raft.node import RaftNode, Ready
+from p2plog.raft.status import Status
 from p2plog.raft.types import (
     NO_SNAPSHOT,
     Entry,

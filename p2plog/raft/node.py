@@ -46,6 +46,7 @@ from p2plog.raft.messages import (
 )
 from p2plog.raft.progress import Progress, ProgressState
 from p2plog.raft.quorum import quorum_size, vote_result
+from p2plog.raft.status import ProgressStatus, Status
 from p2plog.raft.types import (
     Entry,
     HardState,
@@ -75,30 +76,6 @@ class Ready:
     messages: tuple[Message, ...]
     messages_after_persist: tuple[Message, ...]
     committed_entries: tuple[Entry, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ProgressStatus:
-    match: Index
-    next: Index
-    state: ProgressState
-    inflight: int
-    recent_active: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    id: NodeId
-    role: Role
-    term: Term
-    vote: NodeId | None
-    leader: NodeId | None
-    commit_index: Index
-    applied_index: Index
-    first_index: Index  # one past the snapshot the log starts after
-    last_index: Index
-    lead_transferee: NodeId | None
-    progress: dict[NodeId, ProgressStatus]
 
 
 class RaftNode:

@@ -35,7 +35,8 @@ from p2plog.clock.hlc import HLC
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import InstallSnapshot, Message
-from p2plog.raft.node import RaftNode, Ready, Status
+from p2plog.raft.node import RaftNode, Ready
+from p2plog.raft.status import Status
 from p2plog.raft.types import Entry, HardState, Index, LogReader, NodeId, Role, Snapshot, Term
 from p2plog.replica import acks, snapshot
 from p2plog.replica.intake import Draft, pack

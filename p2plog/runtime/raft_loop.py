@@ -30,7 +30,7 @@ from p2plog.errors import DiskFull, StorageFailed
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import Message
-from p2plog.raft.node import Status
+from p2plog.raft.status import Status
 from p2plog.raft.types import Entry, NodeId, Snapshot
 from p2plog.replica import snapshot
 from p2plog.replica.proposals import Proposal
