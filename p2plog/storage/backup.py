@@ -262,10 +262,9 @@ def check_backup(src: Path, *, progress: Progress | None = None) -> dict[str, An
     rep = verify(src)  # frames, segment continuity, the snapshot file
     if rep.problems:
         raise BackupError(f"{src}: {rep.problems[0]}")
-    if rep.last_index != m["index"]:
-        raise BackupError(
-            f"{src}: the log ends at {rep.last_index}, the manifest says {m['index']}"
-        )
+    last = rep.last_index if rep.segments else m["snapshot"]["index"]  # (nothing past it)
+    if last != m["index"]:
+        raise BackupError(f"{src}: the log ends at {last}, but the manifest says {m['index']}")
     return m
 
 

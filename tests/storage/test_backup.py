@@ -83,3 +83,16 @@ def test_nothing_is_overwritten(tmp_path: Path) -> None:
         restore(tmp_path / "bk", tmp_path / "node")
     with pytest.raises(BackupError, match="not a p2plog backup"):
         check_backup(tmp_path / "node")
+
+
+def test_a_log_holding_nothing_past_its_snapshot_backs_up_and_restores(tmp_path: Path) -> None:
+    src = SegmentedLog(tmp_path / "node", segment_bytes=SEG)
+    src.install_snapshot(Snapshot(Index(40), Term(3), b"leader state"))
+    m = backup(tmp_path / "node", tmp_path / "bk", 40)
+    src.close()
+    assert [f["path"] for f in m["files"]] == ["snapshot"]
+    check_backup(tmp_path / "bk")
+    restore(tmp_path / "bk", tmp_path / "new")
+    got = SegmentedLog(tmp_path / "new", segment_bytes=SEG)
+    assert (got.snapshot().index, got.first_index(), got.last_index()) == (40, 41, 40)
+    got.close()
