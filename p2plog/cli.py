@@ -17,10 +17,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from p2plog.errors import P2PLogError
-from p2plog.storage.verify import describe_cut, repair, verify
+from p2plog.progress_bar import terminal_bar
+from p2plog.storage.verify import describe_cut, repair, report_lines, verify
 
 if TYPE_CHECKING:
     from p2plog.client.options import ClientOptions
@@ -233,18 +234,12 @@ def cmd_verify(directory: Path, *, do_repair: bool, progress: bool) -> int:
     if not directory.is_dir():
         print(f"p2plog verify: {directory} is not a directory", file=sys.stderr)
         return 2
-    bar = ProgressBar("verify", sys.stderr) if progress and sys.stderr.isatty() else None
+    bar = terminal_bar("verify", wanted=progress)
     rep = verify(directory, progress=bar.update if bar else None)
     if bar is not None:
         bar.close()
-    print(
-        f"{directory}: {rep.segments} segment(s), entries {rep.first_index}..{rep.last_index}, "
-        f"{rep.bytes} bytes; hard state: {rep.hard_state}"
-    )
-    for w in rep.warnings:
-        print(f"warning: {w}")
-    for problem in rep.problems:
-        print(f"problem: {problem}")
+    for line in report_lines(rep):
+        print(line)
     if rep.cut is None:
         print("OK" if rep.ok else "FAILED")
         return 0 if rep.ok else 1
@@ -259,27 +254,6 @@ def cmd_verify(directory: Path, *, do_repair: bool, progress: bool) -> int:
     last = repair(rep)
     print(f"repaired: the log now ends at index {last}")
     return 0
-
-
-class ProgressBar:
-    """``verify  41% 1.2/2.9 GB`` on one terminal line, redrawn at most once per percent."""
-
-    def __init__(self, label: str, out: TextIO) -> None:
-        self.label = label
-        self.out = out
-        self.shown = -1
-
-    def update(self, done: int, total: int) -> None:
-        pct = 100 * done // total if total else 100
-        if pct != self.shown:
-            self.shown = pct
-            self.out.write(f"\r{self.label} {pct:3d}% {done / 1e9:.1f}/{total / 1e9:.1f} GB")
-            self.out.flush()
-
-    def close(self) -> None:
-        if self.shown >= 0:
-            self.out.write("\n")
-            self.out.flush()
 
 
 def cmd_run(config_path: Path, node_id: str | None, data_dir: Path | None, level: str) -> int:

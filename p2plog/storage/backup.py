@@ -33,7 +33,7 @@ from p2plog.raft.types import NO_SNAPSHOT, Snapshot
 from p2plog.storage import snapfile
 from p2plog.storage.meta import fsync_dir
 from p2plog.storage.segment import HEADER_SIZE, ScanEnd, decode_header, iter_frames
-from p2plog.storage.verify import verify
+from p2plog.storage.verify import Report, verify
 
 MANIFEST = "manifest.json"
 FORMAT = "p2plog-backup"
@@ -235,9 +235,10 @@ def read_manifest(src: Path) -> dict[str, Any]:
     return m
 
 
-def check_backup(src: Path, *, progress: Progress | None = None) -> dict[str, Any]:
-    """The manifest, once every file it names has its size and SHA-256 and the segments
-    continue each other; ``BackupError`` names the first that does not."""
+def check_backup(src: Path, *, progress: Progress | None = None) -> tuple[dict[str, Any], Report]:
+    """The manifest and the log's verify report, once every file the manifest names has its
+    size and SHA-256 and the log verifies up to the manifest's index; ``BackupError`` names
+    the first thing that does not."""
     m = read_manifest(src)
     files = m["files"]
     total, done = sum(int(f["bytes"]) for f in files), 0
@@ -265,12 +266,12 @@ def check_backup(src: Path, *, progress: Progress | None = None) -> dict[str, An
     last = rep.last_index if rep.segments else m["snapshot"]["index"]  # (nothing past it)
     if last != m["index"]:
         raise BackupError(f"{src}: the log ends at {last}, but the manifest says {m['index']}")
-    return m
+    return m, rep
 
 
 def restore(src: Path, data_dir: Path, *, progress: Progress | None = None) -> dict[str, Any]:
     """Check the backup in ``src``, then copy it into ``data_dir`` (absent or empty)."""
-    m = check_backup(src, progress=progress)
+    m, _ = check_backup(src, progress=progress)
     if data_dir.exists() and any(data_dir.iterdir()):
         raise BackupError(f"{data_dir} is not empty; restore into a new data directory")
     (data_dir / "log").mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,16 @@ def verify(data_dir: Path, *, progress: Progress | None = None) -> Report:
     return rep
 
 
+def report_lines(rep: Report) -> list[str]:
+    """What ``p2plog verify`` prints of a report: the summary, then warnings and problems."""
+    return [
+        f"{rep.data_dir}: {rep.segments} segment(s), entries {rep.first_index}..{rep.last_index}, "
+        f"{rep.bytes} bytes; hard state: {rep.hard_state}",
+        *(f"warning: {w}" for w in rep.warnings),
+        *(f"problem: {p}" for p in rep.problems),
+    ]
+
+
 def _check_snapshot(data_dir: Path, rep: Report) -> None:
     try:
         snap = snapfile.load(data_dir, tidy=False)

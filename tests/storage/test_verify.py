@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from p2plog import cli
+from p2plog.progress_bar import ProgressBar
 from p2plog.storage.segmented_log import SegmentedLog
 from p2plog.storage.verify import verify
 
@@ -43,7 +44,7 @@ def test_verify_without_a_callback(tmp_path: Path) -> None:
 
 def test_bar_draws_percentages_on_one_line() -> None:
     out = io.StringIO()
-    bar = cli.ProgressBar("verify", out)
+    bar = ProgressBar("verify", out)
     for done in (0, 5, 10, 500, 1000):
         bar.update(done, 1000)
     bar.close()
