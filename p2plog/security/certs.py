@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from p2plog.errors import ConfigError
-from p2plog.storage.meta import fsync_dir
+from p2plog.storage.meta import fsync_dir, write_all_fsync
 
 SKEW = dt.timedelta(hours=1)  # not_valid_before is backdated by this much (clock skew)
 # A bare host name (no port, no scheme), optionally a wildcard; IDNs must come as A-labels.
@@ -136,10 +136,7 @@ def write_new(path: Path, data: bytes, *, private: bool) -> None:
     try:
         try:
             os.fchmod(fd, mode)  # the umask may have cleared bits of a public file's mode
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_all_fsync(fd, data)
         finally:
             os.close(fd)
         fsync_dir(path.parent)  # the new directory entry must survive a crash too

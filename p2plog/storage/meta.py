@@ -96,6 +96,14 @@ class MetaStore:
         self.slot = 1 - self.slot
 
 
+def write_all_fsync(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less) and fsync it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a file creation, rename or removal in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

@@ -19,7 +19,7 @@ from crc32c import crc32c
 
 from p2plog.errors import Corruption
 from p2plog.raft.types import NO_SNAPSHOT, Index, Snapshot, Term
-from p2plog.storage.meta import fsync_dir
+from p2plog.storage.meta import fsync_dir, write_all_fsync
 
 NAME = "snapshot"
 MAGIC = b"P2SNAP01"
@@ -75,10 +75,7 @@ def save(data_dir: Path, s: Snapshot) -> int:
     raw = encode(s)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(raw)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        write_all_fsync(fd, raw)
     finally:
         os.close(fd)
     os.replace(tmp, data_dir / NAME)
