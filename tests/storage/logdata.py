@@ -9,6 +9,7 @@ from p2plog.raft.types import Entry, Index, Snapshot, Term
 from p2plog.storage.segmented_log import SegmentedLog
 
 PAYLOAD = 100
+SEG = 4096  # the segment size the tests open logs with (``opened``)
 
 
 def ent(term: int, index: int, data: bytes | None = None) -> Entry:

@@ -7,7 +7,7 @@ import contextlib
 import errno
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,33 +19,15 @@ from p2plog.storage import segmented_log as seglog_mod
 from p2plog.storage.segment import HEADER_SIZE as SEG_HEADER
 from p2plog.storage.segmented_log import SegmentedLog
 
-from .logdata import PAYLOAD, ent, keep_snapshot, read_all, run, seg_files
+from .logdata import PAYLOAD, SEG, ent, keep_snapshot, read_all, run, seg_files
 
 FRAME = 24  # frame header bytes
-SEG = 4096
 # PAYLOAD = 100 (logdata): 124-byte frames: 32 per 4096-byte segment (32 + 32 * 124 = 4000)
 PER_SEG = (SEG - SEG_HEADER) // (FRAME + PAYLOAD)
 
 
 def disk_bytes(d: Path) -> int:
     return sum(p.stat().st_size for p in seg_files(d))
-
-
-@pytest.fixture
-def opened(tmp_path: Path) -> Iterator[Callable[..., SegmentedLog]]:
-    """Open logs in tmp_path; every log still open at the end is closed."""
-    logs: list[SegmentedLog] = []
-
-    def _open(**kw: object) -> SegmentedLog:
-        kw.setdefault("segment_bytes", SEG)
-        lg = SegmentedLog(tmp_path, **kw)  # type: ignore[arg-type]
-        logs.append(lg)
-        return lg
-
-    yield _open
-    for lg in logs:
-        if lg.segments:
-            lg.close()
 
 
 def reopen(log: SegmentedLog, opener: Callable[..., SegmentedLog], **kw: object) -> SegmentedLog:

@@ -5,7 +5,7 @@ damaged snapshot or a log that starts past it refused. ``MemoryStore`` keeps the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,23 +17,6 @@ from p2plog.storage.memory import MemoryStore
 from p2plog.storage.segmented_log import SegmentedLog
 
 from .logdata import read_all, run, seg_files
-
-SEG = 4096
-
-
-@pytest.fixture
-def opened(tmp_path: Path) -> Iterator[Callable[[], SegmentedLog]]:
-    logs: list[SegmentedLog] = []
-
-    def _open() -> SegmentedLog:
-        lg = SegmentedLog(tmp_path, segment_bytes=SEG)
-        logs.append(lg)
-        return lg
-
-    yield _open
-    for lg in logs:
-        if lg.segments:
-            lg.close()
 
 
 def _fill(log: SegmentedLog, n: int) -> None:
