@@ -13,7 +13,6 @@ the entries (Raft §7).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -25,7 +24,7 @@ from p2plog.raft.types import Index, Snapshot
 from p2plog.replica.snapshot import MAX_SNAPSHOT_BYTES
 from p2plog.runtime.raft_loop import RaftLoop
 from p2plog.state.entry import parse_batch
-from p2plog.storage.segmented_log import SegmentedLog
+from p2plog.storage.segmented_log import SegmentedLog, segment_mtime
 
 log = logging.getLogger("p2plog.retention")
 
@@ -43,14 +42,17 @@ class Retention:
         self.last_cut_at: float | None = None
 
     def due(self, now: float | None = None) -> bool:
-        """Would a pass cut anything (ignoring the applied index)?"""
+        """Would a pass cut anything (ignoring how far the snapshot reaches)?"""
         st, cfg = self.storage, self.cfg
-        if not cfg.enabled or len(st.segments) < 2:
+        if not cfg.enabled:
             return False
-        if cfg.max_bytes and st.total_bytes > cfg.max_bytes:
-            return True
-        now = time.time() if now is None else now
-        return bool(cfg.max_age_s) and now - _mtime(st.segments[0].path) > cfg.max_age_s
+        cut = st.retention_cut(
+            below=Index(st.last_index() + 1),
+            max_bytes=cfg.max_bytes or None,
+            max_age_s=cfg.max_age_s or None,
+            now=now,
+        )
+        return cut > 0
 
     async def run(self, loop: RaftLoop) -> None:
         """Ask for a pass whenever one is due; runs until cancelled."""
@@ -92,7 +94,8 @@ class Retention:
 
     def status(self) -> dict[str, Any]:
         st = self.storage
-        oldest = _mtime(st.segments[0].path) if st.segments else None
+        now = time.time()
+        oldest = segment_mtime(st.segments[0].path, now) if st.segments else None
         snap = st.snapshot()
         return {
             "max_age_s": self.cfg.max_age_s,
@@ -101,7 +104,7 @@ class Retention:
                 "first_index": st.first_index(),
                 "segments": len(st.segments),
                 "bytes": st.total_bytes,
-                "oldest_age_s": None if oldest is None else round(time.time() - oldest, 1),
+                "oldest_age_s": None if oldest is None else round(now - oldest, 1),
             },
             "cut": {
                 "segments": self.segments_cut,
@@ -111,13 +114,6 @@ class Retention:
             },
             "snapshot": {"index": snap.index, "term": snap.term, "bytes": len(snap.data)},
         }
-
-
-def _mtime(path: os.PathLike[str]) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except FileNotFoundError:
-        return time.time()
 
 
 def _first_record(st: SegmentedLog) -> int | None:

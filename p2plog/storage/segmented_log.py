@@ -357,9 +357,22 @@ class SegmentedLog:
         max_age_s: float | None = None,
         now: float | None = None,
     ) -> int:
-        """Remove the oldest sealed segments wholly below ``below`` (the runtime passes its
-        applied index) while the log exceeds ``max_bytes`` or they are older than
-        ``max_age_s`` (by the time they were sealed)."""
+        """Remove the segments ``retention_cut`` names (never past the snapshot)."""
+        cut = self.retention_cut(below=below, max_bytes=max_bytes, max_age_s=max_age_s, now=now)
+        return self.remove_before(cut) if cut else 0
+
+    def retention_cut(
+        self,
+        *,
+        below: Index,
+        max_bytes: int | None = None,
+        max_age_s: float | None = None,
+        now: float | None = None,
+    ) -> Index:
+        """Where retention would cut (0: nothing): after the oldest sealed segments wholly
+        below ``below`` (the runtime passes one past its snapshot) while the log exceeds
+        ``max_bytes`` or they are older than ``max_age_s`` (by their last write). Only reads
+        (``Retention.due`` asks it from the event loop)."""
         now = time.time() if now is None else now
         cut = Index(0)
         total = self.total_bytes
@@ -367,12 +380,12 @@ class SegmentedLog:
             if seg.last_index >= below:
                 break
             too_big = max_bytes is not None and total > max_bytes
-            too_old = max_age_s is not None and now - os.stat(seg.path).st_mtime > max_age_s
+            too_old = max_age_s is not None and now - segment_mtime(seg.path, now) > max_age_s
             if not (too_big or too_old):
                 break
             total -= seg.size
             cut = Index(seg.last_index + 1)
-        return self.remove_before(cut) if cut else 0
+        return cut
 
     # -------------------------------------------------------------- helpers
 
@@ -418,3 +431,12 @@ class SegmentedLog:
                 log.error("%s: closing %s failed: %s", self.node, seg.path, e)
         self.segments = []
         self._firsts = []
+
+
+def segment_mtime(path: Path, default: float) -> float:
+    """A segment's last write; ``default`` when it was just removed (by the storage thread,
+    while the event loop asks ``retention_cut``)."""
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return default
