@@ -261,10 +261,12 @@ def cmd_run(config_path: Path, node_id: str | None, data_dir: Path | None, level
 
     from p2plog.config import load
     from p2plog.service.main import run_node, setup_logging
+    from p2plog.service.memory import pin_mmap_threshold
 
     cfg = load(config_path)
     me = cfg.node(node_id)
     setup_logging(level)
+    pin_mmap_threshold()
     try:
         trio.run(run_node, cfg, me, data_dir)
     except OSError as e:

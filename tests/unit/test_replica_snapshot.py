@@ -93,8 +93,8 @@ def test_restored_replica_goes_on_identically(seed: int) -> None:
     [
         b"",
         b"\xff" * 10,
-        cbor2.dumps({"v": 2}),
-        cbor2.dumps({"v": 1, "applier": {}, "events": {}, "held": [], "hlc": 0}),
+        cbor2.dumps({"v": 1}),
+        cbor2.dumps({"v": 2, "applier": {}, "events": {}, "held": [], "hlc": 0}),
         cbor2.dumps([1, 2, 3]),
     ],
 )
@@ -111,6 +111,10 @@ def test_a_snapshot_with_a_bad_field_is_refused() -> None:
     with pytest.raises(snapshot.SnapshotError, match="16-byte"):
         snapshot.decode(cbor2.dumps(d))
     d = cbor2.loads(snapshot.encode(a, ev, 0))
-    d["held"].append([1, 2, 3, 4, 5, b"x", b"y"])
-    with pytest.raises(snapshot.SnapshotError, match="buffered record"):
+    d["held"][1] += b"x" * 16  # one more id than there are records
+    with pytest.raises(snapshot.SnapshotError, match="disagree"):
+        snapshot.decode(cbor2.dumps(d))
+    d = cbor2.loads(snapshot.encode(a, ev, 0))
+    d["held"][3] += b"y"  # a body byte no length accounts for
+    with pytest.raises(snapshot.SnapshotError, match="add up"):
         snapshot.decode(cbor2.dumps(d))
