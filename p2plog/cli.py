@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from p2plog.client.options import ClientOptions
     from p2plog.client.targets import Targets
 
-CLIENT_COMMANDS = ("send", "query", "tail", "status")
+CLIENT_COMMANDS = ("send", "query", "tail", "status", "member")
 LEVELS = ("debug", "info", "warning", "error", "critical")
 TIME_HELP = "ISO-8601 (2026-11-24T22:27:16Z; no zone = UTC) or relative: -30s, -5m, -2h, -1d"
 
@@ -100,22 +100,31 @@ def _addr_arg(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def client_options(*, after_subcommand: bool = False) -> argparse.ArgumentParser:
+    """The options every client command takes, as a parent parser. ``after_subcommand``: for
+    the parsers of a command's own subcommands (``member add ... --config F``), whose absent
+    options must not override what was given before the subcommand."""
+    c = argparse.ArgumentParser(add_help=False)
+    kw: dict[str, object] = {"default": argparse.SUPPRESS} if after_subcommand else {}
+    c.add_argument(
+        "--addr",
+        type=_addr_arg,
+        action="extend",
+        metavar="HOST:PORT",
+        help="node(s) to talk to, in failover order: repeat or comma-separate; [v6]:port "
+        "and wss:// work (default: $P2PLOG_ADDR, else the nodes of --config)",
+        **kw,  # type: ignore[arg-type]
+    )
+    c.add_argument("--config", type=Path, help="peers.toml (default: ./peers.toml)", **kw)  # type: ignore[arg-type]
+    c.add_argument("--node", help="talk to this node of the config (default: all, in order)", **kw)  # type: ignore[arg-type]
+    c.add_argument("--token", help="client token (default: $P2PLOG_TOKEN)", **kw)  # type: ignore[arg-type]
+    c.add_argument("--ca", help="CA file for wss:// (default: $P2PLOG_CA, or [tls] ca)", **kw)  # type: ignore[arg-type]
+    return c
+
+
 def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def common(cmd: str, help_text: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(cmd, help=help_text)
-        c.add_argument(
-            "--addr",
-            type=_addr_arg,
-            action="extend",
-            metavar="HOST:PORT",
-            help="node(s) to talk to, in failover order: repeat or comma-separate; [v6]:port "
-            "and wss:// work (default: $P2PLOG_ADDR, else the nodes of --config)",
-        )
-        c.add_argument("--config", type=Path, help="peers.toml (default: ./peers.toml)")
-        c.add_argument("--node", help="talk to this node of the config (default: all, in order)")
-        c.add_argument("--token", help="client token (default: $P2PLOG_TOKEN)")
-        c.add_argument("--ca", help="CA file for wss:// (default: $P2PLOG_CA, or [tls] ca)")
-        return c
+        return sub.add_parser(cmd, help=help_text, parents=[client_options()])
 
     def selectors(c: argparse.ArgumentParser, limit: int | None) -> None:
         c.add_argument("--from-index", type=int, metavar="N", help="first log index")
@@ -149,6 +158,9 @@ def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     common("status", "role, term, leader and indexes of every node").add_argument(
         "--json", action="store_true", help="one JSON object with a nodes list"
     )
+    from p2plog.client import member_cli
+
+    member_cli.add_parser(common, client_options(after_subcommand=True))
 
 
 def _fix_negative_times(argv: list[str]) -> list[str]:
@@ -219,6 +231,14 @@ def _run_client(args: argparse.Namespace, targets: Targets, opts: ClientOptions)
                 labels=targets.labels,
                 options=opts,
             )
+        )
+    if args.command == "member":
+        from p2plog.client import member_cli
+
+        fields = member_cli.request(args)
+        as_json = bool(getattr(args, "json", False))
+        return trio.run(
+            lambda: member_cli.member(addresses, fields, as_json=as_json, out=out, options=opts)
         )
     if args.command in ("query", "tail"):
         run = commands.query if args.command == "query" else commands.tail

@@ -28,6 +28,9 @@ class NodeConfig:
     host: str
     port: int
     data_dir: Path
+    # Not in the bootstrap configuration: a host that joins a running cluster and waits to be
+    # added (``p2plog member add``). The log, not this file, holds who the members are.
+    join: bool = False
 
     @property
     def address(self) -> str:
@@ -111,6 +114,11 @@ class Config:
     by_id: dict[NodeId, NodeConfig] = field(default_factory=dict, compare=False)
     retention: RetentionConfig = RetentionConfig()
 
+    def bootstrap_voters(self) -> list[NodeId]:
+        """The voters before any membership change is in the log: every node not marked
+        ``join``. Every host's file must agree on them (a new host's file may add nodes)."""
+        return [n.id for n in self.nodes if not n.join]
+
     def node(self, node_id: str | None) -> NodeConfig:
         """This host's entry: ``node_id``, else ``self = ...`` from the file."""
         nid = node_id or self.self_id
@@ -192,6 +200,11 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
             )
         by_id[n.id] = n
         addresses[n.address] = n.id
+    if all(n.join for n in nodes):
+        raise ConfigError(
+            f"{f}: every [[node]] has join = true; the nodes that start the cluster must not "
+            f"(join is for a host added later with `p2plog member add`)"
+        )
     self_id = raw.get("self")
     if self_id is not None and (not isinstance(self_id, str) or self_id not in by_id):
         raise ConfigError(f"{f}: self = {self_id!r} names no [[node]]; use one of {list(by_id)}")
@@ -301,7 +314,7 @@ def _tls(t: Any, f: str, base: Path) -> TlsConfig:
 def _node(t: Any, i: int, f: str, base: Path) -> NodeConfig:
     if not isinstance(t, dict):
         raise ConfigError(f"{f}: [[node]] #{i + 1} must be a table")
-    _no_unknown(t, {"id", "address", "data_dir"}, f, f"[[node]] #{i + 1}")
+    _no_unknown(t, {"id", "address", "data_dir", "join"}, f, f"[[node]] #{i + 1}")
     nid = t.get("id")
     if not isinstance(nid, str) or not NODE_ID.fullmatch(nid):
         raise ConfigError(
@@ -315,7 +328,10 @@ def _node(t: Any, i: int, f: str, base: Path) -> NodeConfig:
     data_dir = t.get("data_dir", f"p2plog-data/{nid}")
     if not isinstance(data_dir, str) or not data_dir:
         raise ConfigError(f'{f}: node "{nid}" data_dir must be a path string')
-    return NodeConfig(NodeId(nid), host, port, (base / data_dir).resolve())
+    join = t.get("join", False)
+    if not isinstance(join, bool):
+        raise ConfigError(f'{f}: node "{nid}" join must be true or false, got {join!r}')
+    return NodeConfig(NodeId(nid), host, port, (base / data_dir).resolve(), join)
 
 
 def _address(address: Any, nid: str, f: str) -> tuple[str, int]:

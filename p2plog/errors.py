@@ -35,3 +35,13 @@ class StorageFailed(StorageError):
     """A write or fsync failed with an I/O error. The kernel may have dropped the dirty pages,
     so retrying the fsync could report success for data that is gone (the 2018 'fsyncgate'
     lesson): the store refuses every later write and the node must be restarted."""
+
+
+class MemberError(P2PLogError):
+    """A ``member`` command the node cannot carry out; ``code`` is the client error code
+    (``not_leader``, ``refused``, ``timeout``, ``overloaded``), the message says what to do."""
+
+    def __init__(self, code: str, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg

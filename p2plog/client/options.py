@@ -14,7 +14,7 @@ from p2plog.client.records import DEFAULT_FRAME_BYTES, DEFAULT_FRAME_RECORDS
 # Error codes a request (query page, status, time) or a submit frame retries on; the second
 # set on another node. A tail keeps its own set (``p2plog.client.tail.RETRY_CODES``).
 RETRY_CODES = frozenset({"unavailable", "overloaded", "timeout"})
-FAILOVER_CODES = frozenset({"shutting_down", "storage_failed"})
+FAILOVER_CODES = frozenset({"shutting_down", "storage_failed", "not_leader"})
 
 
 @dataclass(frozen=True, slots=True)

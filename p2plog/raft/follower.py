@@ -54,7 +54,7 @@ def step_follower(node: Participant, m: Message) -> None:
         node.election_elapsed = 0
         node.leader = m.src
         handle_snapshot(node, m)
-    elif isinstance(m, TimeoutNow):
+    elif isinstance(m, TimeoutNow) and node.id in node.voters:
         node.campaign(pre_vote=False, transfer=True)
 
 

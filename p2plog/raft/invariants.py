@@ -65,8 +65,9 @@ def _problems(node: RaftNode):  # type: ignore[no-untyped-def]
 def _leader_problems(node: RaftNode, last: int):  # type: ignore[no-untyped-def]
     if node.leader != node.id:
         yield f"leader thinks the leader is {node.leader}"
-    if set(node.progress) != set(node.voters):
-        yield f"progress for {sorted(node.progress)} but voters are {sorted(node.voters)}"
+    members = {node.id, *node.conf.members()}
+    if set(node.progress) != members:
+        yield f"progress for {sorted(node.progress)} but the members are {sorted(members)}"
     for pid, pr in node.progress.items():
         if not pr.match < pr.next <= last + 1:
             yield f"progress {pid}: need match {pr.match} < next {pr.next} <= {last + 1}"

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from p2plog.raft.types import Entry, Index, LogReader, Snapshot, Term
+from p2plog.raft.membership import ConfLog
+from p2plog.raft.types import ConfState, Entry, Index, LogReader, Snapshot, Term
+
+NO_CONF = ConfState(())  # a log read on its own (tests, tools): no members
 
 
 class Compacted(LookupError):
@@ -23,10 +26,22 @@ class Compacted(LookupError):
 
 
 class RaftLog:
-    __slots__ = ("applied", "committed", "offset", "pending_snapshot", "reader", "unstable")
+    __slots__ = (
+        "applied",
+        "bootstrap",
+        "committed",
+        "confs",
+        "offset",
+        "pending_snapshot",
+        "reader",
+        "unstable",
+    )
 
-    def __init__(self, reader: LogReader) -> None:
+    def __init__(self, reader: LogReader, bootstrap: ConfState = NO_CONF) -> None:
         self.reader = reader
+        self.bootstrap = bootstrap
+        # The configuration in force is the newest in the log, committed or not.
+        self.confs = ConfLog(reader.snapshot().conf or bootstrap, reader.conf_entries())
         self.unstable: list[Entry] = []
         self.offset = Index(reader.last_index() + 1)
         self.pending_snapshot: Snapshot | None = None
@@ -123,6 +138,7 @@ class RaftLog:
         """Append entries that extend the log (the leader's own proposals)."""
         assert not entries or entries[0].index == self.last_index() + 1
         self.unstable.extend(entries)
+        self.confs.appended(entries)
 
     def maybe_append(
         self, prev_index: Index, prev_term: Term, commit: Index, entries: Sequence[Entry]
@@ -144,6 +160,7 @@ class RaftLog:
         return last_new
 
     def _truncate_and_append(self, entries: Sequence[Entry]) -> None:
+        self.confs.appended(entries)  # a truncated configuration entry no longer applies
         after = entries[0].index
         if after == self.offset + len(self.unstable):
             self.unstable.extend(entries)
@@ -175,6 +192,7 @@ class RaftLog:
         persists it with the next ``Ready``; the state machine is restored from it then."""
         assert s.index > self.committed, f"snapshot at {s.index} behind commit {self.committed}"
         self.pending_snapshot = s
+        self.confs.restored(s.conf or self.bootstrap)
         self.offset = Index(s.index + 1)
         self.unstable = []
         self.committed = s.index

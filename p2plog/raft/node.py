@@ -34,6 +34,14 @@ from random import Random
 from p2plog.raft import follower, leader
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.log import RaftLog
+from p2plog.raft.membership import (
+    ConfChange,
+    ConfChangeRefused,
+    apply_change,
+    bootstrap_conf,
+    encode_conf,
+    is_conf,
+)
 from p2plog.raft.messages import (
     AppendEntries,
     Heartbeat,
@@ -48,6 +56,7 @@ from p2plog.raft.progress import Progress, ProgressState
 from p2plog.raft.quorum import quorum_size, vote_result
 from p2plog.raft.status import ProgressStatus, Status
 from p2plog.raft.types import (
+    ConfState,
     Entry,
     HardState,
     Index,
@@ -85,20 +94,23 @@ class RaftNode:
         self,
         config: RaftConfig,
         node_id: NodeId,
-        voters: Sequence[NodeId],
+        bootstrap: ConfState | Sequence[NodeId],
         hard_state: HardState,
         log_reader: LogReader,
         rng: Random,
     ) -> None:
-        assert node_id in voters, f"{node_id} is not among the voters {list(voters)}"
-        assert len(set(voters)) == len(voters), f"duplicate voters in {list(voters)}"
+        if not isinstance(bootstrap, ConfState):
+            assert len(set(bootstrap)) == len(bootstrap), f"duplicate voters in {bootstrap}"
+            bootstrap = bootstrap_conf(bootstrap)
         self.config = config
         self.id = node_id
-        self.voters: tuple[NodeId, ...] = tuple(voters)
-        self.peers: tuple[NodeId, ...] = tuple(v for v in voters if v != node_id)
-        self.quorum = quorum_size(len(self.voters))
         self.rng = rng
-        self.log = RaftLog(log_reader)
+        self.log = RaftLog(log_reader, bootstrap)
+        self.conf = self.log.confs.current()
+        self.voters: tuple[NodeId, ...] = ()
+        self.peers: tuple[NodeId, ...] = ()
+        self.quorum = 1
+        self._set_conf(self.conf)
         self.term = hard_state.term
         self.vote = hard_state.vote
         if self.log.last_term() > self.term:
@@ -136,7 +148,7 @@ class RaftNode:
             leader.tick_leader(self)
         else:
             self.election_elapsed += 1
-            if self.election_elapsed >= self.randomized_election_ticks:
+            if self.election_elapsed >= self.randomized_election_ticks and self.may_campaign():
                 self.election_elapsed = 0
                 self.campaign(pre_vote=self.config.pre_vote, transfer=False)
 
@@ -156,10 +168,40 @@ class RaftNode:
         limit = self.config.max_uncommitted_bytes
         if self.uncommitted_bytes and self.uncommitted_bytes + size > limit:
             return None
+        if any(is_conf(d) for d in datas):
+            raise ValueError("configuration entries go through propose_conf_change()")
         first = Index(self.log.last_index() + 1)
         entries = [Entry(self.term, Index(first + i), d) for i, d in enumerate(datas)]
         leader.append_entries(self, entries)
         return first
+
+    def propose_conf_change(self, change: ConfChange) -> Index:
+        """Append the configuration ``change`` makes (``membership.py`` says why it is safe);
+        its index. ``ConfChangeRefused`` says why not now and what to do."""
+        assert self._outstanding is None, "propose_conf_change() between ready() and advance()"
+        why = leader.conf_change_problem(self, change)
+        if why:
+            raise ConfChangeRefused(why)
+        conf = apply_change(self.conf, change)
+        index = Index(self.log.last_index() + 1)
+        leader.append_entries(self, [Entry(self.term, index, encode_conf(conf))])
+        self._conf_maybe_changed()
+        return index
+
+    def conf_at(self, index: Index) -> ConfState:
+        """The configuration in force at ``index`` (what a snapshot taken there carries)."""
+        return self.log.confs.at(index)
+
+    def is_voter(self) -> bool:
+        return self.id in self.voters
+
+    def may_campaign(self) -> bool:
+        """A voter may, and so may a node whose removal has not committed as far as it knows:
+        it may hold entries the others lack (its own removal, appended as leader before a
+        crash) and, with a vote the remaining voters need, no one else could win. It counts
+        votes by its newest configuration, which need not include itself (thesis §4.2.2)."""
+        lg = self.log
+        return self.is_voter() or self.id in lg.confs.at(lg.committed).voters
 
     def transfer_leadership(self, to: NodeId) -> bool:
         """Hand leadership to ``to`` (Raft thesis §3.10); False if this node is not leader."""
@@ -171,14 +213,36 @@ class RaftNode:
         leader.start_transfer(self, to)
         return True
 
+    # ----------------------------------------------------------- configuration
+
+    def _set_conf(self, conf: ConfState) -> None:
+        self.conf = conf
+        self.voters = conf.voters
+        self.peers = tuple(m for m in conf.members() if m != self.id)
+        self.quorum = quorum_size(len(conf.voters))
+
+    def _conf_maybe_changed(self) -> None:
+        """After anything that appends or truncates: follow the newest configuration in the
+        log (rule 1 in ``membership.py``); a leader removed by a committed change steps down."""
+        conf = self.log.confs.current()
+        if conf != self.conf:
+            log.info("%s term=%d: configuration %s", self.id, self.term, conf)
+            self._set_conf(conf)
+            if self.role is Role.LEADER:
+                leader.conf_changed(self)
+            elif self.role is not Role.FOLLOWER and not self.is_voter():
+                self.become_follower(self.term, None)
+        removed = self.role is Role.LEADER and not self.is_voter()
+        if removed and self.log.committed >= self.log.confs.last_index():
+            leader.step_down_removed(self)
+
     def step(self, m: Message) -> None:
         """Handle one message from a peer: terms first (Raft §5.1), then the role."""
         assert self._outstanding is None, "step() between ready() and advance()"
         assert m.dst == self.id, f"{self.id} got a message for {m.dst}"
-        if m.src not in self.peers:
-            # Not a member (misconfigured or stale peer): its votes must not count and its
-            # responses must not touch progress. Dropping it is the whole of our answer.
-            log.warning(
+        if not self._accepts(m):
+            # Routine once membership changes: a removed server keeps asking for votes.
+            log.debug(
                 "%s term=%d: dropped %s from non-member %s",
                 self.id,
                 self.term,
@@ -204,6 +268,18 @@ class RaftNode:
             follower.handle_vote_request(self, m)
         else:
             self._step_role(self, m)
+        self._conf_maybe_changed()
+
+    def _accepts(self, m: Message) -> bool:
+        """Votes count only from voters of this node's configuration, and a campaign only from
+        them (a removed server must not disrupt the cluster, thesis §4.2.3); answers only from
+        members the leader tracks. A leader's messages are taken from anyone: a new member
+        hears from the leader before its own log names it, and a leader's term is checked."""
+        if isinstance(m, (RequestVote, RequestVoteResponse)):
+            return m.src in self.voters
+        if isinstance(m, _LEADER_KINDS):
+            return True
+        return m.src in self.peers
 
     def _handle_stale(self, m: Message) -> None:
         if isinstance(m, (AppendEntries, Heartbeat)) and (
@@ -274,10 +350,14 @@ class RaftNode:
         if self.role is not Role.LEADER and self.role is not Role.FOLLOWER:
             last = self.log.last_index()
             last_term = self.log.last_term()
-            for p in self.peers:
+            for p in self.voters:
+                if p == self.id:
+                    continue
                 self.send(RequestVote(self.id, p, ask_term, last, last_term, pre_vote, transfer))
 
     def record_vote(self, voter: NodeId, granted: bool) -> None:
+        if voter not in self.voters:
+            return
         self.votes[voter] = granted
         result = vote_result(self.votes, len(self.voters))
         if result is True:
@@ -295,7 +375,7 @@ class RaftNode:
         self.leader = self.id
         self._step_role = leader.step_leader
         nxt = Index(self.log.last_index() + 1)
-        self.progress = {v: Progress(nxt) for v in self.voters}
+        self.progress = {v: Progress(nxt) for v in (self.id, *self.peers)}
         me = self.progress[self.id]
         me.match = self.log.stable_last_index()
         me.next = Index(me.match + 1)
@@ -375,6 +455,7 @@ class RaftNode:
         if self.role is Role.LEADER and rd.entries:
             # The leader's own vote for its entries counts only once they are on its disk.
             leader.self_persisted(self, self.log.stable_last_index())
+            self._conf_maybe_changed()
 
     # ----------------------------------------------------------------- status
 
@@ -397,4 +478,5 @@ class RaftNode:
             last_index=self.log.last_index(),
             lead_transferee=self.lead_transferee,
             progress=progress,
+            conf=self.conf,
         )

@@ -16,13 +16,15 @@ from p2plog.raft.config import RaftConfig
 from p2plog.raft.log import RaftLog
 from p2plog.raft.messages import Message
 from p2plog.raft.progress import Progress
-from p2plog.raft.types import Index, NodeId, Role, Term
+from p2plog.raft.types import ConfState, Index, NodeId, Role, Term
 
 
 class Participant(Protocol):
     config: RaftConfig
     id: NodeId
-    peers: tuple[NodeId, ...]
+    conf: ConfState  # the configuration in force (the newest in the log)
+    voters: tuple[NodeId, ...]
+    peers: tuple[NodeId, ...]  # every other member, voter or learner: the leader feeds them
     quorum: int
     log: RaftLog
     term: Term

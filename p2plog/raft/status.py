@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from p2plog.raft.progress import ProgressState
-from p2plog.raft.types import Index, NodeId, Role, Term
+from p2plog.raft.types import ConfState, Index, NodeId, Role, Term
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +30,4 @@ class Status:
     last_index: Index
     lead_transferee: NodeId | None
     progress: dict[NodeId, ProgressStatus]
+    conf: ConfState

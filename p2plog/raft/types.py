@@ -38,14 +38,33 @@ class HardState:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfState:
+    """A cluster configuration (``membership.py``): who votes, who only learns, and where the
+    runtime reaches each member (opaque to the core). Sorted, so equal configurations compare
+    equal."""
+
+    voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...] = ()
+    addresses: tuple[tuple[NodeId, str], ...] = ()
+
+    def members(self) -> tuple[NodeId, ...]:
+        return self.voters + self.learners
+
+    def address_of(self, node: NodeId) -> str | None:
+        return dict(self.addresses).get(node)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The state machine at ``index`` (Raft §7): what a log compacted up to ``index`` keeps in
-    place of its entries. ``data`` is opaque to the core (the replica's state); ``index`` and
-    ``term`` stand in for the last compacted entry in the log-matching checks."""
+        place of its entries. ``data`` is opaque to the core (the replica's state); ``index`` and
+        ``term`` stand in for the last compacted entry in the log-matching checks; ``conf`` for the
+    configuration entries it covers."""
 
     index: Index
     term: Term
     data: bytes
+    conf: ConfState | None = None  # the configuration at ``index`` (None: the bootstrap one)
 
 
 NO_SNAPSHOT = Snapshot(Index(0), Term(0), b"")
@@ -95,4 +114,10 @@ class LogReader(Protocol):
     def entries(self, lo: Index, hi: Index, max_bytes: int) -> list[Entry]:
         """Entries ``[lo, hi)`` up to ``max_bytes`` of payload, but always at least one;
         ``first_index() <= lo``."""
+        ...
+
+    def conf_entries(self) -> list[Entry]:
+        """The configuration entries (``membership.is_conf``) past the snapshot, in order: the
+        node's configuration is the newest of them, so the store keeps them at hand rather
+        than the node scanning the log on every start."""
         ...

@@ -34,10 +34,21 @@ from typing import Any, Protocol
 from p2plog.clock.hlc import HLC
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.config import RaftConfig
+from p2plog.raft.membership import ConfChange
 from p2plog.raft.messages import InstallSnapshot, Message
 from p2plog.raft.node import RaftNode, Ready
 from p2plog.raft.status import Status
-from p2plog.raft.types import Entry, HardState, Index, LogReader, NodeId, Role, Snapshot, Term
+from p2plog.raft.types import (
+    ConfState,
+    Entry,
+    HardState,
+    Index,
+    LogReader,
+    NodeId,
+    Role,
+    Snapshot,
+    Term,
+)
 from p2plog.replica import acks, snapshot
 from p2plog.replica.intake import Draft, pack
 from p2plog.replica.proposals import Proposal, Waiter
@@ -92,7 +103,7 @@ class Replica:
         self,
         *,
         node_id: NodeId,
-        voters: Sequence[NodeId],
+        voters: Sequence[NodeId] | ConfState,
         config: RaftConfig,
         store: Store,
         applier: Applier,
@@ -158,15 +169,15 @@ class Replica:
     def snapshot(self) -> Snapshot:
         """This replica's state at its applied index, for the driver to keep in place of the
         entries up to there (``compact``). Not between ``ready`` and ``advance``."""
-        index, term, captured = self.capture()
-        return Snapshot(index, term, snapshot.dumps(captured))
+        index, term, conf, captured = self.capture()
+        return Snapshot(index, term, snapshot.dumps(captured), conf)
 
-    def capture(self) -> tuple[Index, Term, dict[str, Any]]:
+    def capture(self) -> tuple[Index, Term, ConfState, dict[str, Any]]:
         """``snapshot`` before the encoding (which the driver may do in another thread)."""
         index = self.raft.log.applied
         assert self.applier.applied_index == index, "snapshot() between ready() and advance()"
         captured = snapshot.capture(self.applier, self.events, self.hlc.last_ns)
-        return index, self.raft.log.term(index), captured
+        return index, self.raft.log.term(index), self.raft.conf_at(index), captured
 
     def _restore(self, snap: Snapshot) -> None:
         inc = self._incoming
@@ -176,13 +187,20 @@ class Replica:
         self.hlc.update(state.hlc_ns, self.wall_ns())
         log.info("%s: restored the state at index %d from a snapshot", self.id, snap.index)
 
+    def propose_conf_change(self, change: ConfChange) -> Index:
+        """Propose a membership change (``raft.membership``); the index of its entry. The
+        change is in force on this node at once; the caller waits for that index to apply
+        to know it committed. ``ConfChangeRefused`` says why not now."""
+        return self.raft.propose_conf_change(change)
+
     def transfer(self, to: NodeId | None) -> None:
         """Hand leadership to ``to`` (None: the most up-to-date follower)."""
         st = self.raft.status()
         if st.role is not Role.LEADER:
             return
         if to is None:
-            followers = {k: v for k, v in st.progress.items() if k != self.id}
+            voters = st.conf.voters
+            followers = {k: v for k, v in st.progress.items() if k != self.id and k in voters}
             if not followers:
                 return
             to = max(followers, key=lambda k: (followers[k].match, k))

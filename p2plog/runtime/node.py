@@ -41,6 +41,9 @@ from p2plog.raft.messages import InstallSnapshot, Message
 from p2plog.raft.types import Entry, NodeId, Role
 from p2plog.replica.proposals import SubmitResult
 from p2plog.runtime.dup_check import mark_conflicts
+from p2plog.runtime.member_ops import describe as describe_members
+from p2plog.runtime.member_ops import member_command
+from p2plog.runtime.members import Members
 from p2plog.runtime.peer_rpc import PeerRpc
 from p2plog.runtime.peer_server import PeerServer
 from p2plog.runtime.raft_loop import RaftLoop
@@ -56,6 +59,7 @@ from p2plog.state.scans import ScanLog
 from p2plog.storage.segmented_log import SegmentedLog
 from p2plog.wire import peer as wp
 from p2plog.wire import peer_snapshot
+from p2plog.wire.client import Member
 
 log = logging.getLogger("p2plog.node")
 
@@ -176,9 +180,7 @@ class Node:
                     nursery.start_soon(loop.run)
                     nursery.start_soon(self.retention.run, loop)
                     nursery.start_soon(rpc.probe_peers)
-                    for link in self.links.values():
-                        nursery.start_soon(link.run)
-                        nursery.start_soon(link.feed_bulk)
+                    await nursery.start(self.members.run)
                     self.port = await nursery.start(listener.run)
                     log.info(
                         "%s: listening on %s://%s:%d (peers %s; %s; max_connections %d)",
@@ -200,9 +202,11 @@ class Node:
         """The Raft loop over ``storage``, the peer links and RPC, and the listener."""
         c = self.config.cluster
         self.retention = Retention(self.config.retention, storage, self.me.id)
+        auth = LinkAuth(c.name, self.security.secret, self.security.client_ssl)
+        self.members = Members(self.me, self.config, auth, self.links, self._peer_ip)
         self.loop = loop = RaftLoop(
             node_id=self.me.id,
-            voters=[n.id for n in self.config.nodes],
+            voters=self.members.bootstrap,
             raft_config=self.raft_config,
             storage=storage,
             applier=Applier(c.dedup_window_records, c.dedup_window_s * 1_000_000_000),
@@ -219,10 +223,8 @@ class Node:
             ),
             time_tick_s=max(0.05, c.reorder_window_ms / 4000),
             compactor=self.retention.cut,
+            on_conf=self.members.follow,
         )
-        auth = LinkAuth(c.name, self.security.secret, self.security.client_ssl)
-        for p in self.peers:
-            self.links[p.id] = PeerLink(self.me.id, p.id, p.host, p.port, auth)
         self.rpc = rpc = PeerRpc(
             self.me.id,
             loop,
@@ -239,7 +241,7 @@ class Node:
             forward=rpc.forward,
             check_conflicts=partial(mark_conflicts, loop.applier, self.read_log),
         )
-        peer_server = PeerServer(self.me.id, self.config.by_id, auth, rpc, loop.deliver_nowait)
+        peer_server = PeerServer(self.me.id, self.members, auth, rpc, loop.deliver_nowait)
         cap = connection_cap(c.max_connections, raise_open_files_limit(), FD_RESERVE, self.me.id)
         self.listener = Listener(
             self.me,
@@ -250,6 +252,10 @@ class Node:
             partial(self._serve_client, self),
         )
         return loop, rpc, self.listener
+
+    def _peer_ip(self, ip: str) -> None:
+        if self.listener is not None:
+            self.listener.peer_ips.add(ip)
 
     def _open_storage(self) -> SegmentedLog:
         c = self.config.cluster
@@ -272,7 +278,11 @@ class Node:
         """Stop intake, hand over leadership, let the current fsync finish, stop."""
         self.accepting = False
         loop = self.loop
-        if loop is not None and loop.replica.role is Role.LEADER and self.peers:
+        if (
+            loop is not None
+            and loop.replica.role is Role.LEADER
+            and len(loop.status().conf.voters) > 1
+        ):
             loop.request_transfer(None)
             with trio.move_on_after(transfer_timeout_s):
                 while loop.replica.role is Role.LEADER:
@@ -328,6 +338,13 @@ class Node:
             return SubmitResult.failed("shutting_down", f"{self.me.id} is shutting down")
         return await self.submits.submit(ids, bodies, ack)
 
+    async def member(self, req: Member) -> dict[str, Any]:
+        """A ``member`` request (``runtime.member_ops``), with the members as they now are."""
+        assert self.loop is not None
+        reply = await member_command(self.loop, req, self._applied, self.me.id)
+        reply["members"] = describe_members(self.loop.status(), self.members.address_of)
+        return reply
+
     # -------------------------------------------------------------- status
 
     def status(self) -> dict[str, Any]:
@@ -338,11 +355,11 @@ class Node:
         st = loop.status()
         fs = sorted(loop.fsync_s) if loop.fsync_s else [0.0]
         peers = {}
-        for p in self.peers:
-            prog = st.progress.get(p.id)
-            link = self.links[p.id]
-            peers[p.id] = {
-                "address": p.address,
+        for pid, link in list(self.links.items()):
+            prog = st.progress.get(pid)
+            peers[pid] = {
+                "address": f"{link.host}:{link.port}",
+                "member": "voter" if pid in st.conf.voters else "learner",
                 "connected": link.connected,
                 "match_index": prog.match if prog else None,
                 "lag": (st.last_index - prog.match) if prog else None,
@@ -362,6 +379,7 @@ class Node:
             "time_index": loop.applier.times.statistics(),
             "record_index": loop.applier.record_index,
             "peers": peers,
+            "members": {"voters": list(st.conf.voters), "learners": list(st.conf.learners)},
             "fsync_ms_p50": round(statistics.median(fs) * 1000, 3),
             "fsync_ms_p99": round(fs[int(len(fs) * 0.99) - 1 if len(fs) > 1 else 0] * 1000, 3),
             "fsyncs": storage.fsyncs,

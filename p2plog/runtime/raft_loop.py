@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from random import Random
 
@@ -29,9 +29,10 @@ import trio
 from p2plog.errors import DiskFull, StorageFailed
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.config import RaftConfig
+from p2plog.raft.membership import ConfChange, ConfChangeRefused
 from p2plog.raft.messages import Message
 from p2plog.raft.status import Status
-from p2plog.raft.types import Entry, NodeId, Snapshot
+from p2plog.raft.types import ConfState, Entry, NodeId, Snapshot
 from p2plog.replica import snapshot
 from p2plog.replica.proposals import Proposal
 from p2plog.replica.replica import Replica, ReplicaReady
@@ -57,10 +58,20 @@ class Compact:
     """Take a snapshot at the applied index and hand it to the compactor."""
 
 
+@dataclass(slots=True)
+class ConfRequest:
+    """Propose a membership change; ``index`` (or ``refused``) is set, then ``done``."""
+
+    change: ConfChange
+    done: trio.Event = field(default_factory=trio.Event)
+    index: int = 0
+    refused: str | None = None
+
+
 # Blocking, in the storage thread: keep the snapshot, cut the log behind it; returns the first
 # Raft index and the first record index the log still holds (None: no record left).
 Compactor = Callable[[Snapshot], tuple[int, int | None]]
-Event = Message | Proposal | Transfer | Compact
+Event = Message | Proposal | Transfer | Compact | ConfRequest
 AppliedHook = Callable[[Sequence[tuple[Entry, Applied | None]], list[Emitted[BatchRef]]], None]
 
 
@@ -73,7 +84,7 @@ class RaftLoop:
         self,
         *,
         node_id: NodeId,
-        voters: Sequence[NodeId],
+        voters: Sequence[NodeId] | ConfState,
         raft_config: RaftConfig,
         storage: SegmentedLog,
         applier: Applier,
@@ -86,8 +97,11 @@ class RaftLoop:
         wants_events: Callable[[], bool] = lambda: False,
         time_tick_s: float = 0.25,
         compactor: Compactor | None = None,
+        on_conf: Callable[[ConfState, ConfState], None] = lambda conf, committed: None,
     ) -> None:
         self.id = node_id
+        self.on_conf = on_conf
+        self._conf: tuple[ConfState, ConfState] | None = None
         self.storage = storage
         self.send = send
         self.on_applied = on_applied
@@ -150,6 +164,14 @@ class RaftLoop:
         with contextlib.suppress(trio.WouldBlock):  # busy: retention asks again later
             self._tx.send_nowait(Compact())
 
+    def request_conf_change(self, req: ConfRequest) -> bool:
+        """Queue a membership change; False when the inbox is full."""
+        try:
+            self._tx.send_nowait(req)
+        except trio.WouldBlock:
+            return False
+        return True
+
     def request_transfer(self, to: NodeId | None = None) -> None:
         try:
             self._tx.send_nowait(Transfer(to))
@@ -187,6 +209,7 @@ class RaftLoop:
 
     async def _run(self) -> None:
         replica = self.replica
+        self._follow_conf()
         next_tick = trio.current_time() + self._tick_period()
         while True:
             events: list[Event] = []
@@ -212,6 +235,8 @@ class RaftLoop:
                     replica.transfer(ev.to)
                 elif isinstance(ev, Compact):
                     compact = True
+                elif isinstance(ev, ConfRequest):
+                    self._conf_change(ev)
                 else:
                     self._step(ev)
             if props:
@@ -225,10 +250,10 @@ class RaftLoop:
         """Snapshot at the applied index (captured here, between two Readies; encoded and
         written in the storage thread), then the compactor cuts the log behind it. The loop
         waits meanwhile: no read of the log races the segments going."""
-        index, term, captured = self.replica.capture()
+        index, term, conf, captured = self.replica.capture()
 
         def work() -> tuple[int, int | None]:
-            return compactor(Snapshot(index, term, snapshot.dumps(captured)))
+            return compactor(Snapshot(index, term, snapshot.dumps(captured), conf))
 
         try:
             first_entry, first_record = await trio.to_thread.run_sync(work, limiter=self.limiter)
@@ -237,6 +262,23 @@ class RaftLoop:
             return
         if first_record is not None:
             self.replica.applier.forget_before(first_record, first_entry)
+
+    def _conf_change(self, req: ConfRequest) -> None:
+        try:
+            req.index = self.replica.propose_conf_change(req.change)
+        except ConfChangeRefused as e:
+            req.refused = str(e)
+        req.done.set()
+
+    def _follow_conf(self) -> None:
+        """Before any message of a Ready leaves: the runtime links to whom the configurations
+        in force and last committed name (a new member's first append would otherwise find
+        no link; a leader being removed still needs the answers that commit its removal)."""
+        raft = self.replica.raft
+        confs = (raft.conf, raft.conf_at(raft.log.committed))
+        if self._conf is None or confs[0] is not self._conf[0] or confs[1] != self._conf[1]:
+            self._conf = confs
+            self.on_conf(*confs)
 
     def _step(self, m: Message) -> None:
         try:
@@ -254,6 +296,7 @@ class RaftLoop:
             # Asked before each Ready: a subscriber that joined gets all emitted after it did.
             replica.want_events = self.wants_events()
             rd = replica.ready()
+            self._follow_conf()
             for m in rd.messages:
                 self.send(m)
             for p in rd.finished:  # safe before this Ready's persist: see Replica

@@ -19,6 +19,7 @@ from p2plog.runtime.tail_hub import TailHub
 from p2plog.state.entry import BatchRef, Rec
 from p2plog.state.event_feed import IsDup
 from p2plog.state.scans import ScanLog
+from p2plog.wire.client import Member
 
 R = TypeVar("R")
 
@@ -99,6 +100,10 @@ class NodeApi(Protocol):
 
     async def read_log(self, fn: Callable[[ScanLog, IsDup], R]) -> R:
         """``fn(log, is_dup)`` in the storage worker thread; its result."""
+        ...
+
+    async def member(self, req: Member) -> dict[str, Any]:
+        """A ``member`` request's reply fields (``errors.MemberError`` when it fails)."""
         ...
 
     def status(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from p2plog.errors import MemberError
 from p2plog.net.server import remote_of
 from p2plog.ratelog import RateLimitedLog
 from p2plog.replica.proposals import SubmitResult
@@ -45,6 +46,7 @@ from p2plog.wire.client import (
     RETRY_AFTER_MS,
     Cancel,
     ClientRequest,
+    Member,
     Query,
     Status,
     Submit,
@@ -245,6 +247,9 @@ class Session:
             )
         elif isinstance(w, Status):
             await self.send("status", {"req": w.req, "node": node_status(self.node, self.grant)})
+        elif isinstance(w, Member):
+            if await self.require(w.req, "admin"):
+                await self.member(w)
         elif isinstance(w, Probe):
             t3 = self.node.corrected_now()
             await self.send("time", {"req": w.req, "t1": w.t1, "t2": w.t2, "t3": t3})
@@ -255,7 +260,7 @@ class Session:
         """May this connection ``submit`` or ``read``? If not, it is told why."""
         if self.grant.can(what):
             return True
-        role = "write" if what == "submit" else "read"
+        role = {"submit": "write", "read": "read"}.get(what, what)
         if self.grant.role is None:
             code, msg = "unauthorized", f"{what} needs a token with the {role} role"
         else:
@@ -266,6 +271,14 @@ class Session:
             )
         await self.error(req, code, msg + " (pass --token or set P2PLOG_TOKEN)")
         return False
+
+    async def member(self, w: Member) -> None:
+        try:
+            reply = await self.node.member(w)
+        except MemberError as e:
+            await self.error(w.req, e.code, e.msg)
+            return
+        await self.send("member", {"req": w.req, **reply})
 
     # -------------------------------------------------------------- replies
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
 
+from p2plog.raft.membership import decode_conf, is_conf
 from p2plog.record import NO_TS, TS_PREFIX
 from p2plog.state.stored import StoredRecord, decode_body
 
@@ -121,13 +122,19 @@ class BatchRef:
 
 def entry_problem(data: bytes) -> str | None:
     """Why ``data`` is not an entry payload a leader writes, or None when it is one: the
-    no-op (empty), a time tick, or a batch whose header, ids and body lengths add up to its
-    size. A follower checks this before it appends what a leader sent (the record bodies were
-    validated where they entered the cluster)."""
+    no-op (empty), a time tick, a configuration (``raft.membership``), or a batch whose header,
+    ids and body lengths add up to its size. A follower checks this before it appends what a
+    leader sent (the record bodies were validated where they entered the cluster)."""
     if not data:
         return None
     if data[0] == KIND_TICK:
         return None if len(data) == _TICK.size else f"a time tick of {len(data)} bytes"
+    if is_conf(data):
+        try:
+            decode_conf(data)
+        except ValueError as e:
+            return str(e)
+        return None
     if data[0] != KIND_BATCH:
         return f"unknown entry kind {data[0]}"
     if len(data) < BATCH_HEAD_SIZE:

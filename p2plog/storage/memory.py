@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from random import Random
 
+from p2plog.raft.membership import is_conf
 from p2plog.raft.types import NO_SNAPSHOT, Entry, HardState, Index, Snapshot, Term
 
 
@@ -53,6 +54,10 @@ class MemoryStore:
         lo = self._first - 1
         assert lo <= index <= self.last_index(), f"term({index}) outside {lo}..{self.last_index()}"
         return self._snap.term if index == lo else self._at(index).term
+
+    def conf_entries(self) -> list[Entry]:
+        lo, last = self._first, self.last_index()
+        return [e for e in (self._at(i) for i in range(lo, last + 1)) if is_conf(e.data)]
 
     def entries(self, lo: Index, hi: Index, max_bytes: int) -> list[Entry]:
         first = self._first

@@ -29,8 +29,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from p2plog.errors import Corruption, DiskFull, StorageFailed
+from p2plog.raft.membership import is_conf
 from p2plog.raft.types import Entry, HardState, Index, Snapshot, Term
-from p2plog.storage import frame, snapfile
+from p2plog.storage import conffile, frame, snapfile
 from p2plog.storage.meta import MetaStore, fsync_dir
 from p2plog.storage.recovery import recover
 from p2plog.storage.segment import HEADER_SIZE, Segment, encode_header, segment_name
@@ -70,6 +71,18 @@ class SegmentedLog:
         if not self.segments:
             self._create_segment(Index(self.snap.index + 1), self.snap.term)
         self._reconcile_snapshot()
+        self.confs = self._open_confs()
+
+    def _open_confs(self) -> list[Entry]:
+        first, last = self.first_index(), self.last_index()
+        listed = conffile.load(self.dir)
+        if listed is None:
+            log.info("%s: no configuration file: reading the log for it", self.node)
+            listed = conffile.scan(
+                lambda lo: self.entries(lo, Index(last + 1), 16 << 20), first, last
+            )
+            self._io("write configuration file", conffile.save, self.dir, listed, fatal=True)
+        return conffile.reconcile(listed, first, last, self.term)
 
     def _reconcile_snapshot(self) -> None:
         """After a crash in ``install_snapshot`` (the new snapshot written, the old log not yet
@@ -129,6 +142,9 @@ class SegmentedLog:
             i += 1
         return out
 
+    def conf_entries(self) -> list[Entry]:
+        return [e for e in self.confs if e.index > self.snap.index]
+
     def hard_state(self) -> HardState:
         return self.meta.state
 
@@ -170,6 +186,14 @@ class SegmentedLog:
                 f"{self.dir}: disk budget of {self.budget_bytes} bytes reached "
                 f"({self.total_bytes} used); raise the budget or lower retention"
             )
+        if any(is_conf(e.data) for e in entries):
+            # In the file before it is in the log (``conffile``): the node's configuration is
+            # the newest entry, and the file is how a starting node finds it.
+            first = entries[0].index
+            confs = [c for c in self.confs if c.index < first]
+            confs += [e for e in entries if is_conf(e.data)]
+            self._io("write configuration file", conffile.save, self.dir, confs)
+            self.confs = confs
         if roll:
             self._roll()
             seg = self.segments[-1]
@@ -236,6 +260,9 @@ class SegmentedLog:
         self._io("fsync", os.fsync, seg.fd, fatal=True)
         self.total_bytes -= seg.size - offset
         seg.forget_after(index - 1, offset)
+        # The file keeps naming a truncated entry until it is next written: harmless, since
+        # opening drops what the log does not hold at that index and term.
+        self.confs = [c for c in self.confs if c.index < index]
         if self.tail and index <= self.tail[-1].index:
             keep = max(0, index - self.tail[0].index)
             self.tail_bytes -= sum(len(e.data) for e in self.tail[keep:])
@@ -330,6 +357,7 @@ class SegmentedLog:
             raise StorageFailed(self.failed or "") from e
         self.segments, self._firsts = [seg], [first]
         self.tail, self.tail_bytes = [], 0
+        self.confs = []
         self.total_bytes = HEADER_SIZE
         log.info("%s: the log now starts after the snapshot at index %d", self.node, snap.index)
 

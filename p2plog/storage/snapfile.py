@@ -1,8 +1,11 @@
 """The node's snapshot on disk: one file, replaced atomically, checksummed.
 
-``snapshot`` in the data directory holds ``magic(8) index(u64) term(u64) len(u64) crc32c(u32)``
-then ``len`` bytes of replica state (``replica.snapshot``); the CRC covers index, term, length
-and the state, so a damaged header is refused, never taken for another snapshot. A new one is
+``snapshot`` in the data directory holds ``magic(8) index(u64) term(u64) conf_len(u64)
+len(u64) crc32c(u32)``, then ``conf_len`` bytes of the configuration at ``index``
+(``membership.encode_conf``; none: the bootstrap one) and ``len`` bytes of replica state
+(``replica.snapshot``); the CRC covers everything after the magic, so a damaged header is
+refused, never taken for another snapshot. (Version 01 files, before membership changes, have
+no configuration field and are still read.) A new one is
 written to ``snapshot.tmp``, fsync'd, renamed over the old one and the directory fsync'd (the
 rename is atomic, so a crash leaves the old snapshot or the new one, never half of one). Only
 then may the log drop what it stands in for. A damaged file is refused (``Corruption``): it is
@@ -18,21 +21,50 @@ from pathlib import Path
 from crc32c import crc32c
 
 from p2plog.errors import Corruption
+from p2plog.raft.membership import decode_conf, encode_conf
 from p2plog.raft.types import NO_SNAPSHOT, Index, Snapshot, Term
 from p2plog.storage.meta import fsync_dir, write_all_fsync
 
 NAME = "snapshot"
-MAGIC = b"P2SNAP01"
-_HEAD = struct.Struct("<8sQQQI")
-_META = struct.Struct("<QQQ")
+MAGIC_V1 = b"P2SNAP01"
+MAGIC = b"P2SNAP02"
+_HEAD_V1 = struct.Struct("<8sQQQI")
+_META_V1 = struct.Struct("<QQQ")
+_HEAD = struct.Struct("<8sQQQQI")
+_META = struct.Struct("<QQQQ")
 
 
-def _crc(index: int, term: int, data: bytes) -> int:
-    return crc32c(data, crc32c(_META.pack(index, term, len(data))))
+def _crc(index: int, term: int, conf: bytes, data: bytes) -> int:
+    crc = crc32c(conf, crc32c(_META.pack(index, term, len(conf), len(data))))
+    return crc32c(data, crc)
 
 
 def encode(s: Snapshot) -> bytes:
-    return _HEAD.pack(MAGIC, s.index, s.term, len(s.data), _crc(s.index, s.term, s.data)) + s.data
+    conf = encode_conf(s.conf) if s.conf is not None else b""
+    crc = _crc(s.index, s.term, conf, s.data)
+    return _HEAD.pack(MAGIC, s.index, s.term, len(conf), len(s.data), crc) + conf + s.data
+
+
+def _decode_v1(raw: bytes) -> Snapshot | None:
+    _, index, term, n, crc = _HEAD_V1.unpack_from(raw)
+    data = raw[_HEAD_V1.size :]
+    if len(data) != n or crc32c(data, crc32c(_META_V1.pack(index, term, n))) != crc:
+        return None
+    return Snapshot(Index(index), Term(term), data)
+
+
+def _decode_v2(raw: bytes) -> Snapshot | None:
+    if len(raw) < _HEAD.size:
+        return None
+    _, index, term, nc, n, crc = _HEAD.unpack_from(raw)
+    conf, data = raw[_HEAD.size : _HEAD.size + nc], raw[_HEAD.size + nc :]
+    if len(conf) != nc or len(data) != n or _crc(index, term, conf, data) != crc:
+        return None
+    try:
+        cs = decode_conf(conf) if conf else None
+    except ValueError:
+        return None
+    return Snapshot(Index(index), Term(term), data, cs)
 
 
 def decode(raw: bytes, where: str) -> Snapshot:
@@ -42,9 +74,9 @@ def decode(raw: bytes, where: str) -> Snapshot:
             path=where,
             offset=0,
         )
-    magic, index, term, n, crc = _HEAD.unpack_from(raw)
-    data = raw[_HEAD.size :]
-    if magic != MAGIC or len(data) != n or _crc(index, term, data) != crc:
+    magic = raw[:8]
+    snap = _decode_v2(raw) if magic == MAGIC else _decode_v1(raw) if magic == MAGIC_V1 else None
+    if snap is None:
         raise Corruption(
             f"{where}: the snapshot file is damaged (magic, length or checksum); it is the only "
             f"copy of the state the log was cut behind, so this node cannot start: replace it "
@@ -52,7 +84,7 @@ def decode(raw: bytes, where: str) -> Snapshot:
             path=where,
             offset=0,
         )
-    return Snapshot(Index(index), Term(term), data)
+    return snap
 
 
 def load(data_dir: Path, *, tidy: bool = True) -> Snapshot:

@@ -20,14 +20,25 @@ just enough history to make each check O(nodes) per step:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from p2plog.raft.invariants import InvariantViolation, check_node
+from p2plog.raft.membership import bootstrap_conf, decode_conf, is_conf
 from p2plog.raft.messages import AppendEntriesResponse, Message, RequestVote, RequestVoteResponse
 from p2plog.raft.node import RaftNode
 from p2plog.raft.quorum import quorum_size
-from p2plog.raft.types import NO_SNAPSHOT, Entry, Index, NodeId, Role, Snapshot, Term
+from p2plog.raft.types import (
+    NO_SNAPSHOT,
+    ConfState,
+    Entry,
+    Index,
+    NodeId,
+    Role,
+    Snapshot,
+    Term,
+)
 from p2plog.storage.memory import MemoryStore
 
 ALL_CHECKS = frozenset(
@@ -39,6 +50,7 @@ ALL_CHECKS = frozenset(
         "state_machine_safety",
         "durability",
         "invariants",
+        "membership",
     }
 )
 
@@ -75,8 +87,11 @@ class Checker:
         self.canonical: list[Entry] = []
         self.commit_by_term: dict[Term, Index] = {}
         self.leaders_seen: set[tuple[NodeId, Term]] = set()
-        self.checked_commit: dict[NodeId, Index] = {v: Index(0) for v in self.voters}
-        self.applied: dict[NodeId, Index] = {v: Index(0) for v in self.voters}
+        self.checked_commit: dict[NodeId, Index] = defaultdict(lambda: Index(0))
+        self.applied: dict[NodeId, Index] = defaultdict(lambda: Index(0))
+        # The configuration entries of the canonical log (index, conf), after the bootstrap.
+        self.bootstrap = bootstrap_conf(self.voters)
+        self.confs: list[tuple[Index, ConfState]] = []
 
     def fail(self, kind: str, detail: str) -> None:
         """Raise a ``Violation`` (when ``kind`` is checked); other checkers report here too."""
@@ -246,20 +261,46 @@ class Checker:
                 )
         elif e.index == n + 1:
             self.canonical.append(e)
+            if is_conf(e.data):
+                self._learn_conf(nid, e)
         else:
             self._fail("state_machine_safety", f"{nid} {how} {e.index} past commit {n}")
+
+    def _learn_conf(self, nid: NodeId, e: Entry) -> None:
+        """Membership: each committed configuration is one server away from the one before
+        (single-server changes, thesis §4.1); two changes at once may not overlap."""
+        new, old = decode_conf(e.data), self._conf_at(Index(e.index - 1))
+        self.confs.append((e.index, new))
+        if len(set(new.voters) ^ set(old.voters)) > 1:
+            self._fail(
+                "membership",
+                f"{nid} committed configuration {new.voters} at {e.index} after {old.voters}: "
+                f"more than one voter changed",
+            )
 
     def _check_durability(self, nodes: Mapping[NodeId, CheckedNode]) -> None:
         if not self.canonical or "durability" not in self.checks:
             return
         last = self.canonical[-1]
-        holders = sum(1 for n in nodes.values() if n.store.synced_covers(last.index, last.term))
-        if holders < self.quorum:
+        holders = {n.id for n in nodes.values() if n.store.synced_covers(last.index, last.term)}
+        # A majority of the configuration committed there, or of the one a leader counts by
+        # now (one server apart: rule 1 of raft.membership), must hold it.
+        confs = [self._conf_at(last.index)]
+        confs += [n.raft.conf for n in nodes.values() if n.raft and n.raft.role is Role.LEADER]
+        if not any(len(holders & set(c.voters)) >= quorum_size(len(c.voters)) for c in confs):
             self._fail(
                 "durability",
-                f"committed index {last.index} (term {last.term}) is synced on only {holders} "
-                f"nodes, need {self.quorum}",
+                f"committed index {last.index} (term {last.term}) is synced on only "
+                f"{sorted(holders)}, not a majority of the voters {[c.voters for c in confs]}",
             )
+
+    def _conf_at(self, index: Index) -> ConfState:
+        conf = self.bootstrap
+        for i, c in self.confs:
+            if i > index:
+                break
+            conf = c
+        return conf
 
 
 def _entries(raft: RaftNode, lo: Index, hi: Index) -> list[Entry]:

@@ -31,6 +31,7 @@ class Cluster:
         ids: Sequence[str] | None = None,
     ) -> None:
         self.ids = [NodeId(i) for i in ids] if ids else [NodeId(f"n{i + 1}") for i in range(n)]
+        self.bootstrap = tuple(self.ids)  # peers.toml: what every node, even a new one, starts from
         self.config = config or RaftConfig()
         self.rng = Random(seed)
         self.stores = {i: MemoryStore() for i in self.ids}
@@ -79,7 +80,7 @@ class Cluster:
         """Keep a snapshot in place of the node's applied prefix (as a driver does)."""
         node = self.nodes[NodeId(nid)]
         index = node.log.applied
-        snap = Snapshot(index, node.log.term(index), data)
+        snap = Snapshot(index, node.log.term(index), data, node.conf_at(index))
         self.stores[NodeId(nid)].compact(snap)
         return snap
 
@@ -169,10 +170,24 @@ class Cluster:
         self.down.discard(i)
         store = self.stores[i]
         self.nodes[i] = RaftNode(
-            self.config, i, self.ids, store.hard_state(), store, Random(self.rng.getrandbits(64))
+            self.config,
+            i,
+            self.bootstrap,
+            store.hard_state(),
+            store,
+            Random(self.rng.getrandbits(64)),
         )
         self.applied[i] = []
         self.process(i)
+
+    def add_host(self, nid: str) -> RaftNode:
+        """A new host with an empty disk, started (it is not a member until a change adds it)."""
+        i = NodeId(nid)
+        self.ids.append(i)
+        self.stores[i] = MemoryStore()
+        self.applied[i], self.restored[i] = [], []
+        self.restart(i)
+        return self.nodes[i]
 
     def isolate(self, nid: str) -> None:
         self.isolated.add(NodeId(nid))

@@ -9,11 +9,29 @@ from __future__ import annotations
 from typing import Any
 
 from p2plog.order.reorder import ReorderBuffer
-from p2plog.raft.types import Entry, Role, Snapshot
+from p2plog.raft import leader
+from p2plog.raft.membership import ConfChange, ConfChangeRefused, apply_change, encode_conf
+from p2plog.raft.types import Entry, Index, Role, Snapshot
 from p2plog.replica.proposals import Proposal
 from p2plog.replica.replica import Replica, ReplicaReady
 from p2plog.state.applier import Applied, Applier
 from p2plog.state.dedup import DedupWindow
+
+
+class TwoConfChangesInFlight(Replica):
+    """Proposes a membership change while the previous one has not committed (the leader
+    skips rule 2 of ``raft.membership``): two single-server changes in flight can leave the
+    old and the newest configuration with majorities that do not overlap."""
+
+    def propose_conf_change(self, change: ConfChange) -> Index:
+        r = self.raft
+        if r.role is not Role.LEADER:
+            raise ConfChangeRefused(f"{r.id} is not the leader")
+        conf = apply_change(r.conf, change)
+        index = Index(r.log.last_index() + 1)
+        leader.append_entries(r, [Entry(r.term, index, encode_conf(conf))])
+        r._conf_maybe_changed()
+        return index
 
 
 class AckOnLeaderDisk(Replica):
@@ -103,4 +121,5 @@ PLANTED: dict[str, type[Replica]] = {
     "local-reorder-window": LocalReorderWindow,
     "drop-refusals": DropRefusals,
     "snapshot-drops-dedup": SnapshotDropsDedup,
+    "two-conf-changes": TwoConfChangesInFlight,
 }

@@ -20,12 +20,14 @@ import argparse
 import dataclasses
 import sys
 import time as wallclock  # only to report steps/s; the simulation never reads it
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from random import Random
 
+from p2plog.raft.membership import ConfChange, ConfChangeRefused, ConfOp
 from p2plog.raft.messages import AppendEntries, Message
-from p2plog.raft.types import Index, NodeId
+from p2plog.raft.types import Index, NodeId, Role
 from p2plog.replica.proposals import Proposal
 from p2plog.replica.replica import AppliedItems, Replica
 from p2plog.storage.memory import MemoryStore
@@ -96,6 +98,7 @@ class Simulation:
         self.opts = SimOptions.draw(self.rng, nodes)
         o = self.opts
         self.ids = [NodeId(f"n{i + 1}") for i in range(o.nodes)]
+        self.max_nodes = o.nodes + 3
         self.checker = Checker(self.ids, checks & ALL_CHECKS)
         rchecker = ReplicaChecker(
             lambda: self.checker.canonical, self.checker.fail, checks & REPLICA_CHECKS
@@ -129,7 +132,7 @@ class Simulation:
         self.world.on_apply = self._on_apply  # type: ignore[method-assign]
         self.world.on_snapshot = self._on_snapshot
         self.markers = 0
-        self.markers_applied: dict[NodeId, set[bytes]] = {i: set() for i in self.ids}
+        self.markers_applied: dict[NodeId, set[bytes]] = defaultdict(set)
         self.marker_terms: dict[tuple[NodeId, int], Proposal] = {}
         self.world.schedule(o.chaos_interval, CHAOS)
         self.world.schedule(o.propose_interval, CLIENT)
@@ -149,7 +152,7 @@ class Simulation:
                 w.crash(victim)
                 w.schedule(rng.randint(1, o.restart_max), RESTART, victim.id)
         if rng.random() < o.partition_p:
-            w.net.partition(self.ids, rng)
+            w.net.partition(w.ids, rng)
             w.stats.partitions += 1
         elif w.net.blocked and rng.random() < o.heal_p:
             w.net.heal()
@@ -157,9 +160,50 @@ class Simulation:
             for n in w.leaders():
                 assert n.replica is not None
                 if n.busy is None:
-                    n.replica.transfer(rng.choice([i for i in self.ids if i != n.id]))
-                    w.stats.transfers += 1
-                    w.drive(n)
+                    others = [i for i in n.replica.raft.voters if i != n.id]
+                    if others:
+                        n.replica.transfer(rng.choice(others))
+                        w.stats.transfers += 1
+                        w.drive(n)
+        if rng.random() < o.member_p:
+            self._change_membership()
+
+    def _change_membership(self) -> None:
+        """What an operator does: add a new host as a learner, promote a learner, remove a
+        member (the leader too). Sometimes twice in a row: the second must be refused while
+        the first is in flight. A removed node keeps running (it must not disrupt)."""
+        w, rng = self.world, self.rng
+        leaders = [n for n in w.leaders() if n.busy is None]
+        if not leaders:
+            return
+        n = rng.choice(leaders)
+        assert n.replica is not None
+        for _ in range(rng.choice((1, 1, 2))):
+            conf = n.replica.raft.conf
+            ops = ["remove"]
+            if len(w.nodes) < self.max_nodes:
+                ops.append("add")
+            if conf.learners:
+                ops += ["promote", "promote"]
+            op = rng.choice(ops)
+            if op == "add":
+                nid = NodeId(f"n{len(w.nodes) + 1}")
+                ch = ConfChange(ConfOp.ADD_LEARNER, nid, f"sim:{nid}")
+            elif op == "promote":
+                ch = ConfChange(ConfOp.PROMOTE, rng.choice(conf.learners))
+            else:
+                ch = ConfChange(ConfOp.REMOVE, rng.choice(conf.members()))
+            try:
+                n.replica.propose_conf_change(ch)
+            except ConfChangeRefused:
+                w.stats.conf_refused += 1
+                continue
+            w.stats.conf_changes += 1
+            if op == "add":
+                w.add_node(ch.node)
+            if n.replica.raft.role is not Role.LEADER:
+                break
+        w.drive(n)
 
     def _client(self) -> None:
         w = self.world
@@ -257,9 +301,11 @@ class Simulation:
         start = w.stats.steps
         while w.now <= deadline:
             w.step()
-            common = set.intersection(*self.markers_applied.values())
-            if common:
-                return w.stats.steps - start
+            members = self._members()
+            if members:
+                common = set.intersection(*(self.markers_applied[m] for m in members))
+                if common:
+                    return w.stats.steps - start
         roles = ", ".join(
             f"{n.id}={n.raft.role.value}@{n.raft.term}" if n.raft else f"{n.id}=down"
             for n in w.nodes.values()
@@ -269,6 +315,15 @@ class Simulation:
             f"no new entry committed on every node within {bound} time units of healing "
             f"(log of {backlog} entries; {roles})",
         )
+
+    def _members(self) -> tuple[NodeId, ...]:
+        """The members of the newest leader's configuration (a removed node gets nothing new;
+        a member not up yet counts, so the check waits for it)."""
+        leaders = self.world.leaders()
+        if not leaders:
+            return ()
+        newest = max(leaders, key=lambda x: x.raft.term if x.raft else 0)
+        return newest.raft.conf.members() if newest.raft is not None else ()
 
     def report(self, v: Violation, steps: int) -> str:
         w = self.world

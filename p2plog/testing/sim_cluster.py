@@ -97,6 +97,8 @@ class WorldStats:
     proposals: int = 0
     compactions: int = 0
     snapshots_installed: int = 0
+    conf_changes: int = 0
+    conf_refused: int = 0
 
 
 class SimWorld:
@@ -119,6 +121,8 @@ class SimWorld:
         trace_len: int = 60,
     ) -> None:
         self.ids = list(node_ids)
+        self.bootstrap = tuple(node_ids)  # peers.toml: every node starts from this config
+        self.store_factory = store_factory
         self.config = config
         self.rng = rng
         self.net = network
@@ -303,7 +307,7 @@ class SimWorld:
         skew_ns = n.skew * NS_PER_UNIT
         n.replica = self.replica_factory(
             node_id=n.id,
-            voters=self.ids,
+            voters=self.bootstrap,
             config=self.config,
             store=n.store,
             applier=Applier(DEDUP_FOREVER, DEDUP_FOREVER),
@@ -320,6 +324,15 @@ class SimWorld:
         self.rchecker.on_restart(n.id, n.replica.events.emitted)
         self.schedule(self.rng.randint(1, self.tick_interval), TICK, (n.id, n.incarnation))
         self.drive(n)
+
+    def add_node(self, nid: NodeId) -> SimNode:
+        """A new host with an empty disk (it starts from the bootstrap configuration and
+        waits to be added)."""
+        assert nid not in self.nodes, nid
+        n = self.nodes[nid] = SimNode(nid, self.store_factory(), 0)
+        self.ids.append(nid)
+        self.boot(n)
+        return n
 
     def crash(self, n: SimNode) -> None:
         """Power loss on ``n``: process state gone, disk keeps what it synced."""

@@ -42,6 +42,7 @@ class SimOptions:
     reorder_window_ms: int
     skew_max: int
     compact_every: int
+    member_p: float  # per chaos round: a membership change (add, promote, remove)
 
     @classmethod
     def draw(cls, rng: Random, nodes: int | None = None) -> SimOptions:
@@ -74,6 +75,7 @@ class SimOptions:
             reorder_window_ms=rng.choice((20, 200, 1000)),
             skew_max=rng.choice((0, 5, 100)),
             compact_every=rng.choice((0, 4, 16, 64, 256)),
+            member_p=rng.choice((0.0, 0.05, 0.2, 0.5)),
         )
 
     def raft_config(self) -> RaftConfig:

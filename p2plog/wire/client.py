@@ -20,6 +20,12 @@ Client -> node
   stream from now (records carry ``late``/``early``/``absurd`` flags; ``from_index`` does not
   apply). ``cancel {req}`` stops it.
 - ``status {req}``.
+- ``member {req, op: "list"|"add"|"promote"|"remove", node?, address?, learner?}`` (admin):
+  ``list`` answers from any node; a change only from the leader (others answer
+  ``not_leader``), which replies once the change committed: ``add`` without ``learner`` also
+  waits for the new node to catch up and promotes it. A change already in effect is answered
+  as done. Reply ``member {req, members: [...], index?, done}``; error ``refused`` says why a
+  change cannot be made now.
 - ``time {req, t1}``: clock offset probe (``t1`` = client send time, ns); the node answers with
   its NTP-corrected time, so the offset a client measures is to the cluster's clock.
 
@@ -70,6 +76,8 @@ ErrorCode = Literal[
     "bad_request",
     "unauthorized",
     "forbidden",
+    "not_leader",
+    "refused",
 ]
 
 
@@ -148,7 +156,22 @@ class Time(Request, tag="time", frozen=True):
     t1: I64
 
 
-ClientRequest = Submit | Query | Tail | Cancel | Status | Time
+class Member(Request, tag="member", frozen=True):
+    """Membership (admin role): ``list``, or a change the leader makes (``raft.membership``)."""
+
+    op: Literal["list", "add", "promote", "remove"]
+    node: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    address: Annotated[str, msgspec.Meta(min_length=3, max_length=256)] | None = None
+    learner: bool = False  # add: stay a learner (else: promoted once it caught up)
+
+    def __post_init__(self) -> None:
+        if self.op != "list" and self.node is None:
+            raise ValueError(f"member {self.op} needs a node id")
+        if self.op == "add" and self.address is None:
+            raise ValueError("member add needs the new node's address (host:port)")
+
+
+ClientRequest = Submit | Query | Tail | Cancel | Status | Time | Member
 _BY_KIND: dict[str, type[ClientRequest]] = kinds(ClientRequest)
 
 

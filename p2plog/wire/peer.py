@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from p2plog.raft.membership import decode_conf
 from p2plog.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -149,6 +150,9 @@ class TN(_Raft, tag="tn", frozen=True):
     pass
 
 
+MAX_CONF_BYTES = 64 << 10
+
+
 class Snap(_Raft, tag="snap", frozen=True):
     """One chunk of the snapshot at index ``i`` (term ``st``): bytes ``off`` .. of ``total``."""
 
@@ -157,8 +161,13 @@ class Snap(_Raft, tag="snap", frozen=True):
     off: Annotated[int, msgspec.Meta(ge=0, lt=MAX_SNAPSHOT)]
     total: Annotated[int, msgspec.Meta(ge=0, le=MAX_SNAPSHOT)]
     data: Annotated[bytes, msgspec.Meta(max_length=SNAPSHOT_CHUNK)]
+    # The configuration at ``i`` (``membership.encode_conf``), on the first chunk; b"": the
+    # bootstrap one.
+    conf: Annotated[bytes, msgspec.Meta(max_length=MAX_CONF_BYTES)] = b""
 
     def __post_init__(self) -> None:
+        if self.conf:
+            decode_conf(self.conf)  # a ValueError closes the link, as any bad frame does
         if self.off + len(self.data) > self.total:
             raise ValueError(
                 f"a chunk at {self.off} of {len(self.data)} bytes is past {self.total}"

@@ -11,6 +11,7 @@ delivered to Raft until every byte is there; what the bytes mean is checked by t
 
 from __future__ import annotations
 
+from p2plog.raft.membership import decode_conf, encode_conf
 from p2plog.raft.messages import InstallSnapshot
 from p2plog.raft.types import Index, NodeId, Snapshot, Term
 from p2plog.wire.envelope import encode
@@ -24,28 +25,31 @@ def chunks(m: InstallSnapshot) -> list[bytes]:
     if total > MAX_SNAPSHOT:
         return []
     base = {"src": m.src, "dst": m.dst, "term": m.term, "i": s.index, "st": s.term}
+    conf = encode_conf(s.conf) if s.conf is not None else b""
     out = []
     for off in range(0, max(total, 1), SNAPSHOT_CHUNK):
         part = s.data[off : off + SNAPSHOT_CHUNK]
-        out.append(encode("snap", {**base, "off": off, "total": total, "data": part}))
+        extra = {"conf": conf} if off == 0 and conf else {}
+        out.append(encode("snap", {**base, "off": off, "total": total, "data": part, **extra}))
     return out
 
 
 class Assembly:
     """The snapshot one link is receiving (bounded by ``MAX_SNAPSHOT``)."""
 
-    __slots__ = ("_head", "_parts", "_size")
+    __slots__ = ("_conf", "_head", "_parts", "_size")
 
     def __init__(self) -> None:
         self._head: tuple[int, int, int, int] | None = None  # term, index, snap term, total
         self._parts: list[bytes] = []
         self._size = 0
+        self._conf = b""
 
     def add(self, c: Snap) -> InstallSnapshot | None:
         """Take one chunk; the whole message once its last chunk came."""
         head = (c.term, c.i, c.st, c.total)
         if c.off == 0:
-            self._head, self._parts, self._size = head, [], 0
+            self._head, self._parts, self._size, self._conf = head, [], 0, c.conf
         elif head != self._head or c.off != self._size:
             self._head, self._parts, self._size = None, [], 0  # a gap: wait for a resend
             return None
@@ -55,5 +59,6 @@ class Assembly:
             return None
         data = b"".join(self._parts)
         self._head, self._parts, self._size = None, [], 0
-        snap = Snapshot(Index(c.i), Term(c.st), data)
+        conf = decode_conf(self._conf) if self._conf else None
+        snap = Snapshot(Index(c.i), Term(c.st), data, conf)
         return InstallSnapshot(NodeId(c.src), NodeId(c.dst), Term(c.term), snap)

@@ -387,10 +387,12 @@ class Cluster(ProcCluster):
         secured: Secured | None = None,
         cluster_keys: dict[str, int] | None = None,
         sections: Sequence[str] = (),
+        joining: int = 0,
     ) -> None:
         super().__init__(
             root,
             n=n,
+            joining=joining,
             name=name,
             tick_ms=tick_ms,
             cluster_keys=cluster_keys,

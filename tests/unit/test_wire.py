@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2plog.errors import P2PLogError
+from p2plog.raft.membership import encode_conf
 from p2plog.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -26,7 +27,7 @@ from p2plog.raft.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from p2plog.raft.types import Entry, Index, NodeId, Snapshot, Term
+from p2plog.raft.types import ConfState, Entry, Index, NodeId, Snapshot, Term
 from p2plog.record import MAX_BATCH_RECORDS
 from p2plog.state.entry import batch_data, tick_data
 from p2plog.wire import envelope as env
@@ -220,6 +221,8 @@ def test_get_int() -> None:
 
 # ------------------------------------------------------------------ raft messages
 
+CONF = ConfState((N1, N2), (NodeId("n3"),), ((N1, "h:1"), (N2, "h:2"), (NodeId("n3"), "h:3")))
+
 ALL_MESSAGES: list[Message] = [
     RequestVote(N1, N2, Term(3), Index(10), Term(2)),
     RequestVote(N1, N2, Term(4), Index(0), Term(0), pre_vote=True),
@@ -243,6 +246,16 @@ ALL_MESSAGES: list[Message] = [
     TimeoutNow(N1, N2, Term(5)),
     InstallSnapshot(N1, N2, Term(5), Snapshot(Index(40), Term(4), b"")),
     InstallSnapshot(N1, N2, Term(5), Snapshot(Index(40), Term(4), bytes(range(256)) * 9000)),
+    InstallSnapshot(N1, N2, Term(5), Snapshot(Index(40), Term(4), b"s" * 3_000_000, CONF)),
+    AppendEntries(
+        N1,
+        N2,
+        Term(5),
+        Index(9),
+        Term(4),
+        (Entry(Term(5), Index(10), encode_conf(CONF)),),
+        Index(9),
+    ),
 ]
 
 
@@ -418,6 +431,16 @@ def test_batch_framing_is_checked() -> None:
     for bad in (good[:-1], good + b"\x00", good[:1] + b"\x00" * 20, good[:21]):
         with pytest.raises(ProtocolError, match="entry 10: "):
             decode_dict(mutated(AE, e=[[5, 10, bad]]))
+
+
+def test_configuration_entries_and_snapshot_configurations_are_checked() -> None:
+    bad = b'\x04{"voters":[],"learners":[],"addresses":{}}'
+    with pytest.raises(ProtocolError, match="entry 10: a configuration with no voter"):
+        decode_dict(mutated(AE, e=[[5, 10, bad]]))
+    chunk = env.decode(peer_snapshot.chunks(ALL_MESSAGES[-2])[0], MAX)  # type: ignore[arg-type]
+    chunk["conf"] = bad
+    with pytest.raises(ProtocolError, match="no voter"):
+        decode_dict(chunk)
 
 
 def test_too_many_entries() -> None:

@@ -143,8 +143,12 @@ class ProcCluster:
         sections: Sequence[str] = (),
         secured: Secured | None = None,
         log_level: str = "INFO",
+        joining: int = 0,
     ) -> None:
+        """``joining``: how many of the ``n`` nodes (the last ones) are marked ``join``: not
+        in the bootstrap configuration, to be added with ``member add``."""
         self.root = root
+        self.joining = {f"n{i}" for i in range(n - joining + 1, n + 1)}
         self.name = name
         self.tick_ms = tick_ms
         self.log_level = log_level
@@ -163,7 +167,10 @@ class ProcCluster:
     def write_config(self, path: Path, sections: Sequence[str] = ()) -> Path:
         """A ``peers.toml`` of this cluster at ``path``: its ``[cluster]`` keys, its security
         sections, then ``sections`` (``[ntp]`` ...); a node may be given its own."""
-        nodes = [NodeEntry(nd.id, f"{HOST}:{nd.port}", nd.data_dir) for nd in self.nodes.values()]
+        nodes = [
+            NodeEntry(nd.id, f"{HOST}:{nd.port}", nd.data_dir, nd.id in self.joining)
+            for nd in self.nodes.values()
+        ]
         return write_peers_toml(
             path, self.cluster_keys, nodes, [*self.security.sections, *sections]
         )
@@ -233,8 +240,10 @@ class ProcCluster:
         )
 
     async def start_all(self) -> None:
+        """Start every node not marked ``join`` (those wait to be started by the test)."""
         for nid in self.nodes:
-            await self.start(nid)
+            if nid not in self.joining:
+                await self.start(nid)
 
     def kill(self, nid: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to that node's pid (no wait; see ``wait_exit``)."""

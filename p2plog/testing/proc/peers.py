@@ -53,6 +53,7 @@ class NodeEntry:
     id: str
     address: str  # host:port
     data_dir: str | Path | None = None
+    join: bool = False  # outside the bootstrap configuration: added later with `member add`
 
 
 def peers_toml(
@@ -68,6 +69,8 @@ def peers_toml(
         keys: dict[str, TomlValue] = {"id": n.id, "address": n.address}
         if n.data_dir is not None:
             keys["data_dir"] = n.data_dir
+        if n.join:
+            keys["join"] = True
         lines += ["[[node]]", *_pairs(keys)]
     return "\n".join(lines)
 
