@@ -53,6 +53,7 @@ class LinkAuth:
     cluster: str
     secret: bytes = field(repr=False)
     ssl_context: ssl.SSLContext | None = None
+    incarnation: str = ""  # this node's data directory's (``runtime.incarnations``)
 
 
 class PeerLink:
@@ -132,6 +133,10 @@ class PeerLink:
             ) as e:
                 if isinstance(e, ProtocolError):
                     self._auth_log.warning("%s: link to %s refused: %s", self.me, self.peer, e)
+                elif _policy_close(e):  # the peer refused us with a reason (1008): say it
+                    self._auth_log.warning(
+                        "%s: link to %s refused: %s", self.me, self.peer, _reason(e)
+                    )
                 elif self.connected:
                     log.warning("%s: link to %s lost: %s", self.me, self.peer, _reason(e))
                 else:
@@ -197,6 +202,8 @@ class PeerLink:
         nonce = secrets.token_bytes(NONCE_BYTES)
         proof = hello_proof(a.secret, a.cluster, self.me, self.peer, challenge.nonce, nonce)
         hello = {"node": self.me, "to": self.peer, "nonce": nonce, "proof": proof}
+        if a.incarnation:
+            hello["inc"] = a.incarnation
         await ws.send_message(encode("hello", hello))
         welcome = decode_peer(await ws.get_message(), MAX_HANDSHAKE_FRAME)
         expect = welcome_proof(a.secret, a.cluster, self.me, self.peer, challenge.nonce, nonce)
@@ -205,6 +212,10 @@ class PeerLink:
                 f"{self.peer} did not prove it holds this cluster's secret (a different "
                 f"[security] secret_file or [cluster] name?)"
             )
+
+
+def _policy_close(e: BaseException) -> bool:
+    return isinstance(e, ConnectionClosed) and e.reason is not None and e.reason.code == 1008
 
 
 def _reason(e: BaseException) -> str:

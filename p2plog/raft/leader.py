@@ -10,13 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from p2plog.raft.membership import (
-    PROMOTE_MAX_LAG,
-    ConfChange,
-    ConfChangeRefused,
-    ConfOp,
-    apply_change,
-)
 from p2plog.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -27,9 +20,9 @@ from p2plog.raft.messages import (
     TimeoutNow,
 )
 from p2plog.raft.participant import Participant
-from p2plog.raft.progress import Progress, ProgressState
+from p2plog.raft.progress import ProgressState
 from p2plog.raft.quorum import committed_index
-from p2plog.raft.types import Entry, Index, NodeId, Role
+from p2plog.raft.types import Entry, Index, NodeId
 
 
 def append_entries(node: Participant, entries: Sequence[Entry]) -> None:
@@ -156,58 +149,6 @@ def is_active(node: Participant, pid: NodeId) -> bool:
 
 def quorum_active(node: Participant) -> bool:
     return sum(1 for v in node.voters if is_active(node, v)) >= node.quorum
-
-
-def conf_change_problem(node: Participant, ch: ConfChange) -> str | None:
-    """Why this leader may not propose ``ch`` now (``membership.py``'s rules), or None."""
-    lg = node.log
-    if node.role is not Role.LEADER:
-        return f"{node.id} is not the leader (the leader is {node.leader or 'unknown'}): ask it"
-    if node.lead_transferee is not None:
-        return f"leadership is moving to {node.lead_transferee}: try again in a moment"
-    if lg.term(lg.committed) != node.term:
-        return "the new leader has not yet committed an entry of its term: try again in a moment"
-    pending = lg.confs.last_index()
-    if pending > lg.committed:
-        return f"the change at index {pending} has not committed yet: one change at a time"
-    try:
-        apply_change(node.conf, ch)
-    except ConfChangeRefused as e:
-        return str(e)
-    if ch.op is ConfOp.PROMOTE:
-        pr = node.progress[ch.node]
-        if pr.match + PROMOTE_MAX_LAG < lg.committed or not is_active(node, ch.node):
-            return (
-                f"{ch.node} has not caught up (it holds up to index {pr.match}, the cluster has "
-                f"committed {lg.committed}): wait until `member list` shows it caught up"
-            )
-    return None
-
-
-def conf_changed(node: Participant) -> None:
-    """The leader's configuration changed: track new members (they count as active for an
-    election timeout, as every member does when a leader starts) and forget removed ones."""
-    members = {node.id, *node.peers}
-    for m in members - node.progress.keys():
-        pr = Progress(Index(node.log.last_index() + 1))
-        pr.last_active = node.leader_ticks
-        node.progress[m] = pr
-    for m in node.progress.keys() - members:
-        del node.progress[m]
-    if node.lead_transferee is not None and node.lead_transferee not in node.voters:
-        node.lead_transferee = None
-    node.bcast_pending = True
-    maybe_commit(node)
-
-
-def step_down_removed(node: Participant) -> None:
-    """The change that removed this leader committed: hand leadership to the voter that holds
-    the most (at once, with TimeoutNow, when it holds everything) and step down, so the
-    cluster does not wait an election timeout for a leader (thesis §4.2.2)."""
-    best = max(node.voters, key=lambda v: (node.progress[v].match, v))
-    if node.progress[best].match == node.log.last_index():
-        node.send(TimeoutNow(node.id, best, node.term))
-    node.become_follower(node.term, None)
 
 
 def start_transfer(node: Participant, to: NodeId) -> None:

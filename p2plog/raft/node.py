@@ -31,30 +31,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from random import Random
 
-from p2plog.raft import follower, leader
+from p2plog.raft import follower, leader, reconfig
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.log import RaftLog
-from p2plog.raft.membership import (
-    ConfChange,
-    ConfChangeRefused,
-    apply_change,
-    bootstrap_conf,
-    encode_conf,
-    is_conf,
-)
+from p2plog.raft.membership import ConfChange, bootstrap_conf, is_conf
 from p2plog.raft.messages import (
     AppendEntries,
     Heartbeat,
     HeartbeatResponse,
-    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
-    TimeoutNow,
 )
 from p2plog.raft.progress import Progress, ProgressState
-from p2plog.raft.quorum import quorum_size, vote_result
-from p2plog.raft.status import ProgressStatus, Status
+from p2plog.raft.quorum import vote_result
+from p2plog.raft.status import Status, status_of
 from p2plog.raft.types import (
     ConfState,
     Entry,
@@ -70,7 +61,7 @@ from p2plog.raft.types import (
 
 log = logging.getLogger("p2plog.raft")
 
-_LEADER_KINDS = (AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot)
+_LEADER_KINDS = reconfig.LEADER_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +101,7 @@ class RaftNode:
         self.voters: tuple[NodeId, ...] = ()
         self.peers: tuple[NodeId, ...] = ()
         self.quorum = 1
-        self._set_conf(self.conf)
+        reconfig.set_conf(self, self.conf)
         self.term = hard_state.term
         self.vote = hard_state.vote
         if self.log.last_term() > self.term:
@@ -179,14 +170,7 @@ class RaftNode:
         """Append the configuration ``change`` makes (``membership.py`` says why it is safe);
         its index. ``ConfChangeRefused`` says why not now and what to do."""
         assert self._outstanding is None, "propose_conf_change() between ready() and advance()"
-        why = leader.conf_change_problem(self, change)
-        if why:
-            raise ConfChangeRefused(why)
-        conf = apply_change(self.conf, change)
-        index = Index(self.log.last_index() + 1)
-        leader.append_entries(self, [Entry(self.term, index, encode_conf(conf))])
-        self._conf_maybe_changed()
-        return index
+        return reconfig.propose(self, change)
 
     def conf_at(self, index: Index) -> ConfState:
         """The configuration in force at ``index`` (what a snapshot taken there carries)."""
@@ -196,12 +180,7 @@ class RaftNode:
         return self.id in self.voters
 
     def may_campaign(self) -> bool:
-        """A voter may, and so may a node whose removal has not committed as far as it knows:
-        it may hold entries the others lack (its own removal, appended as leader before a
-        crash) and, with a vote the remaining voters need, no one else could win. It counts
-        votes by its newest configuration, which need not include itself (thesis §4.2.2)."""
-        lg = self.log
-        return self.is_voter() or self.id in lg.confs.at(lg.committed).voters
+        return reconfig.may_campaign(self)
 
     def transfer_leadership(self, to: NodeId) -> bool:
         """Hand leadership to ``to`` (Raft thesis §3.10); False if this node is not leader."""
@@ -213,34 +192,11 @@ class RaftNode:
         leader.start_transfer(self, to)
         return True
 
-    # ----------------------------------------------------------- configuration
-
-    def _set_conf(self, conf: ConfState) -> None:
-        self.conf = conf
-        self.voters = conf.voters
-        self.peers = tuple(m for m in conf.members() if m != self.id)
-        self.quorum = quorum_size(len(conf.voters))
-
-    def _conf_maybe_changed(self) -> None:
-        """After anything that appends or truncates: follow the newest configuration in the
-        log (rule 1 in ``membership.py``); a leader removed by a committed change steps down."""
-        conf = self.log.confs.current()
-        if conf != self.conf:
-            log.info("%s term=%d: configuration %s", self.id, self.term, conf)
-            self._set_conf(conf)
-            if self.role is Role.LEADER:
-                leader.conf_changed(self)
-            elif self.role is not Role.FOLLOWER and not self.is_voter():
-                self.become_follower(self.term, None)
-        removed = self.role is Role.LEADER and not self.is_voter()
-        if removed and self.log.committed >= self.log.confs.last_index():
-            leader.step_down_removed(self)
-
     def step(self, m: Message) -> None:
         """Handle one message from a peer: terms first (Raft §5.1), then the role."""
         assert self._outstanding is None, "step() between ready() and advance()"
         assert m.dst == self.id, f"{self.id} got a message for {m.dst}"
-        if not self._accepts(m):
+        if not reconfig.accepts(self, m):
             # Routine once membership changes: a removed server keeps asking for votes.
             log.debug(
                 "%s term=%d: dropped %s from non-member %s",
@@ -268,18 +224,7 @@ class RaftNode:
             follower.handle_vote_request(self, m)
         else:
             self._step_role(self, m)
-        self._conf_maybe_changed()
-
-    def _accepts(self, m: Message) -> bool:
-        """Votes count only from voters of this node's configuration, and a campaign only from
-        them (a removed server must not disrupt the cluster, thesis §4.2.3); answers only from
-        members the leader tracks. A leader's messages are taken from anyone: a new member
-        hears from the leader before its own log names it, and a leader's term is checked."""
-        if isinstance(m, (RequestVote, RequestVoteResponse)):
-            return m.src in self.voters
-        if isinstance(m, _LEADER_KINDS):
-            return True
-        return m.src in self.peers
+        reconfig.follow(self)
 
     def _handle_stale(self, m: Message) -> None:
         if isinstance(m, (AppendEntries, Heartbeat)) and (
@@ -455,28 +400,9 @@ class RaftNode:
         if self.role is Role.LEADER and rd.entries:
             # The leader's own vote for its entries counts only once they are on its disk.
             leader.self_persisted(self, self.log.stable_last_index())
-            self._conf_maybe_changed()
+            reconfig.follow(self)
 
     # ----------------------------------------------------------------- status
 
     def status(self) -> Status:
-        progress = {
-            pid: ProgressStatus(
-                p.match, p.next, p.state, len(p.inflight), leader.is_active(self, pid)
-            )
-            for pid, p in self.progress.items()
-        }
-        return Status(
-            id=self.id,
-            role=self.role,
-            term=self.term,
-            vote=self.vote,
-            leader=self.leader,
-            commit_index=self.log.committed,
-            applied_index=self.log.applied,
-            first_index=self.log.first_index(),
-            last_index=self.log.last_index(),
-            lead_transferee=self.lead_transferee,
-            progress=progress,
-            conf=self.conf,
-        )
+        return status_of(self)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from p2plog.raft.leader import is_active
+from p2plog.raft.participant import Participant
 from p2plog.raft.progress import ProgressState
 from p2plog.raft.types import ConfState, Index, NodeId, Role, Term
 
@@ -31,3 +33,25 @@ class Status:
     lead_transferee: NodeId | None
     progress: dict[NodeId, ProgressStatus]
     conf: ConfState
+
+
+def status_of(node: Participant) -> Status:
+    progress = {
+        pid: ProgressStatus(p.match, p.next, p.state, len(p.inflight), is_active(node, pid))
+        for pid, p in node.progress.items()
+    }
+    lg = node.log
+    return Status(
+        id=node.id,
+        role=node.role,
+        term=node.term,
+        vote=node.vote,
+        leader=node.leader,
+        commit_index=lg.committed,
+        applied_index=lg.applied,
+        first_index=lg.first_index(),
+        last_index=lg.last_index(),
+        lead_transferee=node.lead_transferee,
+        progress=progress,
+        conf=node.conf,
+    )

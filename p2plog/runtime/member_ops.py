@@ -1,7 +1,7 @@
 """The ``member`` commands on a node (``wire.client.Member``): list the configuration, or make
 one change through the Raft loop and answer once it committed.
 
-A change is answered from the leader only (``not_leader`` elsewhere: the client tries the
+A request is answered by the leader only (``not_leader`` elsewhere: the client tries the
 next node). Retrying a change is safe: one already in effect (the learner already added at
 that address, the node already a voter, already gone) is answered as done, not refused.
 ``add`` without ``learner`` adds a learner, waits until it holds what is committed, then
@@ -60,12 +60,14 @@ async def member_command(
 ) -> dict[str, Any]:
     """Answer one ``member`` request (``MemberError`` with a client error code)."""
     st = loop.status()
-    if req.op == "list":
-        return {"done": True}
     if st.role is not Role.LEADER:
+        # Also for list: a removed node, still running, would show a configuration long gone,
+        # and only the leader knows how far each member is.
         raise MemberError(
             "not_leader", f"{me} is not the leader (the leader is {st.leader or 'unknown'})"
         )
+    if req.op == "list":
+        return {"done": True}
     if req.op == "add" and split_address(req.address or "") is None:
         raise MemberError("refused", f"address {req.address!r} is not host:port")
     if _in_effect(st.conf, req):

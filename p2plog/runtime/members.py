@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import trio
 
@@ -23,6 +24,7 @@ from p2plog.config import Config, NodeConfig
 from p2plog.net.peer_link import LinkAuth, PeerLink
 from p2plog.raft.membership import bootstrap_conf
 from p2plog.raft.types import ConfState, NodeId
+from p2plog.runtime.incarnations import Incarnations
 
 log = logging.getLogger("p2plog.node")
 
@@ -44,6 +46,7 @@ class Members:
         auth: LinkAuth,
         links: dict[NodeId, PeerLink],
         on_peer_ip: Callable[[str], None] = lambda ip: None,
+        incarnations: Incarnations | None = None,
     ) -> None:
         """``links`` is the node's own map (what ``_send_raft`` looks a peer up in);
         ``on_peer_ip``: an IP address a new member connects from (the listener reserves
@@ -53,6 +56,7 @@ class Members:
         self.auth = auth
         self.links = links
         self.on_peer_ip = on_peer_ip
+        self.incarnations = incarnations
         self.bootstrap = bootstrap_conf(
             config.bootstrap_voters(), {n.id: n.address for n in config.nodes}
         )
@@ -95,6 +99,11 @@ class Members:
         for nid, address in want.items():
             if nid not in self.links and address:
                 self._add(nid, address)
+        inc = self.incarnations
+        if inc is not None and self._nursery is not None:
+            gone = [p for p in inc.seen if p not in members]
+            if inc.forget(gone):  # a removed node may come back as a new incarnation
+                self._nursery.start_soon(partial(trio.to_thread.run_sync, inc.save))
         if changed:
             log.info(
                 "%s: configuration: voters %s, learners %s",

@@ -17,7 +17,6 @@ follower, lets the current batch finish its fsync, and closes the storage.
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -40,7 +39,9 @@ from p2plog.raft.config import RaftConfig
 from p2plog.raft.messages import InstallSnapshot, Message
 from p2plog.raft.types import Entry, NodeId, Role
 from p2plog.replica.proposals import SubmitResult
+from p2plog.runtime import node_status
 from p2plog.runtime.dup_check import mark_conflicts
+from p2plog.runtime.incarnations import Incarnations
 from p2plog.runtime.member_ops import describe as describe_members
 from p2plog.runtime.member_ops import member_command
 from p2plog.runtime.members import Members
@@ -167,6 +168,7 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         storage = await trio.to_thread.run_sync(self._open_storage)
         self.storage = storage
+        self.incarnations = await trio.to_thread.run_sync(Incarnations, self.data_dir, self.me.id)
         loop, rpc, listener = self._compose(storage)
         for warning in self.security.warnings:
             log.warning("%s: %s", self.me.id, warning)
@@ -202,8 +204,9 @@ class Node:
         """The Raft loop over ``storage``, the peer links and RPC, and the listener."""
         c = self.config.cluster
         self.retention = Retention(self.config.retention, storage, self.me.id)
-        auth = LinkAuth(c.name, self.security.secret, self.security.client_ssl)
-        self.members = Members(self.me, self.config, auth, self.links, self._peer_ip)
+        inc = self.incarnations
+        auth = LinkAuth(c.name, self.security.secret, self.security.client_ssl, inc.mine)
+        self.members = Members(self.me, self.config, auth, self.links, self._peer_ip, inc)
         self.loop = loop = RaftLoop(
             node_id=self.me.id,
             voters=self.members.bootstrap,
@@ -241,7 +244,15 @@ class Node:
             forward=rpc.forward,
             check_conflicts=partial(mark_conflicts, loop.applier, self.read_log),
         )
-        peer_server = PeerServer(self.me.id, self.members, auth, rpc, loop.deliver_nowait)
+        peer_server = PeerServer(
+            self.me.id,
+            self.members,
+            auth,
+            rpc,
+            loop.deliver_nowait,
+            inc,
+            lambda: self.members.conf.voters,
+        )
         cap = connection_cap(c.max_connections, raise_open_files_limit(), FD_RESERVE, self.me.id)
         self.listener = Listener(
             self.me,
@@ -349,66 +360,4 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         """The full status (``service.status`` gives each role its view)."""
-        loop, storage, listener = self.loop, self.storage, self.listener
-        assert loop is not None
-        assert storage is not None
-        st = loop.status()
-        fs = sorted(loop.fsync_s) if loop.fsync_s else [0.0]
-        peers = {}
-        for pid, link in list(self.links.items()):
-            prog = st.progress.get(pid)
-            peers[pid] = {
-                "address": f"{link.host}:{link.port}",
-                "member": "voter" if pid in st.conf.voters else "learner",
-                "connected": link.connected,
-                "match_index": prog.match if prog else None,
-                "lag": (st.last_index - prog.match) if prog else None,
-                "dropped_frames": link.dropped,
-            }
-        return {
-            "id": self.me.id,
-            "address": self.me.address,
-            "role": st.role.value,
-            "term": st.term,
-            "leader": st.leader,
-            "commit_index": st.commit_index,
-            "applied_index": loop.applier.applied_index,
-            "last_index": st.last_index,
-            "first_index": storage.first_index(),
-            "records": loop.applier.records,
-            "time_index": loop.applier.times.statistics(),
-            "record_index": loop.applier.record_index,
-            "peers": peers,
-            "members": {"voters": list(st.conf.voters), "learners": list(st.conf.learners)},
-            "fsync_ms_p50": round(statistics.median(fs) * 1000, 3),
-            "fsync_ms_p99": round(fs[int(len(fs) * 0.99) - 1 if len(fs) > 1 else 0] * 1000, 3),
-            "fsyncs": storage.fsyncs,
-            "log_bytes": storage.total_bytes,
-            "disk_full": loop.disk_full,
-            "storage_failed": loop.failed,
-            "inflight_records": self.submits.inflight if self.submits is not None else 0,
-            "tail_subscribers": len(self.tail_hub.subs),
-            "connections": listener.statistics() if listener is not None else {},
-            "security": describe(self.security),
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "clock": self._clock_status(),
-            "reorder": self._reorder_status(loop),
-            "retention": self.retention.status(),
-        }
-
-    def _clock_status(self) -> dict[str, Any]:
-        now = self.corrected_now()
-        st = self.estimator.status(self.local_ns())
-        if not self.config.ntp.servers:
-            st["source"] = "system clock (no [ntp] servers configured)"
-        st["peer_offsets_ms"] = {
-            p: round(o.offset_ns / 1e6, 3) for p, o in self.skew.offsets(now).items()
-        }
-        st["offset_to_majority_ms"] = round(self.skew.offset_to_majority(now) / 1e6, 3)
-        st["clock_uncertain"] = self.clock_uncertain()
-        return st
-
-    def _reorder_status(self, loop: RaftLoop) -> dict[str, Any]:
-        st = loop.replica.events.statistics(self.corrected_now())
-        st["subscribers"] = len(self.event_hub.subs)
-        return st
+        return node_status.full(self)

@@ -28,6 +28,7 @@ from p2plog.net.server import remote_of, set_message_limit
 from p2plog.raft.messages import Message
 from p2plog.raft.types import NodeId
 from p2plog.ratelog import RateLimitedLog
+from p2plog.runtime.incarnations import Incarnations
 from p2plog.runtime.peer_rpc import PeerRpc
 from p2plog.wire.envelope import ProtocolError, encode
 from p2plog.wire.peer import (
@@ -57,6 +58,14 @@ HELLO_TIMEOUT_S = 2.0  # one round trip: a stranger holds a handshake slot no lo
 AUTH_FAILED = "authentication failed"
 
 
+class Rejected(Exception):
+    """An authenticated member that may not link now; ``reason`` is told to it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Refused(Exception):
     """The hello did not authenticate; ``detail`` is for this node's log only."""
 
@@ -75,6 +84,8 @@ class PeerServer:
         auth: LinkAuth,
         rpc: PeerRpc,
         deliver: Callable[[Message], None],
+        incarnations: Incarnations | None = None,
+        voters: Callable[[], Container[str]] = tuple,
     ) -> None:
         """``members``: every member's id (this node's too); ``auth``: the cluster name and
         secret a hello must prove; ``deliver``: where Raft messages go (the Raft loop)."""
@@ -83,6 +94,8 @@ class PeerServer:
         self.auth = auth
         self.rpc = rpc
         self.deliver = deliver
+        self.incarnations = incarnations
+        self.voters = voters  # of the configuration in force (a lost voter is refused)
 
     async def serve(
         self, ws: WebSocketConnection, admit: Callable[[str], bool] = lambda _: True
@@ -113,6 +126,8 @@ class PeerServer:
         except Refused as e:
             _refusals.warning("%s: refused a peer link from %s: %s", me, remote, e.detail)
             reason = AUTH_FAILED
+        except Rejected as e:
+            reason = e.reason
         except ProtocolError as e:
             _refusals.warning("%s: refused a peer link from %s: %s", me, remote, e)
             reason = AUTH_FAILED
@@ -145,11 +160,22 @@ class PeerServer:
             )
         if not admit(hello.node):
             raise ProtocolError(f"{hello.node} holds the most links this node takes from a member")
+        await self._check_incarnation(hello)
         welcome = welcome_proof(secret, cluster, hello.node, me, nonce, hello.nonce)
         set_message_limit(ws, MAX_PEER_FRAME)  # before the welcome: frames follow it at once
         await ws.send_message(encode("welcome", {"proof": welcome}))
         log.debug("%s: peer link from %s (%s) authenticated", me, hello.node, remote_of(ws))
         return NodeId(hello.node)
+
+    async def _check_incarnation(self, hello: Hello) -> None:
+        inc = self.incarnations
+        if inc is None:
+            return
+        why = inc.refusal(hello.node, hello.inc, self.voters())
+        if why is not None:
+            raise Rejected(why)
+        if inc.needs_saving(hello.node, hello.inc):
+            await trio.to_thread.run_sync(inc.remember, hello.node, hello.inc)
 
     def _on_chunk(self, src: NodeId, c: Snap, assembly: Assembly) -> None:
         if c.src != src or c.dst != self.me:

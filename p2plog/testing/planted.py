@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from p2plog.order.reorder import ReorderBuffer
-from p2plog.raft import leader
+from p2plog.raft import leader, reconfig
 from p2plog.raft.membership import ConfChange, ConfChangeRefused, apply_change, encode_conf
 from p2plog.raft.types import Entry, Index, Role, Snapshot
 from p2plog.replica.proposals import Proposal
@@ -30,7 +30,7 @@ class TwoConfChangesInFlight(Replica):
         conf = apply_change(r.conf, change)
         index = Index(r.log.last_index() + 1)
         leader.append_entries(r, [Entry(r.term, index, encode_conf(conf))])
-        r._conf_maybe_changed()
+        reconfig.follow(r)
         return index
 
 

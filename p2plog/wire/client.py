@@ -21,11 +21,10 @@ Client -> node
   apply). ``cancel {req}`` stops it.
 - ``status {req}``.
 - ``member {req, op: "list"|"add"|"promote"|"remove", node?, address?, learner?}`` (admin):
-  ``list`` answers from any node; a change only from the leader (others answer
-  ``not_leader``), which replies once the change committed: ``add`` without ``learner`` also
-  waits for the new node to catch up and promotes it. A change already in effect is answered
-  as done. Reply ``member {req, members: [...], index?, done}``; error ``refused`` says why a
-  change cannot be made now.
+  answered by the leader (others answer ``not_leader``); a change once it committed:
+  ``add`` without ``learner`` also waits for the new node to catch up and promotes it. A
+  change already in effect is answered as done. Reply ``member {req, members: [...], index?,
+  done}``; error ``refused`` says why a change cannot be made now.
 - ``time {req, t1}``: clock offset probe (``t1`` = client send time, ns); the node answers with
   its NTP-corrected time, so the offset a client measures is to the cluster's clock.
 

@@ -85,6 +85,8 @@ class Hello(_Msg, tag="hello", frozen=True):
     to: PeerId
     nonce: Nonce
     proof: Proof
+    # The dialer's data directory's incarnation (``runtime.incarnations``); "": not stated.
+    inc: Annotated[str, msgspec.Meta(max_length=32)] = ""
 
 
 class Welcome(_Msg, tag="welcome", frozen=True):

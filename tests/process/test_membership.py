@@ -8,6 +8,7 @@ between acked batches while the change ran)."""
 from __future__ import annotations
 
 import itertools
+import shutil
 import statistics
 import subprocess
 import sys
@@ -137,7 +138,44 @@ async def test_add_promote_remove_the_leader_then_another_under_writes(
         assert len(terms) == 1
         for v in removed:
             assert c.nodes[v].alive, f"removed {v} should still be running"
+        listing = await _member(c, "list")
+        rows = {line.split()[0]: line for line in listing.splitlines()[1:]}
+        assert sorted(rows) == sorted(remaining), listing
+        assert all(" voter" in row for row in rows.values()), listing
         report = ", ".join(
             f"{k}: p50 {a * 1000:.0f} ms max {b * 1000:.0f} ms" for k, (a, b) in stalls.items()
         )
         print(f"\nwrite stall per change ({len(stats.acked)} records acked): {report}")
+
+
+async def test_a_voter_that_lost_its_data_is_refused_until_removed_and_added_again(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    c = Cluster(tmp_path)
+    async with started(c, request):
+        lead = await c.leader()
+        stats = WriterStats()
+        records = make_records(300, "before")
+        await submit_batches(c.port(lead), iter([records[:150], records[150:]]), stats)
+        await c.wait_converged(c.ids)
+        lost = next(n for n in c.ids if n != lead)
+        c.kill(lost)
+        await c.wait_exit(lost)
+        shutil.rmtree(c.nodes[lost].data_dir)  # the disk is gone; same id, empty directory
+        await c.restart(lost)
+        # Its links are refused: it neither votes nor holds anything, and says why.
+        with trio.fail_after(15):
+            while "lost data: run `p2plog member remove" not in c.logs(lost):  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        assert f"refused {lost}: it is a voter whose data directory changed" in c.logs(lead)
+        st = await c.status(lost)
+        assert st["records"] == 0
+        assert st["role"] != "leader"
+        others = [n for n in c.ids if n != lost]
+        assert await _leader_of(c, others) == lead
+        await _member(c, "remove", lost)
+        await _member(c, "add", lost, f"127.0.0.1:{c.port(lost)}")  # a learner, then promoted
+        statuses = await c.wait_converged(c.ids, timeout_s=30)
+        assert sorted(statuses[lead]["members"]["voters"]) == sorted(c.ids)
+        got = {r["id"] for r in await c.query_all(lost)}
+        assert set(stats.acked) <= got

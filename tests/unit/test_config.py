@@ -474,3 +474,16 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(Path, "read_text", denied)  # (root ignores chmod, so fake the error)
     with pytest.raises(ConfigError, match=re.escape(f"{p}: cannot read it: Permission denied")):
         load(p)
+
+
+def test_join_marks_a_node_outside_the_bootstrap_configuration(tmp_path: Path) -> None:
+    extra = '\n[[node]]\nid = "n4"\naddress = "127.0.0.1:7004"\njoin = true\n'
+    cfg = load_text(tmp_path, NODES + extra)
+    assert cfg.bootstrap_voters() == ["n1", "n2", "n3"]
+    assert cfg.node("n4").join
+    bad = error_of(tmp_path, NODES + extra.replace("true", '"yes"'))
+    assert "join must be true or false" in bad
+    only = NODES.replace('address = "127.0.0.1:7001"', 'address = "127.0.0.1:7001"\njoin = true')
+    only = only.replace('address = "127.0.0.1:7002"', 'address = "127.0.0.1:7002"\njoin = true')
+    only = only.replace('address = "127.0.0.1:7003"', 'address = "127.0.0.1:7003"\njoin = true')
+    assert "every [[node]] has join = true" in error_of(tmp_path, only)
