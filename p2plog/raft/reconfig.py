@@ -80,11 +80,17 @@ def may_campaign(node: Participant) -> bool:
 
 
 def accepts(node: Participant, m: Message) -> bool:
-    """Votes count only from voters of this node's configuration, and a campaign only from
-    them (a removed server must not disrupt the cluster, thesis §4.2.3); answers only from
+    """Votes count only from voters of this node's configuration, and a campaign is heard
+    from them (a removed server must not disrupt the cluster, thesis §4.2.3); answers only from
     members the leader tracks. A leader's messages are taken from anyone: a new member hears
     from the leader before its own log names it, and a leader's term is checked."""
-    if isinstance(m, (RequestVote, RequestVoteResponse)):
+    if isinstance(m, RequestVote):
+        # ... or from a candidate whose log is at least as up to date as this node's: a
+        # node that has not caught up yet does not know every voter, and its vote may be the
+        # one a candidate needs. A removed node stops receiving entries, so it falls behind
+        # at once and is ignored before it can bump anybody's term.
+        return m.src in node.voters or node.log.is_up_to_date(m.last_index, m.last_term)
+    if isinstance(m, RequestVoteResponse):
         return m.src in node.voters
     if isinstance(m, LEADER_KINDS):
         return True

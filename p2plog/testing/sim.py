@@ -95,7 +95,10 @@ class Simulation:
         self.broken_store = broken_store
         self.planted = planted
         self.rng = Random(seed)
-        self.opts = SimOptions.draw(self.rng, nodes)
+        # Membership draws from its own source, so a seed that makes no membership change
+        # runs exactly as it did before they existed (the planted bugs' seeds stay put).
+        self.member_rng = Random(f"membership {seed}")
+        self.opts = SimOptions.draw(self.rng, nodes, self.member_rng)
         o = self.opts
         self.ids = [NodeId(f"n{i + 1}") for i in range(o.nodes)]
         self.max_nodes = o.nodes + 3
@@ -165,14 +168,14 @@ class Simulation:
                         n.replica.transfer(rng.choice(others))
                         w.stats.transfers += 1
                         w.drive(n)
-        if rng.random() < o.member_p:
+        if self.member_rng.random() < o.member_p:
             self._change_membership()
 
     def _change_membership(self) -> None:
         """What an operator does: add a new host as a learner, promote a learner, remove a
         member (the leader too). Sometimes twice in a row: the second must be refused while
         the first is in flight. A removed node keeps running (it must not disrupt)."""
-        w, rng = self.world, self.rng
+        w, rng = self.world, self.member_rng
         leaders = [n for n in w.leaders() if n.busy is None]
         if not leaders:
             return

@@ -45,7 +45,9 @@ class SimOptions:
     member_p: float  # per chaos round: a membership change (add, promote, remove)
 
     @classmethod
-    def draw(cls, rng: Random, nodes: int | None = None) -> SimOptions:
+    def draw(
+        cls, rng: Random, nodes: int | None = None, member_rng: Random | None = None
+    ) -> SimOptions:
         election = rng.choice((5, 10, 20))
         return cls(
             nodes=nodes or rng.choice((3, 3, 4, 5, 5)),
@@ -75,7 +77,7 @@ class SimOptions:
             reorder_window_ms=rng.choice((20, 200, 1000)),
             skew_max=rng.choice((0, 5, 100)),
             compact_every=rng.choice((0, 4, 16, 64, 256)),
-            member_p=rng.choice((0.0, 0.05, 0.2, 0.5)),
+            member_p=member_rng.choice((0.0, 0.05, 0.2, 0.5)) if member_rng else 0.0,
         )
 
     def raft_config(self) -> RaftConfig:
