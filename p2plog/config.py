@@ -31,6 +31,8 @@ class NodeConfig:
     # Not in the bootstrap configuration: a host that joins a running cluster and waits to be
     # added (``p2plog member add``). The log, not this file, holds who the members are.
     join: bool = False
+    # The operator's HTTP port (/metrics, /healthz, /readyz, the console); None: off.
+    http: tuple[str, int] | None = None
 
     @property
     def address(self) -> str:
@@ -314,7 +316,7 @@ def _tls(t: Any, f: str, base: Path) -> TlsConfig:
 def _node(t: Any, i: int, f: str, base: Path) -> NodeConfig:
     if not isinstance(t, dict):
         raise ConfigError(f"{f}: [[node]] #{i + 1} must be a table")
-    _no_unknown(t, {"id", "address", "data_dir", "join"}, f, f"[[node]] #{i + 1}")
+    _no_unknown(t, {"id", "address", "data_dir", "join", "http_address"}, f, f"[[node]] #{i + 1}")
     nid = t.get("id")
     if not isinstance(nid, str) or not NODE_ID.fullmatch(nid):
         raise ConfigError(
@@ -331,7 +333,9 @@ def _node(t: Any, i: int, f: str, base: Path) -> NodeConfig:
     join = t.get("join", False)
     if not isinstance(join, bool):
         raise ConfigError(f'{f}: node "{nid}" join must be true or false, got {join!r}')
-    return NodeConfig(NodeId(nid), host, port, (base / data_dir).resolve(), join)
+    http = t.get("http_address")
+    http_hp = None if http is None else _address(http, nid, f)
+    return NodeConfig(NodeId(nid), host, port, (base / data_dir).resolve(), join, http_hp)
 
 
 def _address(address: Any, nid: str, f: str) -> tuple[str, int]:

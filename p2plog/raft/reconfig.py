@@ -58,7 +58,7 @@ def follow(node: Participant) -> None:
     """After anything that appends or truncates: follow the newest configuration in the log
     (rule 1 in ``membership.py``); a leader removed by a committed change steps down."""
     conf = node.log.confs.current()
-    if conf != node.conf:
+    if conf is not node.conf and conf != node.conf:  # (identity first: this runs per step)
         log.info("%s term=%d: configuration %s", node.id, node.term, conf)
         set_conf(node, conf)
         if node.role is Role.LEADER:

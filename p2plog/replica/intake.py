@@ -96,6 +96,7 @@ def pack(
         for pos, rid in enumerate(ids):
             orig = window.get(rid)
             if orig is not None:
+                applier.dedup_hits += 1
                 if p.resolve(pos, RecordAck(rid, orig, applier.term_of(orig), True)):
                     finished.append(p)
                 continue

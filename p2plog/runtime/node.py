@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,8 @@ from p2plog.clock.ntp_poller import NtpPoller, steady_wall_clock
 from p2plog.clock.peer_skew import PeerSkew
 from p2plog.config import ClusterConfig, Config, NodeConfig
 from p2plog.errors import StorageError
+from p2plog.latency import Histogram
+from p2plog.net.http import Handler, HttpServer
 from p2plog.net.listener import Listener
 from p2plog.net.peer_link import LinkAuth, PeerLink
 from p2plog.net.server import connection_cap, raise_open_files_limit
@@ -52,7 +55,7 @@ from p2plog.runtime.retention import Retention
 from p2plog.runtime.submit import Submits
 from p2plog.runtime.tail_hub import TailHub
 from p2plog.security.policy import NodeSecurity, describe, load_node_security
-from p2plog.security.tokens import Grant
+from p2plog.security.tokens import ANONYMOUS, OPEN, Grant
 from p2plog.state.applier import Applied, Applier
 from p2plog.state.entry import BatchRef, Rec
 from p2plog.state.event_feed import IsDup
@@ -84,9 +87,12 @@ class Node:
         security: NodeSecurity | None = None,
         *,
         serve_client: ServeClientOf[Node],
+        http_handler: Callable[[Node], Handler] | None = None,
     ) -> None:
         self.config = config
         self._serve_client = serve_client
+        self._http_handler = http_handler
+        self.http_port: int | None = None
         self.me = me
         self.security = security or load_node_security(config, me)
         self.data_dir = data_dir or me.data_dir
@@ -109,6 +115,7 @@ class Node:
         self.submits: Submits | None = None
         self._applied = trio.lowlevel.ParkingLot()  # woken after every applied round
         self.tails_open = 0  # client tails on this node (service.session bounds them)
+        self.rejected: Counter[str] = Counter()  # requests refused, by error code (metrics)
         self.public_status_cache: tuple[float, dict[str, Any]] | None = None
         self.listener: Listener | None = None
         self.port = me.port
@@ -184,6 +191,7 @@ class Node:
                     nursery.start_soon(rpc.probe_peers)
                     await nursery.start(self.members.run)
                     self.port = await nursery.start(listener.run)
+                    await self._start_http(nursery)
                     log.info(
                         "%s: listening on %s://%s:%d (peers %s; %s; max_connections %d)",
                         self.me.id,
@@ -263,6 +271,30 @@ class Node:
             partial(self._serve_client, self),
         )
         return loop, rpc, self.listener
+
+    async def _start_http(self, nursery: trio.Nursery) -> None:
+        if self.me.http is None or self._http_handler is None:
+            return
+        host, port = self.me.http
+        server = HttpServer(
+            host,
+            port,
+            self._http_handler(self),
+            ssl_context=self.security.server_ssl,
+            name=self.me.id,
+        )
+        self.http_port = await nursery.start(server.run)
+        log.info(
+            "%s: HTTP on %s:%d (/metrics, /healthz, /readyz)", self.me.id, host, self.http_port
+        )
+
+    def grant_of(self, token: str | None) -> Grant | None:
+        """Who a bearer token is (None: not valid; no tokens file: everyone is open)."""
+        store = self.security.tokens
+        if store is None:
+            return OPEN
+        store.maybe_reload()
+        return ANONYMOUS if token is None else store.lookup(token)
 
     def _peer_ip(self, ip: str) -> None:
         if self.listener is not None:
@@ -357,6 +389,11 @@ class Node:
         return reply
 
     # -------------------------------------------------------------- status
+
+    def histograms(self) -> dict[str, Histogram]:
+        """The latency histograms ``/metrics`` exports (seconds)."""
+        assert self.loop is not None
+        return {"fsync": self.loop.fsync_s, "commit": self.loop.commit_s}
 
     def status(self) -> dict[str, Any]:
         """The full status (``service.status`` gives each role its view)."""

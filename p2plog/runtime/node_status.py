@@ -3,7 +3,6 @@ cuts it down to what a token's role may see."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,6 @@ def full(self: Node) -> dict[str, Any]:
     assert loop is not None
     assert storage is not None
     st = loop.status()
-    fs = sorted(loop.fsync_s) if loop.fsync_s else [0.0]
     peers = {}
     for pid, link in list(self.links.items()):
         prog = st.progress.get(pid)
@@ -47,9 +45,14 @@ def full(self: Node) -> dict[str, Any]:
         "record_index": loop.applier.record_index,
         "peers": peers,
         "members": {"voters": list(st.conf.voters), "learners": list(st.conf.learners)},
-        "fsync_ms_p50": round(statistics.median(fs) * 1000, 3),
-        "fsync_ms_p99": round(fs[int(len(fs) * 0.99) - 1 if len(fs) > 1 else 0] * 1000, 3),
+        "fsync_ms_p50": round(loop.fsync_s.quantile(0.5) * 1000, 3),
+        "fsync_ms_p99": round(loop.fsync_s.quantile(0.99) * 1000, 3),
         "fsyncs": storage.fsyncs,
+        "bytes_written": storage.bytes_written,
+        "disk_budget_bytes": self.config.cluster.disk_budget_bytes,
+        "leader_changes": loop.leader_changes,
+        "dedup_hits": loop.applier.dedup_hits,
+        "rejected": dict(self.rejected),
         "log_bytes": storage.total_bytes,
         "disk_full": loop.disk_full,
         "storage_failed": loop.failed,

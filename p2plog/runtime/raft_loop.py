@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,12 +28,13 @@ from random import Random
 import trio
 
 from p2plog.errors import DiskFull, StorageFailed
+from p2plog.latency import Histogram
 from p2plog.order.reorder import Emitted, ReorderBuffer
 from p2plog.raft.config import RaftConfig
 from p2plog.raft.membership import ConfChange, ConfChangeRefused
 from p2plog.raft.messages import Message
 from p2plog.raft.status import Status
-from p2plog.raft.types import ConfState, Entry, NodeId, Snapshot
+from p2plog.raft.types import ConfState, Entry, NodeId, Role, Snapshot, SoftState
 from p2plog.replica import snapshot
 from p2plog.replica.proposals import Proposal
 from p2plog.replica.replica import Replica, ReplicaReady
@@ -124,7 +126,11 @@ class RaftLoop:
         self._tx, self._rx = trio.open_memory_channel[Event](INBOX_SIZE)
         self.stopped = trio.Event()
         self.role_changed = trio.Event()  # set (and replaced) whenever role or leader changes
-        self.fsync_s: list[float] = []
+        self.fsync_s = Histogram()  # each append's write + fdatasync
+        self.commit_s = Histogram()  # as leader: an entry's append to its commit
+        self._appended: deque[tuple[int, float]] = deque(maxlen=4096)
+        self.leader_changes = 0  # how often this node saw a new leader (metrics)
+        self._leader_seen: NodeId | None = None
         self._status = self.replica.status()
 
     @property
@@ -263,6 +269,26 @@ class RaftLoop:
         if first_record is not None:
             self.replica.applier.forget_before(first_record, first_entry)
 
+    def _role_changed(self, soft: SoftState) -> None:
+        if soft.leader != self._leader_seen:
+            self._leader_seen = soft.leader
+            if soft.leader is not None:
+                self.leader_changes += 1
+        if soft.role is not Role.LEADER:
+            self._appended.clear()
+        self.role_changed.set()
+        self.role_changed = trio.Event()
+
+    def _note_commits(self) -> None:
+        """Commit latency, as leader: an appended entry's time to commit (a majority's fsync
+        and the round trips), observed for the last entry of each appended Ready."""
+        pending = self._appended
+        if not pending:
+            return
+        commit, now = self.replica.raft.log.committed, time.perf_counter()
+        while pending and pending[0][0] <= commit:
+            self.commit_s.observe(now - pending.popleft()[1])
+
     def _conf_change(self, req: ConfRequest) -> None:
         try:
             req.index = self.replica.propose_conf_change(req.change)
@@ -308,9 +334,11 @@ class RaftLoop:
             for m in rd.messages_after_persist:
                 self.send(m)
             if rd.raft.soft_state is not None:
-                self.role_changed.set()
-                self.role_changed = trio.Event()
+                self._role_changed(rd.raft.soft_state)
+            if rd.entries and replica.role is Role.LEADER:
+                self._appended.append((rd.entries[-1].index, time.perf_counter()))
             replica.advance(rd)
+            self._note_commits()
             if rd.raft.snapshot is not None:
                 self.on_applied([], [])  # the applied state jumped: wake who waits on it
             # A replay after restart is a long run of Readies with nothing to persist: yield
@@ -343,9 +371,7 @@ class RaftLoop:
             if self.replica.disk_full:
                 log.warning("%s term=%d: disk space is back; writes resume", self.id, self._term)
                 self.replica.disk_full = False
-            self.fsync_s.append(time.perf_counter() - t0)
-            if len(self.fsync_s) > 1024:
-                del self.fsync_s[:512]
+            self.fsync_s.observe(time.perf_counter() - t0)
             return
 
     def _write(self, rd: ReplicaReady) -> None:

@@ -9,10 +9,12 @@ loop, the leader's forwards, the storage thread) stays behind it. Reads of the l
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Set
 from typing import Any, Protocol, TypeVar
 
 from p2plog.config import ClusterConfig
+from p2plog.latency import Histogram
 from p2plog.order.reorder import Emitted
 from p2plog.replica.proposals import SubmitResult
 from p2plog.runtime.tail_hub import TailHub
@@ -104,6 +106,15 @@ class NodeApi(Protocol):
 
     async def member(self, req: Member) -> dict[str, Any]:
         """A ``member`` request's reply fields (``errors.MemberError`` when it fails)."""
+        ...
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Requests this node refused, by error code (``/metrics``)."""
+        ...
+
+    def histograms(self) -> dict[str, Histogram]:
+        """Latency histograms by name (``fsync``, ``commit``), in seconds."""
         ...
 
     def status(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from p2plog.config import Config, NodeConfig
 from p2plog.errors import P2PLogError
 from p2plog.runtime.node import Node
 from p2plog.security.policy import NodeSecurity
+from p2plog.service.http_api import handler_for
 from p2plog.service.session import serve_client
 
 log = logging.getLogger("p2plog.node")
@@ -33,7 +34,14 @@ def make_node(
     security: NodeSecurity | None = None,
 ) -> Node:
     """The node ``me`` of ``config``, serving clients with ``service.session``."""
-    return Node(config, me, data_dir, security, serve_client=serve_client)
+    return Node(
+        config,
+        me,
+        data_dir,
+        security,
+        serve_client=serve_client,
+        http_handler=lambda node: handler_for(node, node.grant_of),
+    )
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -306,6 +306,7 @@ class Session:
             self.unsent -= len(data)
 
     async def error(self, req: int, code: str, msg: str) -> None:
+        self.node.rejected[code] += 1
         fields: dict[str, Any] = {"req": req, "code": code, "msg": msg}
         if code in RETRYABLE:
             fields["retry_after_ms"] = RETRY_AFTER_MS

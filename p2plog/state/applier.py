@@ -52,6 +52,7 @@ class Applier:
         self.applied_index = 0  # Raft index
         self.record_index = 0  # the last applied record's index
         self.records = 0  # records stored (duplicates not counted)
+        self.dedup_hits = 0  # retries of committed ids answered at intake (a counter, not state)
         self._term_at: list[int] = []  # first record index of each run of one term
         self._terms: list[int] = []
         self._loc_rec: list[int] = []  # sparse: a batch's base record index ...

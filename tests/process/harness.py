@@ -388,11 +388,13 @@ class Cluster(ProcCluster):
         cluster_keys: dict[str, int] | None = None,
         sections: Sequence[str] = (),
         joining: int = 0,
+        http: bool = False,
     ) -> None:
         super().__init__(
             root,
             n=n,
             joining=joining,
+            http=http,
             name=name,
             tick_ms=tick_ms,
             cluster_keys=cluster_keys,

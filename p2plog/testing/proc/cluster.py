@@ -144,18 +144,24 @@ class ProcCluster:
         secured: Secured | None = None,
         log_level: str = "INFO",
         joining: int = 0,
+        http: bool = False,
     ) -> None:
         """``joining``: how many of the ``n`` nodes (the last ones) are marked ``join``: not
         in the bootstrap configuration, to be added with ``member add``."""
         self.root = root
         self.joining = {f"n{i}" for i in range(n - joining + 1, n + 1)}
+        # Each node's HTTP port (``http``: every node serves /metrics, /healthz, /readyz).
+        self.http_ports: dict[str, int] = {}
         self.name = name
         self.tick_ms = tick_ms
         self.log_level = log_level
         self.nodes: dict[str, NodeProc] = {}
-        for i, port in enumerate(free_ports(n), start=1):
+        ports = free_ports(2 * n if http else n)  # at once, so no two are the same
+        for i, port in enumerate(ports[:n], start=1):
             nid = f"n{i}"
             self.nodes[nid] = NodeProc(nid, port, root / "data" / nid, root / f"{nid}.log")
+        if http:
+            self.http_ports = dict(zip(self.nodes, ports[n:], strict=True))
         self.security = make_security(root, self.nodes, secured) if secured else Security()
         self.cluster_keys: dict[str, TomlValue] = {
             "name": name,
@@ -168,7 +174,13 @@ class ProcCluster:
         """A ``peers.toml`` of this cluster at ``path``: its ``[cluster]`` keys, its security
         sections, then ``sections`` (``[ntp]`` ...); a node may be given its own."""
         nodes = [
-            NodeEntry(nd.id, f"{HOST}:{nd.port}", nd.data_dir, nd.id in self.joining)
+            NodeEntry(
+                nd.id,
+                f"{HOST}:{nd.port}",
+                nd.data_dir,
+                nd.id in self.joining,
+                f"{HOST}:{self.http_ports[nd.id]}" if nd.id in self.http_ports else None,
+            )
             for nd in self.nodes.values()
         ]
         return write_peers_toml(

@@ -54,6 +54,7 @@ class NodeEntry:
     address: str  # host:port
     data_dir: str | Path | None = None
     join: bool = False  # outside the bootstrap configuration: added later with `member add`
+    http_address: str | None = None  # the node's HTTP port (/metrics ...), None: off
 
 
 def peers_toml(
@@ -71,6 +72,8 @@ def peers_toml(
             keys["data_dir"] = n.data_dir
         if n.join:
             keys["join"] = True
+        if n.http_address is not None:
+            keys["http_address"] = n.http_address
         lines += ["[[node]]", *_pairs(keys)]
     return "\n".join(lines)
 

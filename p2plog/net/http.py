@@ -1,0 +1,249 @@
+"""A small HTTP/1.1 server on trio and h11 (the sans-I/O HTTP parser trio-websocket already
+brings): the node's operator port (``/metrics``, ``/healthz``, ``/readyz``, the console).
+
+Why not an ASGI stack (Hypercorn + Starlette): the endpoints are a handful of GETs and one
+event stream, and this server runs in the node's own nursery with the node's bounds; the
+measured cost of each is in the issue-17 note. Bounded like the websocket port: at most
+``max_connections`` at once (the rest get 503 and are closed), request heads of at most
+``MAX_HEAD_BYTES``, bodies of at most ``max_body`` bytes (413), every read and write under a
+deadline, keep-alive connections closed after ``IDLE_TIMEOUT_S``. A handler that raises ends
+its connection with a 500, never the server. TLS: the node's server context, if it has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+import h11
+import trio
+
+from p2plog.ratelog import RateLimitedLog
+
+log = logging.getLogger("p2plog.http")
+_errors = RateLimitedLog(log, interval_s=10.0)
+
+MAX_HEAD_BYTES = 16 << 10
+READ_TIMEOUT_S = 10.0
+WRITE_TIMEOUT_S = 10.0
+IDLE_TIMEOUT_S = 30.0
+RECEIVE_BYTES = 64 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
+    body: bytes
+    remote: str
+
+    def arg(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    # A streamed body (server-sent events): chunks until it ends; the connection then closes.
+    stream: AsyncIterator[bytes] | None = None
+
+
+def text(status: int, msg: str) -> HttpResponse:
+    return HttpResponse(status, (msg.rstrip("\n") + "\n").encode())
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+
+
+class _Closed(Exception):
+    """The connection is done (closed by the peer, a timeout, or a protocol error)."""
+
+
+class HttpServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: Handler,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 64,
+        max_body: int = 1 << 20,
+        name: str = "-",
+    ) -> None:
+        self.host, self.port = host, port
+        self.handler = handler
+        self.ssl_context = ssl_context
+        self.max_body = max_body
+        self.name = name
+        self.slots = trio.Semaphore(max_connections)
+        self.open = 0
+        self.refused = 0
+        self.requests = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            for lst in listeners:
+                nursery.start_soon(self._accept, lst, nursery)
+            task_status.started(port)
+
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                stream = await listener.accept()
+                if self.slots.value == 0:
+                    self.refused += 1
+                    nursery.start_soon(self._refuse, stream)
+                    continue
+                await self.slots.acquire()
+                nursery.start_soon(self._serve, stream)
+
+    async def _refuse(self, stream: trio.SocketStream) -> None:
+        with trio.move_on_after(1.0):
+            await stream.send_all(_BUSY)
+        await trio.aclose_forcefully(stream)
+
+    async def _serve(self, raw: trio.SocketStream) -> None:
+        self.open += 1
+        stream: trio.abc.Stream = raw
+        try:
+            if self.ssl_context is not None:
+                stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
+                with trio.fail_after(READ_TIMEOUT_S):
+                    await stream.do_handshake()
+            await self._requests(stream, _remote(raw))
+        except (_Closed, trio.TooSlowError, trio.BrokenResourceError, OSError, ssl.SSLError):
+            pass
+        except Exception:  # a bug ends this connection, never the server
+            _errors.log(logging.ERROR, "%s: http connection failed", self.name, exc_info=True)
+        finally:
+            self.open -= 1
+            self.slots.release()
+            await trio.aclose_forcefully(stream)
+
+    async def _requests(self, stream: trio.abc.Stream, remote: str) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        first = True
+        while True:
+            try:
+                req = await self._read(conn, stream, READ_TIMEOUT_S if first else IDLE_TIMEOUT_S)
+            except h11.RemoteProtocolError as e:
+                await self._send(conn, stream, text(e.error_status_hint, f"bad request: {e}"))
+                return
+            if req is None:
+                return
+            first = False
+            self.requests += 1
+            try:
+                resp = await self.handler(req)
+            except Exception:
+                _errors.log(
+                    logging.ERROR,
+                    "%s: %s %s failed",
+                    self.name,
+                    req.method,
+                    req.path,
+                    exc_info=True,
+                )
+                resp = text(500, "internal error (see the node's log)")
+            await self._send(conn, stream, resp)
+            if resp.stream is not None or conn.our_state is not h11.DONE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _read(
+        self, conn: h11.Connection, stream: trio.abc.Stream, timeout_s: float
+    ) -> HttpRequest | None:
+        """The next request, or None when the client closed the connection between them."""
+        head: h11.Request | None = None
+        body = bytearray()
+        with trio.fail_after(timeout_s):
+            while True:
+                ev = conn.next_event()
+                if ev is h11.NEED_DATA:
+                    data = await stream.receive_some(RECEIVE_BYTES)
+                    if not data and head is None and conn.their_state is h11.IDLE:
+                        return None
+                    conn.receive_data(bytes(data))
+                elif isinstance(ev, h11.Request):
+                    head = ev
+                elif isinstance(ev, h11.Data):
+                    body += ev.data
+                    if len(body) > self.max_body:
+                        await self._send(
+                            conn, stream, text(413, f"a body over {self.max_body} bytes")
+                        )
+                        raise _Closed
+                elif isinstance(ev, h11.EndOfMessage):
+                    assert head is not None
+                    return _request(head, bytes(body), _remote_of(stream))
+                elif isinstance(ev, h11.ConnectionClosed):
+                    return None
+                else:
+                    raise _Closed
+
+    async def _send(self, conn: h11.Connection, stream: trio.abc.Stream, r: HttpResponse) -> None:
+        headers = [("content-type", r.content_type), *r.headers]
+        if r.stream is None:
+            headers.append(("content-length", str(len(r.body))))
+        else:
+            headers += [("cache-control", "no-store"), ("connection", "close")]
+        try:
+            await self._write(
+                stream, conn.send(h11.Response(status_code=r.status, headers=headers))
+            )
+            if r.stream is None:
+                await self._write(stream, conn.send(h11.Data(data=r.body)))
+                await self._write(stream, conn.send(h11.EndOfMessage()))
+                return
+            async for chunk in r.stream:
+                await self._write(stream, conn.send(h11.Data(data=chunk)))
+            await self._write(stream, conn.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError as e:
+            raise _Closed from e
+
+    @staticmethod
+    async def _write(stream: trio.abc.Stream, data: bytes | None) -> None:
+        if data:
+            with trio.fail_after(WRITE_TIMEOUT_S):
+                await stream.send_all(data)
+
+
+def _request(head: h11.Request, body: bytes, remote: str) -> HttpRequest:
+    target = head.target.decode("latin-1")
+    parts = urlsplit(target)
+    query: dict[str, list[str]] = {}
+    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        query.setdefault(k, []).append(v)
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
+    return HttpRequest(head.method.decode("ascii"), parts.path, query, headers, body, remote)
+
+
+def _remote(s: trio.SocketStream) -> str:
+    try:
+        host, port = s.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+def _remote_of(stream: trio.abc.Stream) -> str:
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    return _remote(inner) if isinstance(inner, trio.SocketStream) else "?"
