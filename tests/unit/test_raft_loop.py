@@ -321,7 +321,7 @@ async def test_many_concurrent_proposals_all_commit_in_order(
     async with open_cluster(env) as c:
         lead = await c.wait_leader()
         ps = [Prop([record(i)], "quorum") for i in range(1, 51)]
-        batches_before = len(lead.fsync_s)
+        batches_before = lead.fsync_s.count
         for p in ps:
             assert lead.submit_nowait(p)
         with trio.fail_after(WAIT_S):
@@ -331,7 +331,7 @@ async def test_many_concurrent_proposals_all_commit_in_order(
         assert indexes == list(range(indexes[0], indexes[0] + 50))  # in submission order
         # group commit: the loop took all 50 from its inbox in one round, so one append_batch
         # (one fsync) carried them
-        assert len(lead.fsync_s) - batches_before == 1
+        assert lead.fsync_s.count - batches_before == 1
         await c.wait_until(lambda: all(len(c.log_records(n)) == 50 for n in IDS))
         await trio.sleep(2 * TICK_S)  # status() is a per-round snapshot
         st = lead.status()
