@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -53,8 +53,12 @@ class HttpResponse:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
-    # A streamed body (server-sent events): chunks until it ends; the connection then closes.
-    stream: AsyncIterator[bytes] | None = None
+    # A streamed body (server-sent events): called with a writer of chunks; when it returns
+    # (or a write fails: the client went away) the response ends and the connection closes.
+    stream: Callable[[Writer], Awaitable[None]] | None = None
+
+
+Writer = Callable[[bytes], Awaitable[None]]
 
 
 def text(status: int, msg: str) -> HttpResponse:
@@ -213,8 +217,11 @@ class HttpServer:
                 await self._write(stream, conn.send(h11.Data(data=r.body)))
                 await self._write(stream, conn.send(h11.EndOfMessage()))
                 return
-            async for chunk in r.stream:
+
+            async def write(chunk: bytes) -> None:
                 await self._write(stream, conn.send(h11.Data(data=chunk)))
+
+            await r.stream(write)
             await self._write(stream, conn.send(h11.EndOfMessage()))
         except h11.LocalProtocolError as e:
             raise _Closed from e

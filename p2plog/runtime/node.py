@@ -244,6 +244,7 @@ class Node:
             skew=self.skew,
             applied=self._applied,
             submit=self.submit,
+            status=self.status,
         )
         self.submits = Submits(
             self.me.id,
@@ -389,6 +390,21 @@ class Node:
         return reply
 
     # -------------------------------------------------------------- status
+
+    async def cluster_status(self) -> list[dict[str, Any]]:
+        """Every member's full status (this node's, and each peer's over its link), at once."""
+        assert self.rpc is not None
+        rpc = self.rpc
+        peers = sorted(self.links)
+        out: list[dict[str, Any]] = [{**self.status(), "reachable": True}, *([{}] * len(peers))]
+
+        async def one(i: int, peer: NodeId) -> None:
+            out[i + 1] = await rpc.peer_status(peer)
+
+        async with trio.open_nursery() as nursery:
+            for i, peer in enumerate(peers):
+                nursery.start_soon(one, i, peer)
+        return out
 
     def histograms(self) -> dict[str, Histogram]:
         """The latency histograms ``/metrics`` exports (seconds)."""

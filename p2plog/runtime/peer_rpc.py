@@ -14,8 +14,10 @@ through ``runtime.peer_server``, which calls the answering half of this class.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import trio
 
@@ -36,6 +38,7 @@ log = logging.getLogger("p2plog.node")
 FORWARD_TIMEOUT_S = 10.0  # as long as a submit on the leader waits for its commit
 PEER_PROBE_INTERVAL_S = 1.0
 READ_BARRIER_S = 1.0
+PEER_STATUS_TIMEOUT_S = 1.0  # the console's cluster view waits no longer for a peer
 REVALIDATE_STEP = 512
 
 Submit = Callable[[list[bytes], list[bytes], str], Awaitable[SubmitResult]]
@@ -52,6 +55,7 @@ class PeerRpc:
         skew: PeerSkew,
         applied: trio.lowlevel.ParkingLot,
         submit: Submit,
+        status: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         """``applied`` is woken after every applied round; ``submit`` stores what a follower
         forwarded (``Node.submit``, as for a client)."""
@@ -62,6 +66,7 @@ class PeerRpc:
         self.skew = skew
         self.applied = applied
         self.submit = submit
+        self.status = status
         self.replies = Replies()
         self._bad_forwards = RateLimitedLog(log, interval_s=10.0)
 
@@ -194,6 +199,30 @@ class PeerRpc:
         c = int(replica.raft.log.committed) if replica.role is Role.LEADER else None
         self.send_to(src, encode("cia", {"rid": m.rid, "c": c}))
 
+    def answer_status(self, src: NodeId, m: wp.St) -> None:
+        data = json.dumps(self.status(), default=str).encode()
+        if len(data) > wp.MAX_STATUS_BYTES:
+            data = json.dumps({"error": f"status of {len(data)} bytes is too large"}).encode()
+        self.send_to(src, encode("sta", {"rid": m.rid, "s": data}))
+
+    async def peer_status(self, peer: NodeId) -> dict[str, Any]:
+        """``peer``'s full status over the peer link (for the console), or why not."""
+        link = self.links.get(peer)
+        if link is None or not link.connected:
+            return {"id": peer, "reachable": False, "error": "no link"}
+        with self.replies.expect(peer, wp.Sta) as w:
+            if not link.send_nowait(encode("st", {"rid": w.id})):
+                return {"id": peer, "reachable": False, "error": "link queue full"}
+            with trio.move_on_after(PEER_STATUS_TIMEOUT_S):
+                await w.done.wait()
+            if w.reply is None:
+                return {"id": peer, "reachable": False, "error": "no answer in time"}
+            try:
+                got = json.loads(w.reply.s)
+            except ValueError:
+                return {"id": peer, "reachable": False, "error": "a malformed answer"}
+        return {**got, "reachable": True} if isinstance(got, dict) else {"id": peer}
+
     def answer_probe(self, src: NodeId, m: wp.Tp) -> None:
         t2 = self.now_ns()
         self.send_to(src, encode("tpr", {"t1": m.t1, "t2": t2, "t3": self.now_ns()}))
@@ -201,5 +230,5 @@ class PeerRpc:
     def probe_answered(self, src: NodeId, m: wp.Tpr) -> None:
         self.skew.add(src, m.t1, m.t2, m.t3, self.now_ns())
 
-    def reply_received(self, src: NodeId, rid: int, m: wp.Cia | wp.Fwda) -> None:
+    def reply_received(self, src: NodeId, rid: int, m: wp.Cia | wp.Fwda | wp.Sta) -> None:
         self.replies.deliver(src, rid, m)

@@ -43,6 +43,8 @@ from p2plog.wire.peer import (
     Hello,
     PeerMessage,
     Snap,
+    St,
+    Sta,
     Tp,
     Tpr,
     decode_peer,
@@ -202,5 +204,9 @@ class PeerServer:
             nursery.start_soon(rpc.serve_forward, src, m)
         elif isinstance(m, Fwda):
             rpc.reply_received(src, m.fid, m)
+        elif isinstance(m, St):
+            rpc.answer_status(src, m)
+        elif isinstance(m, Sta):
+            rpc.reply_received(src, m.rid, m)
         else:
             raise ProtocolError(f"{type(m).__name__.lower()} after the handshake")

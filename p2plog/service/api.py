@@ -113,6 +113,10 @@ class NodeApi(Protocol):
         """Requests this node refused, by error code (``/metrics``)."""
         ...
 
+    async def cluster_status(self) -> list[dict[str, Any]]:
+        """Every member's full status, this node's first (``reachable`` False: no answer)."""
+        ...
+
     def histograms(self) -> dict[str, Histogram]:
         """Latency histograms by name (``fsync``, ``commit``), in seconds."""
         ...

@@ -22,8 +22,9 @@ from p2plog.net.http import HttpRequest, HttpResponse, text
 from p2plog.security.tokens import Grant
 from p2plog.service import metrics
 from p2plog.service.api import NodeApi
+from p2plog.service.console import Console, page
 
-ENDPOINTS = "GET /healthz, /readyz, /metrics"
+ENDPOINTS = "GET / (the console), /healthz, /readyz, /metrics, /api/cluster, /api/tail, /api/query"
 
 GrantOf = Callable[[str | None], Grant | None]
 
@@ -48,6 +49,7 @@ def handler_for(
     """The request handler of ``node``'s HTTP port; ``grant_of(token)`` is who a bearer token
     is (None: not valid)."""
     registry = metrics.registry_for(node)
+    console = Console(node)
 
     async def handle(req: HttpRequest) -> HttpResponse:
         if req.method not in ("GET", "HEAD"):
@@ -57,17 +59,21 @@ def handler_for(
         if req.path == "/readyz":
             why = not_ready(node.status())
             return text(503, "not ready: " + "; ".join(why)) if why else text(200, "ready")
-        if req.path == "/metrics":
-            refusal = _refusal(req, grant_of)
-            if refusal is not None:
-                return refusal
-            return HttpResponse(200, metrics.render(registry), metrics.CONTENT_TYPE)
+        if req.path in ("/", "/console"):
+            return HttpResponse(200, page(), "text/html; charset=utf-8")
+        if req.path == "/metrics" or req.path.startswith("/api/"):
+            grant = _grant(req, grant_of)
+            if isinstance(grant, HttpResponse):
+                return grant
+            if req.path == "/metrics":
+                return HttpResponse(200, metrics.render(registry), metrics.CONTENT_TYPE)
+            return await console.handle(req, grant)
         return text(404, f"no {req.path} here; {ENDPOINTS}")
 
     return handle
 
 
-def _refusal(req: HttpRequest, grant_of: GrantOf) -> HttpResponse | None:
+def _grant(req: HttpRequest, grant_of: GrantOf) -> Grant | HttpResponse:
     auth = req.headers.get("authorization")
     token = None
     if auth is not None:
@@ -77,5 +83,6 @@ def _refusal(req: HttpRequest, grant_of: GrantOf) -> HttpResponse | None:
     if grant is None:
         return text(401, "this token is not valid here (unknown or revoked)")
     if not grant.can("read"):
-        return text(401 if grant.role is None else 403, "/metrics needs a token with the read role")
-    return None
+        need = f"{req.path} needs a token with the read role"
+        return text(401 if grant.role is None else 403, need)
+    return grant

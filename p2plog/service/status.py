@@ -40,9 +40,15 @@ PUBLIC_CACHE_S = 0.1
 def node_status(node: NodeApi, grant: Grant) -> dict[str, Any]:
     if grant.role is None:
         return public_status(node)
-    full = node.status()
+    return view(node.status(), grant)
+
+
+def view(full: dict[str, Any], grant: Grant) -> dict[str, Any]:
+    """What ``grant`` may see of a full status (this node's, or a peer's for the console)."""
     if grant.role == "admin":
         return full
+    if grant.role is None:
+        return _public(full)
     out = {k: full[k] for k in PUBLIC}
     out["storage_failed"] = full["storage_failed"]
     for k in ("leader", "fsync_ms_p50", "fsync_ms_p99", "fsyncs", "log_bytes"):
@@ -60,9 +66,13 @@ def public_status(node: NodeApi) -> dict[str, Any]:
     cached = node.public_status_cache
     if cached is not None and now - cached[0] < PUBLIC_CACHE_S:
         return cached[1]
-    full = node.status()
+    out = _public(node.status())
+    node.public_status_cache = (now, out)
+    return out
+
+
+def _public(full: dict[str, Any]) -> dict[str, Any]:
     out = {k: full[k] for k in PUBLIC if k != "id"}
     out["storage_failed"] = full["storage_failed"] is not None  # its text may name paths
     out["clock"] = {"clock_uncertain": full["clock"]["clock_uncertain"]}
-    node.public_status_cache = (now, out)
     return out

@@ -250,9 +250,25 @@ class Tpr(_Msg, tag="tpr", frozen=True):
     t3: I64
 
 
+class St(_Msg, tag="st", frozen=True):
+    """The console asks a peer for its status (``sta`` answers)."""
+
+    rid: ReqId
+
+
+MAX_STATUS_BYTES = 256 << 10
+
+
+class Sta(_Msg, tag="sta", frozen=True):
+    rid: ReqId
+    s: Annotated[bytes, msgspec.Meta(max_length=MAX_STATUS_BYTES)]  # its full status, JSON
+
+
 RaftWire = RV | RVR | AE | AER | HB | HBR | TN
 RAFT_TYPES = (RV, RVR, AE, AER, HB, HBR, TN)
-PeerMessage = Challenge | Hello | Welcome | RaftWire | Snap | Fwd | Fwda | Ci | Cia | Tp | Tpr
+PeerMessage = (
+    Challenge | Hello | Welcome | RaftWire | Snap | Fwd | Fwda | Ci | Cia | Tp | Tpr | St | Sta
+)
 _BY_KIND: dict[str, type[PeerMessage]] = kinds(PeerMessage)
 
 
