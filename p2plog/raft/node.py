@@ -366,14 +366,21 @@ class RaftNode:
         hard_changed = hard != self._prev_hard
         entries = tuple(self.log.unstable)
         snap = self.log.pending_snapshot
+        early, late = tuple(self.msgs), tuple(self.msgs_after_persist)
+        if hard_changed and self.role is Role.LEADER:
+            # A leader elected in this very Ready (a sole voter wins its own election at
+            # once): its appends must wait for its term and vote to be durable, or a crash
+            # could let it win the same term again and send other entries at the same
+            # indexes (two entries with one index and term: Log Matching broken).
+            early, late = (), early + late
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard_changed else None,
             snapshot=snap,
             entries=entries,
             must_sync=hard_changed or bool(entries) or snap is not None,
-            messages=tuple(self.msgs),
-            messages_after_persist=tuple(self.msgs_after_persist),
+            messages=early,
+            messages_after_persist=late,
             committed_entries=tuple(self.log.next_committed(self.config.max_apply_bytes))
             if self.log.has_next_committed()
             else (),

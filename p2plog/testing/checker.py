@@ -7,13 +7,15 @@ just enough history to make each check O(nodes) per step:
 - persistence: a vote grant, a candidate's vote request and an append ack leave only after the
   state they promise is synced; no node grants two votes in one term, and no synced vote is
   forgotten or changed, across restarts;
-- log matching: every (index, term) ever written anywhere names one payload and one previous
-  term, which by induction makes logs that share an (index, term) identical up to it (§5.3);
+- log matching: every (index, term) written anywhere, once synced or sent, names one payload
+  and one previous term, which by induction makes logs that share an (index, term) identical
+  up to it (§5.3; a write a crash took before either had no effect anywhere);
 - leader completeness: a leader of term T holds every entry committed in terms before T (§5.4);
 - state-machine safety: every commit index, every applied entry and every snapshot (its last
   entry's index and term) agrees with one canonical committed sequence that only grows
   (§5.4.3), also over logs compacted behind a snapshot;
-- durability: the last committed entry is in the synced image of a majority (as an entry, or
+- durability: the last committed entry is in the synced image of a majority of the voters of
+  the configuration committed there or of one a node's log holds past it (as an entry, or
   inside a synced snapshot), so no crash of a minority can lose it;
 - the node's own invariants (``p2plog.raft.invariants``).
 """
@@ -26,7 +28,13 @@ from typing import Protocol
 
 from p2plog.raft.invariants import InvariantViolation, check_node
 from p2plog.raft.membership import bootstrap_conf, decode_conf, is_conf
-from p2plog.raft.messages import AppendEntriesResponse, Message, RequestVote, RequestVoteResponse
+from p2plog.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+)
 from p2plog.raft.node import RaftNode
 from p2plog.raft.quorum import quorum_size
 from p2plog.raft.types import (
@@ -84,6 +92,7 @@ class Checker:
         self.votes: dict[tuple[Term, NodeId], NodeId] = {}
         self.durable_votes: dict[tuple[Term, NodeId], NodeId] = {}
         self.idents: dict[tuple[Index, Term], tuple[bytes, Term]] = {}
+        self.unconfirmed: dict[NodeId, dict[tuple[Index, Term], tuple[bytes, Term]]] = {}
         self.canonical: list[Entry] = []
         self.commit_by_term: dict[Term, Index] = {}
         self.leaders_seen: set[tuple[NodeId, Term]] = set()
@@ -104,19 +113,35 @@ class Checker:
     # ------------------------------------------------------------- event hooks
 
     def on_write(self, node_id: NodeId, store: MemoryStore, entries: Iterable[Entry]) -> None:
-        """Log matching: call after ``store.append_batch`` with the entries written."""
+        """Log matching: call after ``store.append_batch`` with the entries written. A write
+        counts once it can have an effect: synced (``on_sync``) or sent (``on_send``). One
+        that a crash took before either never existed for anybody else (a sole voter may
+        then win the same term again, its first try unknown to all)."""
+        mine = self.unconfirmed.setdefault(node_id, {})
         for e in entries:
             prev = store.term(Index(e.index - 1)) if e.index > 1 else Term(0)
             ident = (e.data, prev)
-            seen = self.idents.setdefault((e.index, e.term), ident)
-            if seen != ident:
-                self._fail(
-                    "log_matching",
-                    f"{node_id} wrote index {e.index} term {e.term} as {ident!r}, "
-                    f"elsewhere it is {seen!r}",
-                )
+            self._match(node_id, e.index, e.term, ident)
+            mine[(e.index, e.term)] = ident
+
+    def _match(self, nid: NodeId, index: Index, term: Term, ident: tuple[bytes, Term]) -> None:
+        seen = self.idents.get((index, term))
+        if seen is not None and seen != ident:
+            self._fail(
+                "log_matching",
+                f"{nid} wrote index {index} term {term} as {ident!r}, elsewhere it is {seen!r}",
+            )
+
+    def _confirm(self, nid: NodeId, index: Index, term: Term, ident: tuple[bytes, Term]) -> None:
+        self._match(nid, index, term, ident)
+        self.idents[(index, term)] = ident
 
     def on_send(self, node: CheckedNode, m: Message) -> None:
+        if isinstance(m, AppendEntries):
+            prev = m.prev_term
+            for e in m.entries:
+                self._confirm(node.id, e.index, e.term, (e.data, prev))
+                prev = e.term
         hs = node.store.synced_hard_state()
         if isinstance(m, RequestVoteResponse) and m.granted and not m.pre_vote:
             prior = self.votes.setdefault((m.term, m.src), m.dst)
@@ -161,12 +186,15 @@ class Checker:
         hs = store.synced_hard_state()
         if hs.vote is not None:
             self.durable_votes.setdefault((hs.term, node_id), hs.vote)
+        for (index, term), ident in self.unconfirmed.pop(node_id, {}).items():
+            self._confirm(node_id, index, term, ident)
 
     def on_restart(self, node_id: NodeId, snapshot: Snapshot = NO_SNAPSHOT) -> None:
         """``node_id`` started again, from ``snapshot`` (its own, kept in place of its log's
         prefix): what the snapshot stands for must be committed."""
         self.checked_commit[node_id] = Index(0)
         self.applied[node_id] = Index(0)
+        self.unconfirmed.pop(node_id, None)  # what a crash kept is confirmed when synced or sent
         if snapshot.index:
             self.on_snapshot(node_id, snapshot)
 
@@ -283,10 +311,11 @@ class Checker:
             return
         last = self.canonical[-1]
         holders = {n.id for n in nodes.values() if n.store.synced_covers(last.index, last.term)}
-        # A majority of the configuration committed there, or of the one a leader counts by
-        # now (one server apart: rule 1 of raft.membership), must hold it.
+        # A majority of the configuration committed there, or of one that a node's log holds
+        # past it (the pending change a leader counts by, rule 1 of raft.membership: one
+        # server apart, so its majorities meet the committed one's) must hold it.
         confs = [self._conf_at(last.index)]
-        confs += [n.raft.conf for n in nodes.values() if n.raft and n.raft.role is Role.LEADER]
+        confs += [n.raft.conf for n in nodes.values() if n.raft is not None]
         if not any(len(holders & set(c.voters)) >= quorum_size(len(c.voters)) for c in confs):
             self._fail(
                 "durability",
