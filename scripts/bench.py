@@ -46,6 +46,9 @@ Records: ~200 bytes of CBOR each (uuid4 ``id`` as 16 bytes, ``ts``, ``level``, `
   client_batched_secure, raw_1_secure             client_batched and raw_1 on a cluster with
                                                   TLS on every link, a cluster secret and a
                                                   client token (what issue 13's trust costs)
+  client_batched_http, raw_1_http                 client_batched and raw_1 with every node's
+                                                  HTTP port on and /metrics of each scraped
+                                                  once a second (what issue 17's port costs)
 
 Measurements per run (each bounded by ``--seconds`` AND ``--max-records``): records/s (acked /
 wall time); ack latency p50/p99 of each submit call (one frame for raw, one ``Client.submit``
@@ -194,6 +197,7 @@ class LoadSpec:
     driver: str = "raw"  # "raw" protocol or "client" (p2plog.Client)
     linger_ms: float | None = None  # client only: ClientOptions.linger_ms (None: the default)
     secure: bool = False  # TLS on every link, a cluster secret, a client token
+    http: bool = False  # every node's HTTP port on, /metrics of each scraped every second
 
 
 SHAPES = (
@@ -228,7 +232,20 @@ SHAPES = (
         driver="client",
         secure=True,
     ),
+    LoadSpec(
+        "Client: 1000/submit, 8 in flight, /metrics scraped 1/s",
+        "leader",
+        1000,
+        1,
+        8,
+        key="client_batched_http",
+        driver="client",
+        http=True,
+    ),
     LoadSpec("raw: 1 in flight", "leader", 1, 1, 1, key="raw_1"),
+    LoadSpec(
+        "raw: 1 in flight, /metrics scraped 1/s", "leader", 1, 1, 1, key="raw_1_http", http=True
+    ),
     LoadSpec("raw: 1 in flight, TLS + token", "leader", 1, 1, 1, key="raw_1_secure", secure=True),
     LoadSpec("raw: 1 in flight, ack=leader", "leader", 1, 1, 1, "leader", key="raw_1_ack_leader"),
     LoadSpec("raw: 1 in flight, via follower", "follower", 1, 1, 1, key="raw_1_via_follower"),
@@ -932,7 +949,12 @@ async def cluster_main(bench: Bench, body: Body, out: dict[str, Any]) -> None:
 
 
 def fresh_cluster_run(
-    bench: Bench, a: argparse.Namespace, label: str, body: Body, secure: bool = False
+    bench: Bench,
+    a: argparse.Namespace,
+    label: str,
+    body: Body,
+    secure: bool = False,
+    http: bool = False,
 ) -> dict[str, Any]:
     """One run on a FRESH cluster (own work directory, ports, data): start, ``body``, stop by
     pid, remove the directory. A failure of the run is recorded in ``out["failure"]`` and in
@@ -941,7 +963,9 @@ def fresh_cluster_run(
     out: dict[str, Any] = {"label": label}
     cluster: ProcCluster | None = None
     try:
-        cluster = bench.cluster = new_cluster(root, a.tick_ms, a.node_log_level, secure=secure)
+        cluster = bench.cluster = new_cluster(
+            root, a.tick_ms, a.node_log_level, secure=secure, http=http
+        )
         ports = [n.port for n in cluster.nodes.values()]
         progress(f"=== {label}: work directory {root}; ports {ports}")
         trio.run(cluster_main, bench, body, out)
@@ -993,9 +1017,22 @@ def run_shapes(bench: Bench, a: argparse.Namespace, shapes: list[LoadSpec]) -> N
         async def body(
             b: Bench, out: dict[str, Any], spec: LoadSpec = spec, lb: str = label
         ) -> None:
-            out["load"] = await run_load(b, spec, lb)
+            if not spec.http:
+                out["load"] = await run_load(b, spec, lb)
+                return
+            scrapes: list[float] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(scrape_metrics, b.cluster, scrapes)
+                out["load"] = await run_load(b, spec, lb)
+                nursery.cancel_scope.cancel()
+            out["load"]["scrapes"] = len(scrapes)
+            out["load"]["scrape_ms_p50"] = (
+                round(statistics.median(scrapes) * 1000, 2) if scrapes else None
+            )
 
-        out = fresh_cluster_run(bench, a, f"[{i + 1}/{len(plan)}] {label}", body, spec.secure)
+        out = fresh_cluster_run(
+            bench, a, f"[{i + 1}/{len(plan)}] {label}", body, spec.secure, spec.http
+        )
         load = out.get("load") or {**asdict(spec), "failed": out.get("failure") or "?"}
         load.update(
             shape=spec.key,
@@ -1004,6 +1041,24 @@ def run_shapes(bench: Bench, a: argparse.Namespace, shapes: list[LoadSpec]) -> N
             shutdown=out.get("shutdown"),
         )
         loads.append(load)
+
+
+async def scrape_metrics(cluster: ProcCluster, took: list[float]) -> None:
+    """What a Prometheus server does: GET /metrics of every node once a second (bounded by
+    the load it runs beside: cancelled when the load ends)."""
+    while True:
+        for port in cluster.http_ports.values():
+            t0 = time.perf_counter()
+            with trio.move_on_after(2.0):
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                async with stream:
+                    await stream.send_all(
+                        b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n"
+                    )
+                    while await stream.receive_some(65536):
+                        pass
+                took.append(time.perf_counter() - t0)
+        await trio.sleep(1.0)
 
 
 def run_failover(bench: Bench, a: argparse.Namespace) -> None:

@@ -49,10 +49,12 @@ def new_cluster(
     *,
     secure: bool = False,
     cluster_keys: dict[str, Any] | None = None,
+    http: bool = False,
 ) -> ProcCluster:
     """A 3-node cluster named ``bench`` in ``root``, with election/heartbeat ticks at the
     node's defaults. ``secure``: TLS on every link, a cluster secret and an admin token, what
-    ``benchwire.Conn`` then uses for its ports (``SECURE``)."""
+    ``benchwire.Conn`` then uses for its ports (``SECURE``). ``http``: every node serves its
+    HTTP port (/metrics ...)."""
     d = ClusterConfig()
     keys = {"election_ticks": d.election_ticks, "heartbeat_ticks": d.heartbeat_ticks}
     cluster = ProcCluster(
@@ -62,6 +64,7 @@ def new_cluster(
         cluster_keys={**keys, **(cluster_keys or {})},
         secured=Secured(tls=True, tokens={}) if secure else None,
         log_level=log_level,
+        http=http,
     )
     creds = cluster.credentials
     if creds.ssl_context is not None:
