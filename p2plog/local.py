@@ -37,7 +37,8 @@ def run_local(config_path: Path, data_root: Path | None) -> int:
     for n in cfg.nodes:
         data = data_root / n.id if data_root else n.data_dir
         scheme = "wss" if cfg.tls is not None else "ws"
-        print(f"  {n.id}  {scheme}://{n.address}/client  data {data}")
+        http = f"  console http://{n.http[0]}:{n.http[1]}/" if n.http else ""
+        print(f"  {n.id}  {scheme}://{n.address}/client  data {data}{http}")
     c = f" --config {config_path}" if str(config_path) != "peers.toml" else ""
     print("try, in another shell:")
     print(f"  python -m p2plog send{c} 'hello from p2plog'")

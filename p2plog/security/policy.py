@@ -56,7 +56,9 @@ def load_node_security(cfg: Config, me: NodeConfig) -> NodeSecurity:
     the file and the fix when one is missing, or when an exposed node lacks one without
     ``insecure = true``."""
     sec, f = cfg.security, cfg.path.name
-    exposed = any(not is_loopback(n.host) for n in cfg.nodes)
+    exposed = any(not is_loopback(n.host) for n in cfg.nodes) or any(
+        n.http is not None and not is_loopback(n.http[0]) for n in cfg.nodes
+    )  # the HTTP port (metrics, console) counts: it shows the cluster and its records
     missing = [
         what
         for what, present in (
