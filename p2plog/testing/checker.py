@@ -316,7 +316,13 @@ class Checker:
         # server apart, so its majorities meet the committed one's) must hold it.
         confs = [self._conf_at(last.index)]
         confs += [n.raft.conf for n in nodes.values() if n.raft is not None]
-        if not any(len(holders & set(c.voters)) >= quorum_size(len(c.voters)) for c in confs):
+        if any(_majority(holders, c) for c in confs):
+            return
+        for n in nodes.values():  # (down nodes too: a pending change on a leader's disk)
+            pending = n.store.conf_entries()  # (a scan of the log: only when it matters)
+            if pending:
+                confs.append(decode_conf(pending[-1].data))
+        if not any(_majority(holders, c) for c in confs):
             self._fail(
                 "durability",
                 f"committed index {last.index} (term {last.term}) is synced on only "
@@ -330,6 +336,10 @@ class Checker:
                 break
             conf = c
         return conf
+
+
+def _majority(holders: set[NodeId], conf: ConfState) -> bool:
+    return len(holders & set(conf.voters)) >= quorum_size(len(conf.voters))
 
 
 def _entries(raft: RaftNode, lo: Index, hi: Index) -> list[Entry]:
