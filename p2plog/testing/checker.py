@@ -14,9 +14,9 @@ just enough history to make each check O(nodes) per step:
 - state-machine safety: every commit index, every applied entry and every snapshot (its last
   entry's index and term) agrees with one canonical committed sequence that only grows
   (§5.4.3), also over logs compacted behind a snapshot;
-- durability: the last committed entry is in the synced image of a majority of the voters of
-  the configuration committed there or of one a node's log holds past it (as an entry, or
-  inside a synced snapshot), so no crash of a minority can lose it;
+- durability: the last committed entry is in the synced image of enough voters to meet every
+  majority of the configuration committed there or of one a node's log or disk holds past it
+  (as an entry, or inside a synced snapshot), so every future election hears one of them;
 - the node's own invariants (``p2plog.raft.invariants``).
 """
 
@@ -339,7 +339,11 @@ class Checker:
 
 
 def _majority(holders: set[NodeId], conf: ConfState) -> bool:
-    return len(holders & set(conf.voters)) >= quorum_size(len(conf.voters))
+    """Do ``holders`` meet every majority of ``conf``'s voters (so every future election
+    hears one of them)? For an odd count that is a majority; for four voters, two: a commit
+    made by two of three stays safe when a fourth voter is added."""
+    n = len(conf.voters)
+    return len(holders & set(conf.voters)) > n - quorum_size(n)
 
 
 def _entries(raft: RaftNode, lo: Index, hi: Index) -> list[Entry]:

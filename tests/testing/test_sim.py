@@ -93,7 +93,7 @@ def test_forgotten_vote_caught_by_persistence_check() -> None:
         ("local-reorder-window", "event_order", "another node emitted"),
         ("drop-refusals", "handout", "never handed it out"),
         ("snapshot-drops-dedup", "dedup", "the committed log says"),
-        ("two-conf-changes", "durability", "not a majority of the voters"),
+        ("two-conf-changes", "leader_completeness", "without committed entry"),
     ],
 )
 def test_planted_replica_bug_is_caught(planted: str, kind: str, words: str) -> None:
