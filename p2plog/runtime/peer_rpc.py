@@ -38,7 +38,7 @@ log = logging.getLogger("p2plog.node")
 FORWARD_TIMEOUT_S = 10.0  # as long as a submit on the leader waits for its commit
 PEER_PROBE_INTERVAL_S = 1.0
 READ_BARRIER_S = 1.0
-PEER_STATUS_TIMEOUT_S = 1.0  # the console's cluster view waits no longer for a peer
+PEER_STATUS_TIMEOUT_S = 0.4  # the console's cluster view waits no longer for a peer
 REVALIDATE_STEP = 512
 
 Submit = Callable[[list[bytes], list[bytes], str], Awaitable[SubmitResult]]
