@@ -17,31 +17,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import threading
 from collections.abc import Container, Iterable
 from pathlib import Path
 
 from p2plog.ratelog import RateLimitedLog
-from p2plog.storage.meta import fsync_dir, write_all_fsync
+from p2plog.storage.meta import replace_durably
 
 log = logging.getLogger("p2plog.node")
 _refusals = RateLimitedLog(log, interval_s=30.0, burst=1)  # it redials several times a second
 
 IDENTITY = "identity"
 SEEN = "peers_seen"
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        write_all_fsync(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class Incarnations:
@@ -55,7 +43,7 @@ class Incarnations:
             self.mine = path.read_text().strip()
         except FileNotFoundError:
             self.mine = secrets.token_hex(8)
-            _write(path, self.mine.encode() + b"\n")
+            replace_durably(path, self.mine.encode() + b"\n")
         try:
             raw = json.loads((data_dir / SEEN).read_text())
             self.seen: dict[str, str] = {str(k): str(v) for k, v in dict(raw).items()}
@@ -90,9 +78,9 @@ class Incarnations:
 
     def remember(self, peer: str, incarnation: str) -> None:
         """Blocking (a small file, written durably): call from a thread."""
-        with self._lock:  # handshakes of several peers save at once
+        with self._lock:
             self.seen[peer] = incarnation
-            _write(self.dir / SEEN, json.dumps(self.seen, sort_keys=True).encode())
+            self._write()
 
     def forget(self, gone: Iterable[str]) -> bool:
         """Peers no longer members: a new incarnation of them is welcome. True if any was
@@ -103,5 +91,10 @@ class Incarnations:
         return bool(drop)
 
     def save(self) -> None:
+        """Blocking: call from a thread. Handshakes of several peers save at once: the lock
+        keeps their writes of one file apart (each writes the whole map as it is then)."""
         with self._lock:
-            _write(self.dir / SEEN, json.dumps(self.seen, sort_keys=True).encode())
+            self._write()
+
+    def _write(self) -> None:
+        replace_durably(self.dir / SEEN, json.dumps(self.seen, sort_keys=True).encode())

@@ -13,7 +13,6 @@ without the file (an older version, a restored backup) has it rebuilt by one sca
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from p2plog.errors import Corruption
 from p2plog.raft.membership import is_conf
 from p2plog.raft.types import Entry, Index, Term
 from p2plog.storage import frame
-from p2plog.storage.meta import fsync_dir, write_all_fsync
+from p2plog.storage.meta import replace_durably
 
 NAME = "confs"
 MAGIC = b"P2CONF01"
@@ -56,14 +55,7 @@ def _damaged(path: Path) -> Corruption:
 
 
 def save(data_dir: Path, entries: Iterable[Entry]) -> None:
-    tmp = data_dir / (NAME + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        write_all_fsync(fd, MAGIC + frame.encode_batch(entries))
-    finally:
-        os.close(fd)
-    os.replace(tmp, data_dir / NAME)
-    fsync_dir(data_dir)
+    replace_durably(data_dir / NAME, MAGIC + frame.encode_batch(entries))
 
 
 def reconcile(

@@ -104,6 +104,19 @@ def write_all_fsync(fd: int, data: bytes) -> None:
     os.fsync(fd)
 
 
+def replace_durably(path: Path, data: bytes) -> None:
+    """Put ``data`` in place of ``path`` so a crash leaves the old file or the new one, never
+    half of one: write ``path.tmp``, fsync it, rename it over ``path``, fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all_fsync(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a file creation, rename or removal in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

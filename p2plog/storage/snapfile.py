@@ -14,7 +14,6 @@ the only copy of what the cut segments held.
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from crc32c import crc32c
 from p2plog.errors import Corruption
 from p2plog.raft.membership import decode_conf, encode_conf
 from p2plog.raft.types import NO_SNAPSHOT, Index, Snapshot, Term
-from p2plog.storage.meta import fsync_dir, write_all_fsync
+from p2plog.storage.meta import replace_durably
 
 NAME = "snapshot"
 MAGIC_V1 = b"P2SNAP01"
@@ -103,13 +102,6 @@ def load(data_dir: Path, *, tidy: bool = True) -> Snapshot:
 
 def save(data_dir: Path, s: Snapshot) -> int:
     """Write ``s`` durably in place of the old snapshot; returns the bytes written."""
-    tmp = data_dir / (NAME + ".tmp")
     raw = encode(s)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        write_all_fsync(fd, raw)
-    finally:
-        os.close(fd)
-    os.replace(tmp, data_dir / NAME)
-    fsync_dir(data_dir)
+    replace_durably(data_dir / NAME, raw)
     return len(raw)
