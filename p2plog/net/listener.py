@@ -262,15 +262,18 @@ class Listener:
         return True
 
     def grant(self, request: WebSocketRequest) -> Grant | None:
-        """Who the client is: its token's grant, ``ANONYMOUS`` without a token, None for a
-        token that is not valid. Without a tokens file everyone is ``OPEN``."""
+        """Who the client is (``grant_of`` its bearer token)."""
+        return self.grant_of(bearer(request.headers))
+
+    def grant_of(self, token: str | None) -> Grant | None:
+        """A token's grant, ``ANONYMOUS`` without a token (None), None for a token that is not
+        valid. Without a tokens file everyone is ``OPEN``. (The HTTP port asks this too.)"""
         store = self.security.tokens
         if store is None:
             return OPEN
         problem = store.maybe_reload()
         if problem is not None:
             self._log.warning("%s: tokens file not reloaded: %s", self.me.id, problem)
-        token = bearer(request.headers)
         if token is None:
             return ANONYMOUS
         return store.lookup(token)
@@ -297,8 +300,15 @@ def peer_addresses(peers: Sequence[NodeConfig]) -> set[str]:
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
         if name.lower() == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return ""  # a malformed header is a wrong token, not an anonymous connection
+            return bearer_token(value.decode("latin-1"))
     return None
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization`` header's value (None: no header)."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return ""  # a malformed header is a wrong token, not an anonymous connection

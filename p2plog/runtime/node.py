@@ -55,7 +55,7 @@ from p2plog.runtime.retention import Retention
 from p2plog.runtime.submit import Submits
 from p2plog.runtime.tail_hub import TailHub
 from p2plog.security.policy import NodeSecurity, describe, load_node_security
-from p2plog.security.tokens import ANONYMOUS, OPEN, Grant
+from p2plog.security.tokens import Grant
 from p2plog.state.applier import Applied, Applier
 from p2plog.state.entry import BatchRef, Rec
 from p2plog.state.event_feed import IsDup
@@ -290,12 +290,9 @@ class Node:
         )
 
     def grant_of(self, token: str | None) -> Grant | None:
-        """Who a bearer token is (None: not valid; no tokens file: everyone is open)."""
-        store = self.security.tokens
-        if store is None:
-            return OPEN
-        store.maybe_reload()
-        return ANONYMOUS if token is None else store.lookup(token)
+        """Who a bearer token is (``Listener.grant_of``: the websocket port's rule)."""
+        assert self.listener is not None
+        return self.listener.grant_of(token)
 
     def _peer_ip(self, ip: str) -> None:
         if self.listener is not None:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from p2plog.net.http import HttpRequest, HttpResponse, text
+from p2plog.net.listener import bearer_token
 from p2plog.security.tokens import Grant
 from p2plog.service import metrics
 from p2plog.service.api import NodeApi
@@ -74,12 +75,7 @@ def handler_for(
 
 
 def _grant(req: HttpRequest, grant_of: GrantOf) -> Grant | HttpResponse:
-    auth = req.headers.get("authorization")
-    token = None
-    if auth is not None:
-        scheme, _, value = auth.partition(" ")
-        token = value.strip() if scheme.lower() == "bearer" and value.strip() else ""
-    grant = grant_of(token)
+    grant = grant_of(bearer_token(req.headers.get("authorization")))
     if grant is None:
         return text(401, "this token is not valid here (unknown or revoked)")
     if not grant.can("read"):
