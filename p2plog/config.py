@@ -339,13 +339,21 @@ def _node(t: Any, i: int, f: str, base: Path) -> NodeConfig:
 
 
 def _address(address: Any, nid: str, f: str) -> tuple[str, int]:
-    bad = ConfigError(
-        f'{f}: node "{nid}" address = {address!r} is not "host:port"; use e.g. "127.0.0.1:7001"'
-    )
-    if not isinstance(address, str) or ":" not in address:
-        raise bad
-    host, _, port_s = address.rpartition(":")
+    try:
+        if not isinstance(address, str):
+            raise ValueError(address)
+        return split_address(address)
+    except ValueError:
+        raise ConfigError(
+            f'{f}: node "{nid}" address = {address!r} is not "host:port"; use e.g. "127.0.0.1:7001"'
+        ) from None
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as host and port; ``ValueError`` if it is not one (the
+    one parser of addresses: peers.toml, the client's targets, the live configuration)."""
+    host, _, port = address.rpartition(":")
     host = host.strip("[]")
-    if not host or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
-        raise bad
-    return host, int(port_s)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"address {address!r} is not host:port, e.g. 127.0.0.1:7001")
+    return host, int(port)

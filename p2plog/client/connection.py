@@ -41,7 +41,7 @@ from p2plog.client.errors import (
     RequestTimeout,
     StreamOverflow,
 )
-from p2plog.client.records import split_address
+from p2plog.config import split_address
 from p2plog.wire.envelope import ProtocolError, decode, encode, get_int
 
 log = logging.getLogger("p2plog.client")

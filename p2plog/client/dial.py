@@ -19,8 +19,7 @@ from pathlib import Path
 
 from p2plog.client.errors import ClientError
 from p2plog.client.options import ClientOptions
-from p2plog.client.records import split_address
-from p2plog.config import Config, load
+from p2plog.config import Config, load, split_address
 from p2plog.security.policy import is_loopback
 
 TOKEN_ENV = "P2PLOG_TOKEN"

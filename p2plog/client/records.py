@@ -15,7 +15,7 @@ from typing import Any
 
 import cbor2
 
-from p2plog.config import Config, load
+from p2plog.config import Config, load, split_address
 from p2plog.record import LEVELS, MAX_BATCH_BYTES, MAX_BATCH_RECORDS, uuid_text
 
 FieldValue = str | int | float | bool
@@ -119,10 +119,3 @@ def normalize_address(address: str) -> str:
     a = address.removeprefix("wss://").removeprefix("ws://").removesuffix("/client").rstrip("/")
     split_address(a)
     return a
-
-
-def split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"address {address!r} is not host:port, e.g. 127.0.0.1:7001")
-    return host.strip("[]"), int(port)

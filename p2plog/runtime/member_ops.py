@@ -15,11 +15,11 @@ from typing import Any
 
 import trio
 
+from p2plog.config import split_address
 from p2plog.errors import MemberError
 from p2plog.raft.membership import PROMOTE_MAX_LAG, ConfChange, ConfOp
 from p2plog.raft.status import Status
 from p2plog.raft.types import ConfState, NodeId, Role
-from p2plog.runtime.members import split_address
 from p2plog.runtime.raft_loop import ConfRequest, RaftLoop
 from p2plog.wire.client import Member
 
@@ -68,8 +68,11 @@ async def member_command(
         )
     if req.op == "list":
         return {"done": True}
-    if req.op == "add" and split_address(req.address or "") is None:
-        raise MemberError("refused", f"address {req.address!r} is not host:port")
+    if req.op == "add":
+        try:
+            split_address(req.address or "")
+        except ValueError as e:
+            raise MemberError("refused", str(e)) from None
     if _in_effect(st.conf, req):
         return {"done": True, "already": True}
     n = NodeId(req.node or "")

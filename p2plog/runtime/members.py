@@ -20,22 +20,13 @@ from functools import partial
 
 import trio
 
-from p2plog.config import Config, NodeConfig
+from p2plog.config import Config, NodeConfig, split_address
 from p2plog.net.peer_link import LinkAuth, PeerLink
 from p2plog.raft.membership import bootstrap_conf
 from p2plog.raft.types import ConfState, NodeId
 from p2plog.runtime.incarnations import Incarnations
 
 log = logging.getLogger("p2plog.node")
-
-
-def split_address(address: str) -> tuple[str, int] | None:
-    """``host:port`` (``[v6]:port``) as host and port; None if it is not one."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return None
-    return host, int(port)
 
 
 class Members:
@@ -129,11 +120,11 @@ class Members:
             self._said_waiting = True
 
     def _add(self, nid: NodeId, address: str) -> None:
-        hp = split_address(address)
-        if hp is None:
+        try:
+            host, port = split_address(address)
+        except ValueError:
             log.error("%s: member %s has an unusable address %r", self.me.id, nid, address)
             return
-        host, port = hp
         link = self.links[nid] = PeerLink(self.me.id, nid, host, port, self.auth)
         with contextlib.suppress(ValueError):  # a host name: not resolved here (no DNS on
             self.on_peer_ip(str(ipaddress.ip_address(host)))  # the event loop)

@@ -26,7 +26,6 @@ from typing import Any
 import msgspec
 import trio
 
-from p2plog.client.commands import parse_time
 from p2plog.net.http import HttpRequest, HttpResponse, Writer, text
 from p2plog.security.tokens import Grant
 from p2plog.service import reads
@@ -133,6 +132,8 @@ def _select(req: HttpRequest, kind: str, **extra: Any) -> dict[str, Any]:
         v = req.arg(key)
         if v:
             d[key] = v
+    from p2plog.client.commands import parse_time  # (here: the node never loads the client)
+
     for key in ("since", "until"):
         v = req.arg(key)
         if v:
