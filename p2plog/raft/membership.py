@@ -39,7 +39,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from p2plog.raft.types import ConfState, Entry, Index, NodeId, Term
+from p2plog.raft.types import ConfState, Entry, Index, NodeId
 
 KIND_CONF = 0x04
 MAX_MEMBERS = 64
@@ -163,11 +163,11 @@ class ConfLog:
 
     def __init__(self, base: ConfState, entries: Sequence[Entry] = ()) -> None:
         self.base = base  # the snapshot's configuration, or the bootstrap one
-        self.entries: list[tuple[Index, Term, ConfState]] = []
+        self.entries: list[tuple[Index, ConfState]] = []
         self.appended(entries)
 
     def current(self) -> ConfState:
-        return self.entries[-1][2] if self.entries else self.base
+        return self.entries[-1][1] if self.entries else self.base
 
     def last_index(self) -> Index:
         """Index of the newest configuration entry (0: none past the snapshot)."""
@@ -176,7 +176,7 @@ class ConfLog:
     def at(self, index: Index) -> ConfState:
         """The configuration in force at ``index`` (for a snapshot taken there)."""
         conf = self.base
-        for i, _, c in self.entries:
+        for i, c in self.entries:
             if i > index:
                 break
             conf = c
@@ -189,7 +189,7 @@ class ConfLog:
         self.truncated_from(entries[0].index)
         for e in entries:
             if is_conf(e.data):
-                self.entries.append((e.index, e.term, decode_conf(e.data)))
+                self.entries.append((e.index, decode_conf(e.data)))
 
     def truncated_from(self, index: Index) -> None:
         while self.entries and self.entries[-1][0] >= index:
@@ -199,8 +199,3 @@ class ConfLog:
         """The log was replaced by a snapshot whose configuration is ``conf``."""
         self.base = conf
         self.entries = []
-
-    def compacted_to(self, index: Index) -> None:
-        """The log now starts after ``index``: fold the entries at or below it into the base."""
-        self.base = self.at(index)
-        self.entries = [t for t in self.entries if t[0] > index]

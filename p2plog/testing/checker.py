@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from p2plog.raft.invariants import InvariantViolation, check_node
-from p2plog.raft.membership import bootstrap_conf, decode_conf, is_conf
+from p2plog.raft.membership import ConfLog, bootstrap_conf, decode_conf, is_conf
 from p2plog.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -100,7 +100,7 @@ class Checker:
         self.applied: dict[NodeId, Index] = defaultdict(lambda: Index(0))
         # The configuration entries of the canonical log (index, conf), after the bootstrap.
         self.bootstrap = bootstrap_conf(self.voters)
-        self.confs: list[tuple[Index, ConfState]] = []
+        self.confs = ConfLog(self.bootstrap)
 
     def fail(self, kind: str, detail: str) -> None:
         """Raise a ``Violation`` (when ``kind`` is checked); other checkers report here too."""
@@ -297,8 +297,9 @@ class Checker:
     def _learn_conf(self, nid: NodeId, e: Entry) -> None:
         """Membership: each committed configuration is one server away from the one before
         (single-server changes, thesis §4.1); two changes at once may not overlap."""
-        new, old = decode_conf(e.data), self._conf_at(Index(e.index - 1))
-        self.confs.append((e.index, new))
+        old = self.confs.current()  # (the canonical log grows one entry at a time)
+        self.confs.appended([e])
+        new = self.confs.current()
         if len(set(new.voters) ^ set(old.voters)) > 1:
             self._fail(
                 "membership",
@@ -314,7 +315,7 @@ class Checker:
         # A majority of the configuration committed there, or of one that a node's log holds
         # past it (the pending change a leader counts by, rule 1 of raft.membership: one
         # server apart, so its majorities meet the committed one's) must hold it.
-        confs = [self._conf_at(last.index)]
+        confs = [self.confs.at(last.index)]
         confs += [n.raft.conf for n in nodes.values() if n.raft is not None]
         if any(_majority(holders, c) for c in confs):
             return
@@ -328,14 +329,6 @@ class Checker:
                 f"committed index {last.index} (term {last.term}) is synced on only "
                 f"{sorted(holders)}, not a majority of the voters {[c.voters for c in confs]}",
             )
-
-    def _conf_at(self, index: Index) -> ConfState:
-        conf = self.bootstrap
-        for i, c in self.confs:
-            if i > index:
-                break
-            conf = c
-        return conf
 
 
 def _majority(holders: set[NodeId], conf: ConfState) -> bool:
