@@ -4,13 +4,50 @@ cuts it down to what a token's role may see."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from p2plog.security.policy import describe
+from p2plog.clock.estimator import ClockEstimator
+from p2plog.clock.peer_skew import PeerSkew
+from p2plog.config import Config, NodeConfig
+from p2plog.net.listener import Listener
+from p2plog.net.peer_link import PeerLink
+from p2plog.order.reorder import Emitted
+from p2plog.raft.types import NodeId
+from p2plog.runtime.raft_loop import RaftLoop
+from p2plog.runtime.retention import Retention
+from p2plog.runtime.submit import Submits
+from p2plog.runtime.tail_hub import TailHub
+from p2plog.security.policy import NodeSecurity, describe
+from p2plog.state.entry import BatchRef, Rec
+from p2plog.storage.segmented_log import SegmentedLog
 
-if TYPE_CHECKING:
-    from p2plog.runtime.node import Node
-    from p2plog.runtime.raft_loop import RaftLoop
+
+class Node(Protocol):
+    """What the status reads of a node (``runtime.node.Node`` is the one; a Protocol, so this
+    module does not import the node that imports it)."""
+
+    me: NodeConfig
+    config: Config
+    loop: RaftLoop | None
+    storage: SegmentedLog | None
+    listener: Listener | None
+    links: dict[NodeId, PeerLink]
+    submits: Submits | None
+    tail_hub: TailHub[Rec]
+    event_hub: TailHub[Emitted[BatchRef]]
+    security: NodeSecurity
+    started_at: float
+    rejected: Counter[str]
+    retention: Retention
+    estimator: ClockEstimator
+    skew: PeerSkew
+    local_ns: Callable[[], int]
+
+    def corrected_now(self) -> int: ...
+
+    def clock_uncertain(self) -> bool: ...
 
 
 def full(self: Node) -> dict[str, Any]:
