@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from p2plog.errors import P2PLogError
 from p2plog.progress_bar import terminal_bar
@@ -105,7 +105,7 @@ def client_options(*, after_subcommand: bool = False) -> argparse.ArgumentParser
     the parsers of a command's own subcommands (``member add ... --config F``), whose absent
     options must not override what was given before the subcommand."""
     c = argparse.ArgumentParser(add_help=False)
-    kw: dict[str, object] = {"default": argparse.SUPPRESS} if after_subcommand else {}
+    kw: dict[str, Any] = {"default": argparse.SUPPRESS} if after_subcommand else {}
     c.add_argument(
         "--addr",
         type=_addr_arg,
@@ -113,12 +113,12 @@ def client_options(*, after_subcommand: bool = False) -> argparse.ArgumentParser
         metavar="HOST:PORT",
         help="node(s) to talk to, in failover order: repeat or comma-separate; [v6]:port "
         "and wss:// work (default: $P2PLOG_ADDR, else the nodes of --config)",
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
-    c.add_argument("--config", type=Path, help="peers.toml (default: ./peers.toml)", **kw)  # type: ignore[arg-type]
-    c.add_argument("--node", help="talk to this node of the config (default: all, in order)", **kw)  # type: ignore[arg-type]
-    c.add_argument("--token", help="client token (default: $P2PLOG_TOKEN)", **kw)  # type: ignore[arg-type]
-    c.add_argument("--ca", help="CA file for wss:// (default: $P2PLOG_CA, or [tls] ca)", **kw)  # type: ignore[arg-type]
+    c.add_argument("--config", type=Path, help="peers.toml (default: ./peers.toml)", **kw)
+    c.add_argument("--node", help="talk to this node of the config (default: all, in order)", **kw)
+    c.add_argument("--token", help="client token (default: $P2PLOG_TOKEN)", **kw)
+    c.add_argument("--ca", help="CA file for wss:// (default: $P2PLOG_CA, or [tls] ca)", **kw)
     return c
 
 

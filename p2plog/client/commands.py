@@ -303,6 +303,11 @@ def status_table(rows: Sequence[dict[str, Any]]) -> str:
                 str(r.get("records", "")),
             )
         )
+    return aligned(cols, table)
+
+
+def aligned(cols: Sequence[str], table: Sequence[Sequence[str]]) -> str:
+    """``cols`` and the rows as text columns; a short row (a note) does not widen them."""
     widths = [len(c) for c in cols]
     for row in table:
         if len(row) == len(cols):

@@ -82,21 +82,21 @@ async def member(
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
+    from p2plog.client.commands import aligned
+
     cols = ("ID", "ROLE", "ADDRESS", "MATCH", "LAG", "ACTIVE")
-    lines: list[tuple[str, ...]] = [cols]
-    for r in rows:
-        role = r["role"] + (" (leader)" if r.get("leader") else "")
-        lines.append(
+    active = {True: "yes", False: "no"}
+    return aligned(
+        cols,
+        [
             (
                 str(r["id"]),
-                role,
+                r["role"] + (" (leader)" if r.get("leader") else ""),
                 str(r.get("address") or "-"),
                 str(r.get("match_index", "-")),
                 str(r.get("lag", "-")),
-                {True: "yes", False: "no"}.get(r.get("active"), "-"),  # type: ignore[arg-type]
+                active.get(r["active"], "-") if "active" in r else "-",
             )
-        )
-    widths = [max(len(x[i]) for x in lines) for i in range(len(cols))]
-    return "".join(
-        "  ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)).rstrip() + "\n" for x in lines
+            for r in rows
+        ],
     )
