@@ -1,0 +1,375 @@
+r"""The subset of Grafana Loki's LogQL that p2plog's Loki-compatible read API serves, and Loki's
+time and duration parameters. Pure: parsing and matching only, no I/O.
+
+Supported: a stream selector ``{name="value", name!="value", name=~"regex", name!~"regex"}``
+(``{}`` too, and a trailing comma) followed by any number of line filters ``|= "text"``,
+``!= "text"``, ``|~ "regex"``, ``!~ "regex"``, whitespace between any tokens. Strings are Go
+strings: ``"..."`` with the escapes ``\" \\ \n \t \r \uXXXX`` (any other is an error, so a
+regex's ``\d`` is written ``"\\d"``), or raw ```...``` strings without escapes. As in Loki, a
+missing label counts as "" and label regexes are anchored at both ends; line regexes are not.
+Refused with a LogQLError that names the construct and its position: metric queries (``rate(``,
+``sum by (...)``, ranges ``[5m]``), pipeline stages (``| json``, label filters ``| status >= 400``
+...), pattern filters ``|>`` / ``!>``, and ``or`` between filter strings. Sizes are capped by
+MAX_QUERY_CHARS, MAX_TERMS (matchers plus filters) and MAX_REGEX_CHARS.
+
+Regexes are Google RE2 (``google-re2``): its syntax is the one Loki (Go's regexp) accepts, and it
+matches in time linear in the input, so a reader cannot stall a node with a pattern that makes
+a backtracking engine take exponential time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import ROUND_FLOOR, Decimal, localcontext
+from typing import Any
+
+import re2  # type: ignore[import-untyped]
+
+SELECTOR_SUPPORTED = 'a stream selector {name="value", name!="value", name=~"regex", name!~"regex"}'
+SUPPORTED = (
+    SELECTOR_SUPPORTED + ' followed by line filters |= "text", != "text", |~ "regex", !~ "regex"'
+)
+METRIC = "metric queries (rate, count_over_time, sum ...) are not supported"
+MAX_QUERY_CHARS = 16384
+MAX_TERMS = 64  # label matchers plus line filters
+MAX_REGEX_CHARS = 1024
+MATCHER_OPS = ("=", "!=", "=~", "!~")
+FILTER_OPS = ("|=", "!=", "|~", "!~")
+
+# Tokens: a string, a name, an operator or bracket, whitespace, any other character.
+_TOKEN = re.compile(
+    r'(?P<s>"(?:[^"\\\n]|\\.)*"|`[^`]*`)|(?P<n>[a-zA-Z_][a-zA-Z0-9_]*)|(?P<w>[ \t\r\n]+)'
+    r"|(?P<o>=~|!~|!=|\|=|\|~|\|>|!>|>=|<=|==|[{}()\[\],=|<>])|(?P<x>.)",
+    re.DOTALL,
+)
+_Token = tuple[str, str, int]  # kind (a _TOKEN group, or "end"), text, position
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
+_STAGE = re.compile(
+    r"json|logfmt|pattern|regexp|line_format|label_format|unpack|drop|keep|decolorize|unwrap"
+)
+_COMPARISONS = ("==", "!=", "=~", "!~", ">=", "<=", "=", ">", "<")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error comes back as a LogQLError, not on stderr
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_MAX_PARAM_CHARS = 100
+_INT = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:Z|([+-])([0-9]{2}):([0-9]{2}))"
+)
+_S = 10**9
+_UNITS = {"y": 365 * 86400 * _S, "w": 7 * 86400 * _S, "d": 86400 * _S, "h": 3600 * _S}
+_UNITS |= {"m": 60 * _S, "s": _S, "ms": _S // 1000}  # Prometheus' units, in this order
+_DURATION = re.compile("".join(f"(?:([0-9]+){unit})?" for unit in _UNITS))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class LogQLError(ValueError):
+    """What is wrong with a query, phrased for the user (becomes a 400)."""
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+class _Regex:
+    """A compiled RE2 pattern behind a typed face (google-re2 ships no type hints)."""
+
+    __slots__ = ("_compiled",)
+
+    def __init__(self, pattern: str) -> None:
+        if len(pattern) > MAX_REGEX_CHARS:
+            raise LogQLError(
+                f"regex {_short(pattern)} is {len(pattern)} characters; "
+                f"the limit is {MAX_REGEX_CHARS}"
+            )
+        try:
+            self._compiled: Any = re2.compile(pattern, _RE2_OPTIONS)
+        except re2.error as e:
+            why = e.args[0] if e.args else e
+            why = why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
+            raise LogQLError(f"bad regex {_short(pattern)}: {why}") from None
+        except UnicodeEncodeError:
+            raise LogQLError(f"bad regex {_short(pattern)}: not valid Unicode") from None
+
+    def test(self, text: str, whole: bool) -> bool:
+        """Whether the pattern matches all of ``text`` (``whole``) or somewhere in it."""
+        find = self._compiled.fullmatch if whole else self._compiled.search
+        try:
+            return find(text) is not None
+        except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800") has no UTF-8
+            return find(text.encode("utf-8", "replace").decode()) is not None
+
+
+def _regex_of(op: str, value: str, ops: tuple[str, ...]) -> _Regex | None:
+    if op not in ops:
+        raise LogQLError(f"unknown operator {op!r}; expected one of {', '.join(ops)}")
+    return _Regex(value) if op.endswith("~") else None
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One label matcher of a stream selector; its regex is compiled once, here."""
+
+    name: str
+    op: str  # "=", "!=", "=~", "!~"
+    value: str
+    _regex: _Regex | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_regex", _regex_of(self.op, self.value, MATCHER_OPS))
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Loki's rules: a missing label is "", a regex must match the whole value."""
+        value = labels.get(self.name, "")
+        if self._regex is None:
+            return (value == self.value) == (self.op == "=")
+        return self._regex.test(value, whole=True) == (self.op == "=~")
+
+
+@dataclass(frozen=True, slots=True)
+class LineFilter:
+    """One line filter; its regex is compiled once, here."""
+
+    op: str  # "|=", "!=", "|~", "!~"
+    value: str
+    _regex: _Regex | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_regex", _regex_of(self.op, self.value, FILTER_OPS))
+
+    def matches(self, line: str) -> bool:
+        """Substring for |= and !=; for |~ and !~ a regex found anywhere in the line."""
+        if self._regex is None:
+            return (self.value in line) == (self.op == "|=")
+        return self._regex.test(line, whole=False) == (self.op == "|~")
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """A parsed query: a record matches if every matcher and every filter does."""
+
+    matchers: tuple[Matcher, ...]
+    filters: tuple[LineFilter, ...]
+
+    def matches(self, labels: Mapping[str, str], line: str) -> bool:
+        return all(m.matches(labels) for m in self.matchers) and all(
+            f.matches(line) for f in self.filters
+        )
+
+    def equal(self, name: str) -> str | None:
+        """The value of an "=" matcher on ``name``, if any (for a caller's own index)."""
+        return next((m.value for m in self.matchers if m.name == name and m.op == "="), None)
+
+
+class _Parser:
+    """The query as tokens; errors name what was found and where (characters count from 1)."""
+
+    def __init__(self, text: str, supported: str) -> None:
+        if len(text) > MAX_QUERY_CHARS:
+            raise LogQLError(f"query is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
+        self.text, self.supported, self.i, self.terms = text, supported, 0, 0
+        self.tokens: list[_Token] = [
+            (str(m.lastgroup), m.group(), m.start())
+            for m in _TOKEN.finditer(text)
+            if m.lastgroup != "w"
+        ]
+        self.tokens.append(("end", "", len(text)))
+
+    def peek(self) -> _Token:
+        return self.tokens[self.i]
+
+    def next(self) -> _Token:
+        token = self.tokens[self.i]
+        self.i = min(self.i + 1, len(self.tokens) - 1)
+        return token
+
+    def fail(self, what: str, pos: int, found: bool = True) -> LogQLError:
+        if found:
+            snippet = self.text[pos : pos + 20].partition("\n")[0]
+            more = "..." if len(self.text) > pos + len(snippet) else ""
+            what += f", found `{snippet}{more}`" if snippet else ", found the end of the query"
+        return LogQLError(f"{what} at character {pos + 1}; supported: {self.supported}")
+
+    def string(self, after: str) -> str:
+        """The string token next; each matcher and filter has one, so here they are counted."""
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            what = f"{MAX_TERMS} label matchers and line filters in total"
+            raise LogQLError(f"query has more than {what}; that is the limit")
+        kind, text, pos = self.next()
+        if kind == "s" and text[0] == "`":
+            return text[1:-1]
+        if kind == "s":
+            return _ESCAPE.sub(lambda e: self.unescape(e, pos + 1), text[1:-1])
+        if text in ('"', "`"):
+            raise self.fail("unterminated string", pos, found=False)
+        raise self.fail(f"expected a string after `{after}`", pos)
+
+    def unescape(self, e: re.Match[str], base: int) -> str:
+        code = e.group(1)
+        if code in _ESCAPES:
+            return _ESCAPES[code]
+        if len(code) == 5 and not 0xD800 <= int(code[1:], 16) <= 0xDFFF:
+            return chr(int(code[1:], 16))
+        what = f"invalid escape `\\{code}` in a string (a regex's \\ is \\\\, or use a `raw` one)"
+        raise self.fail(what, base + e.start(), found=False)
+
+    def selector(self) -> tuple[Matcher, ...]:
+        kind, text, pos = self.next()
+        if text != "{":
+            after = self.peek()[1]
+            if kind == "n" and (after == "(" or after in ("by", "without")):
+                raise self.fail(METRIC, pos)
+            raise self.fail("expected a stream selector {...}", pos)
+        matchers: list[Matcher] = []
+        while self.peek()[1] != "}":
+            kind, name, pos = self.next()
+            if kind != "n":
+                raise self.fail("expected a label name or `}`", pos)
+            _, op, pos = self.next()
+            if op not in MATCHER_OPS:
+                raise self.fail(f"expected =, !=, =~ or !~ after `{name}`", pos)
+            matchers.append(Matcher(name, op, self.string(name + op)))
+            _, sep, pos = self.peek()
+            if sep not in (",", "}"):
+                raise self.fail("expected `,` or `}` after a label matcher", pos)
+            self.i += sep == ","
+        self.next()
+        return tuple(matchers)
+
+    def filters(self) -> tuple[LineFilter, ...]:
+        found: list[LineFilter] = []
+        while (token := self.next())[0] != "end":
+            _, op, pos = token
+            if op not in FILTER_OPS:
+                raise self.not_filter(op, pos)
+            found.append(LineFilter(op, self.string(op)))
+            if self.peek()[1] == "or":
+                what = '`or` between line filter strings is not supported (|~ "a|b" is)'
+                raise self.fail(what, self.peek()[2], found=False)
+        return tuple(found)
+
+    def not_filter(self, op: str, pos: int) -> LogQLError:
+        if op in ("|>", "!>"):
+            return self.fail(f"pattern filter `{op}` is not supported", pos, found=False)
+        if op == "[":
+            return self.fail(METRIC, pos)
+        kind, name, _ = self.next()
+        if op == "|" and kind == "n":
+            comparison = self.peek()[1]
+            if _STAGE.fullmatch(name) or comparison not in _COMPARISONS:
+                return self.fail(f"pipeline stage `| {name}` is not supported", pos, found=False)
+            stage = f"`| {name} {comparison} ...` (a label filter)"
+            return self.fail(f"pipeline stage {stage} is not supported", pos, found=False)
+        return self.fail("expected a line filter", pos)
+
+
+def parse_query(text: str) -> LogQuery:
+    """A query of the supported subset (see SUPPORTED), or LogQLError."""
+    parser = _Parser(text, SUPPORTED)
+    matchers = parser.selector()
+    return LogQuery(matchers, parser.filters())
+
+
+def parse_selector(text: str) -> tuple[Matcher, ...]:
+    """Just ``{...}``, nothing after it: Loki push's labels, /series ``match[]``."""
+    parser = _Parser(text, SELECTOR_SUPPORTED)
+    matchers = parser.selector()
+    kind, _, pos = parser.peek()
+    if kind != "end":
+        raise parser.fail("unexpected text after the stream selector", pos)
+    return matchers
+
+
+def labels_of_selector(text: str) -> dict[str, str]:
+    """A push's labels string ``{job="x", level="info"}`` as name -> value: "=" only, once each."""
+    labels: dict[str, str] = {}
+    for m in parse_selector(text):
+        if m.op != "=":
+            raise LogQLError(f'`{m.name}{m.op}` in a stream\'s labels: only name="value" is')
+        if m.name in labels:
+            raise LogQLError(f"label `{m.name}` is given twice")
+        labels[m.name] = m.value
+    return labels
+
+
+def _decimal_ns(text: str) -> int:
+    """A decimal number of seconds as exact ns, floored; far out of range clamps to +-10**21."""
+    seconds = Decimal(text)
+    if seconds.copy_abs() > 10**12:
+        return 10**21 if seconds > 0 else -(10**21)
+    with localcontext() as ctx:
+        ctx.prec = len(text) + 30
+        return int(seconds.scaleb(9).to_integral_value(ROUND_FLOOR))
+
+
+def _rfc3339_ns(m: re.Match[str]) -> int | None:
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    fraction, sign, off_h, off_m = m.group(7, 8, 9, 10)
+    offset = timedelta(0)
+    if sign is not None:
+        if int(off_h) > 23 or int(off_m) > 59:
+            return None
+        offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1)
+    try:
+        t = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
+    except ValueError:
+        return None
+    ns = int((fraction or "")[:9].ljust(9, "0"))  # digits past the ns are dropped, as Go does
+    return (t - _EPOCH) // timedelta(seconds=1) * 10**9 + ns
+
+
+def _time_ns(value: str) -> int | None:
+    if "." in value and _NUMBER.fullmatch(value):
+        return _decimal_ns(value)
+    if _INT.fullmatch(value):
+        return int(value) * 10**9 if len(value) <= 10 else int(value)
+    m = _RFC3339.fullmatch(value)
+    return None if m is None else _rfc3339_ns(m)
+
+
+def parse_time(value: str | None, default_ns: int) -> int:
+    """Loki's time parameter (``parseTimestamp``) as ns since the epoch; ``default_ns`` if absent.
+
+    ``1764817200.5`` (has a "."): seconds; ``1764817200``: at most 10 digits are seconds, more
+    are ns; else RFC3339 with an optional fraction (to the ns) and a Z or +hh:mm offset."""
+    if not value:
+        return default_ns
+    ns = _time_ns(value) if len(value) <= _MAX_PARAM_CHARS else None
+    if ns is None:
+        raise LogQLError(
+            f"time {_short(value)} is not a time (expected ns or s since the epoch, or RFC3339)"
+        )
+    if not _I64_MIN <= ns <= _I64_MAX:
+        raise LogQLError(f"time {_short(value)} is out of range (years 1677 to 2262)")
+    return ns
+
+
+def parse_duration(value: str) -> int:
+    """A Prometheus/Loki duration (``500ms``, ``1h30m``, ``7d``: units y w d h m s ms, each at
+    most once and in that order) or a number of seconds (``1.5``) as ns."""
+    ns: int | None = None
+    if 0 < len(value) <= _MAX_PARAM_CHARS:
+        if _NUMBER.fullmatch(value):
+            ns = _decimal_ns(value)
+        elif m := _DURATION.fullmatch(value):
+            ns = sum(
+                int(n) * unit for n, unit in zip(m.groups(), _UNITS.values(), strict=True) if n
+            )
+    if ns is None:
+        raise LogQLError(
+            f"duration {_short(value)} is not a duration "
+            "(expected e.g. 500ms, 30s, 1h30m, 7d, or seconds such as 1.5)"
+        )
+    if ns < 0:
+        raise LogQLError(f"duration {_short(value)} is negative")
+    if ns > _I64_MAX:
+        raise LogQLError(f"duration {_short(value)} is too long (the limit is 292 years)")
+    return ns
