@@ -3,7 +3,8 @@
 Enforced on every module under p2plog/ (a failure names file, line and the forbidden import):
 
 - `raft/` imports only the standard library and `p2plog.raft` itself.
-- The pure packages (`raft/`, `state/`, `order/`, `clock/` except `clock/ntp_poller.py`, `wire/`)
+- The pure packages (`raft/`, `state/`, `order/`, `clock/` except `clock/ntp_poller.py`, `wire/`,
+  `compat/`)
   import no I/O, clock or scheduling module, use no module-level `random` function (a seeded
   `random.Random` instance is the only randomness) and never call `uuid4()`/`uuid1()`.
 - `net/` never imports `p2plog.raft.node`, `p2plog.state`, `p2plog.runtime` or `p2plog.service`:
@@ -38,6 +39,7 @@ PURE_PACKAGES = (
     "p2plog/order/",
     "p2plog/clock/",
     "p2plog/wire/",
+    "p2plog/compat/",
 )
 PURE_EXEMPT = frozenset({"p2plog/clock/ntp_poller.py"})
 # The pure core gets time only through tick() and input only through step() (etcd-io/raft's

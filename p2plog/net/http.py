@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 import trio
 
+from p2plog.net.http_ws import PushSocket, accept_headers, switched
 from p2plog.ratelog import RateLimitedLog
 
 log = logging.getLogger("p2plog.http")
@@ -56,6 +57,9 @@ class HttpResponse:
     # A streamed body (server-sent events): called with a writer of chunks; when it returns
     # (or a write fails: the client went away) the response ends and the connection closes.
     stream: Callable[[Writer], Awaitable[None]] | None = None
+    # An accepted websocket upgrade (``net.http_ws``): the connection switches protocols and
+    # this feeds it until either side ends it.
+    websocket: Callable[[PushSocket], Awaitable[None]] | None = None
 
 
 Writer = Callable[[bytes], Awaitable[None]]
@@ -66,8 +70,19 @@ def text(status: int, msg: str) -> HttpResponse:
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+BodyLimit = Callable[[str, str], int]  # (method, path) -> the most body bytes taken
 
 
+@dataclass(frozen=True, slots=True)
+class Site:
+    """What a server serves: its handler, and how big a body each path takes."""
+
+    handle: Handler
+    body_limit: BodyLimit
+
+
+# h11 exports the state without declaring it (h11/__init__.py re-exports _state's names).
+_MIGHT_SWITCH = getattr(h11, "MIGHT_SWITCH_PROTOCOL")  # noqa: B009
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 
 
@@ -85,12 +100,13 @@ class HttpServer:
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 64,
         max_body: int = 1 << 20,
+        body_limit: BodyLimit | None = None,
         name: str = "-",
     ) -> None:
         self.host, self.port = host, port
         self.handler = handler
         self.ssl_context = ssl_context
-        self.max_body = max_body
+        self.body_limit: BodyLimit = body_limit or (lambda _m, _p: max_body)
         self.name = name
         self.slots = trio.Semaphore(max_connections)
         self.open = 0
@@ -164,6 +180,9 @@ class HttpServer:
                     exc_info=True,
                 )
                 resp = text(500, "internal error (see the node's log)")
+            if resp.websocket is not None:
+                await self._switch(conn, stream, req, resp)
+                return
             await self._send(conn, stream, resp)
             if resp.stream is not None or conn.our_state is not h11.DONE:
                 return
@@ -178,6 +197,7 @@ class HttpServer:
         """The next request, or None when the client closed the connection between them."""
         head: h11.Request | None = None
         body = bytearray()
+        limit = 0
         with trio.fail_after(timeout_s):
             while True:
                 ev = conn.next_event()
@@ -188,13 +208,14 @@ class HttpServer:
                     conn.receive_data(bytes(data))
                 elif isinstance(ev, h11.Request):
                     head = ev
+                    limit = self.body_limit(_text(ev.method), _text(ev.target).split("?")[0])
+                    declared = dict(ev.headers).get(b"content-length", b"0")
+                    if declared.isdigit() and int(declared) > limit:
+                        await self._too_big(conn, stream, limit)
                 elif isinstance(ev, h11.Data):
                     body += ev.data
-                    if len(body) > self.max_body:
-                        await self._send(
-                            conn, stream, text(413, f"a body over {self.max_body} bytes")
-                        )
-                        raise _Closed
+                    if len(body) > limit:
+                        await self._too_big(conn, stream, limit)
                 elif isinstance(ev, h11.EndOfMessage):
                     assert head is not None
                     return _request(head, bytes(body), _remote_of(stream))
@@ -202,6 +223,24 @@ class HttpServer:
                     return None
                 else:
                     raise _Closed
+
+    async def _too_big(self, conn: h11.Connection, stream: trio.abc.Stream, limit: int) -> None:
+        await self._send(conn, stream, text(413, f"a body over {limit} bytes is not taken here"))
+        raise _Closed
+
+    async def _switch(
+        self, conn: h11.Connection, stream: trio.abc.Stream, req: HttpRequest, r: HttpResponse
+    ) -> None:
+        """Answer a websocket upgrade (101) and run ``r.websocket`` on the connection."""
+        assert r.websocket is not None
+        headers = accept_headers(req.headers)
+        if headers is None or conn.their_state is not _MIGHT_SWITCH:
+            await self._send(conn, stream, text(400, "this path takes a websocket upgrade only"))
+            return
+        await self._write(
+            stream, conn.send(h11.InformationalResponse(status_code=101, headers=headers))
+        )
+        await PushSocket(stream, switched(conn), WRITE_TIMEOUT_S).run(r.websocket)
 
     async def _send(self, conn: h11.Connection, stream: trio.abc.Stream, r: HttpResponse) -> None:
         headers = [("content-type", r.content_type), *r.headers]
@@ -231,6 +270,10 @@ class HttpServer:
         if data:
             with trio.fail_after(WRITE_TIMEOUT_S):
                 await stream.send_all(data)
+
+
+def _text(b: bytes) -> str:
+    return b.decode("latin-1")
 
 
 def _request(head: h11.Request, body: bytes, remote: str) -> HttpRequest:

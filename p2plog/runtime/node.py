@@ -33,7 +33,7 @@ from p2plog.clock.peer_skew import PeerSkew
 from p2plog.config import ClusterConfig, Config, NodeConfig
 from p2plog.errors import StorageError
 from p2plog.latency import Histogram
-from p2plog.net.http import Handler, HttpServer
+from p2plog.net.http import HttpServer, Site
 from p2plog.net.listener import Listener
 from p2plog.net.peer_link import LinkAuth, PeerLink
 from p2plog.net.server import connection_cap, raise_open_files_limit
@@ -87,7 +87,7 @@ class Node:
         security: NodeSecurity | None = None,
         *,
         serve_client: ServeClientOf[Node],
-        http_handler: Callable[[Node], Handler] | None = None,
+        http_handler: Callable[[Node], Site] | None = None,
     ) -> None:
         self.config = config
         self._serve_client = serve_client
@@ -277,10 +277,12 @@ class Node:
         if self.me.http is None or self._http_handler is None:
             return
         host, port = self.me.http
+        site = self._http_handler(self)
         server = HttpServer(
             host,
             port,
-            self._http_handler(self),
+            site.handle,
+            body_limit=site.body_limit,
             ssl_context=self.security.server_ssl,
             name=self.me.id,
         )

@@ -135,12 +135,13 @@ async def _event_page(s: Session, req: int, flt: Filter, where: Span, limit: int
     await s.send("batch", {"req": req, "records": rows, "next_index": page.hi, "done": done})
 
 
-async def tail(s: Session, t: Tail) -> None:
-    """Follow the log until cancelled (the session holds the cancel scope)."""
+async def tail(s: Session, t: Tail, flt: Filter | None = None) -> None:
+    """Follow the log until cancelled (the session holds the cancel scope); ``flt`` instead
+    of the request's selection (the Loki tail's)."""
     if t.order == "event":
-        await _tail_events(s, t.req, selection(t))
+        await _tail_events(s, t.req, flt or selection(t))
     else:
-        await _tail_index(s, t, selection(t))
+        await _tail_index(s, t, flt or selection(t))
 
 
 async def _tail_index(s: Session, t: Tail, flt: Filter) -> None:

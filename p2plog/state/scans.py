@@ -11,6 +11,7 @@ the storage (which appends share) for long.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +53,9 @@ class Filter:
     source: str | None = None
     grep: str | None = None
     fields: tuple[tuple[str, str], ...] = ()  # (key, value as text): all must match
+    # A further test of the decoded record, after all of the above (a Loki query's label
+    # matchers and line filters: ``service.loki_api``).
+    extra: Callable[[StoredRecord], bool] | None = None
 
     @property
     def level_no(self) -> int:
@@ -88,7 +92,9 @@ class Filter:
         t = r.ts_corrected if r.ts_corrected is not None else r.ingest_ts
         if self.since is not None and t < self.since:
             return False
-        return not (self.until is not None and t >= self.until)
+        if self.until is not None and t >= self.until:
+            return False
+        return self.extra is None or self.extra(r)
 
 
 @dataclass(frozen=True, slots=True)

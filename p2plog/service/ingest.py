@@ -1,0 +1,117 @@
+"""Records that came in over another protocol (OTLP, Loki push) stored as a websocket submit
+stores them: each validated once (``record.validate``), then through ``NodeApi.submit`` in
+submissions of at most ``MAX_BATCH_RECORDS`` and ``MAX_BATCH_BYTES``, run side by side, with
+the ack the request asked for (``ack=quorum`` unless it said ``leader``).
+
+The outcome is what a push sender can act on: how many records are stored (an ack, or a
+duplicate of one stored before: a retry), which were refused and why (they will never be
+taken: the sender must not retry them), and, when any record was neither, a retryable refusal
+(429 for backpressure, 503 for no leader, a timeout or storage trouble) that makes the sender
+send the whole request again; the records already stored dedup on their ids then.
+
+``IngestGate`` bounds the bytes of requests being stored at once on this node: a request that
+finds no room is refused 429 before it is decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from p2plog.compat.otlp import Converted
+from p2plog.record import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS,
+    PER_RECORD_OVERHEAD,
+    RecordError,
+    validate,
+)
+from p2plog.replica.proposals import SubmitResult
+from p2plog.service.api import NodeApi
+
+MAX_INGEST_BYTES = 256 << 20  # decoded bytes of the requests being stored at once, per node
+RETRY_AFTER_S = 1
+_STATUS = {"overloaded": 429}  # every other failure is a 503 (unavailable, timeout, storage)
+
+
+@dataclass(slots=True)
+class Outcome:
+    stored: int = 0
+    rejected: list[str] = field(default_factory=list)  # "record i: why", never retryable
+    retry: tuple[int, str] | None = None  # (429 or 503, why): send the request again
+
+
+class IngestGate:
+    """The bytes of ingest requests in flight on one node, bounded."""
+
+    def __init__(self, max_bytes: int = MAX_INGEST_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.refused = 0
+
+    def try_take(self, n: int) -> bool:
+        if self.bytes and self.bytes + n > self.max_bytes:
+            self.refused += 1
+            return False
+        self.bytes += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.bytes -= n
+
+
+async def store(node: NodeApi, converted: list[Converted], ack: str) -> Outcome:
+    out = Outcome()
+    received = node.corrected_now()
+    uncertain = node.clock_uncertain()
+    chunks: list[tuple[list[int], list[bytes], list[bytes]]] = []
+    size = 1 << 62
+    for i, c in enumerate(converted):
+        if c.record is None:
+            out.rejected.append(f"record {i}: {c.error}")
+            continue
+        try:
+            a = validate(c.record, node=node.id, received_ns=received, clock_uncertain=uncertain)
+        except RecordError as e:
+            out.rejected.append(f"record {i}: {e}")
+            continue
+        n = len(a.body) + PER_RECORD_OVERHEAD
+        if size + n > MAX_BATCH_BYTES or len(chunks[-1][0]) >= MAX_BATCH_RECORDS:
+            chunks.append(([], [], []))
+            size = 0
+        where, ids, bodies = chunks[-1]
+        where.append(i)
+        ids.append(a.id)
+        bodies.append(a.body)
+        size += n
+    results: list[SubmitResult | None] = [None] * len(chunks)
+
+    async def submit(k: int) -> None:
+        _, ids, bodies = chunks[k]
+        results[k] = await node.submit(ids, bodies, ack)
+
+    async with trio.open_nursery() as nursery:
+        for k in range(len(chunks)):
+            nursery.start_soon(submit, k)
+    for (where, _, _), res in zip(chunks, results, strict=True):
+        assert res is not None
+        _account(node, out, where, res)
+    out.rejected.sort(key=lambda m: int(m.split(":")[0].split()[1]))
+    return out
+
+
+def _account(node: NodeApi, out: Outcome, where: list[int], res: SubmitResult) -> None:
+    if res.error is not None:
+        code, msg = res.error
+        node.rejected[code] += 1
+        out.retry = out.retry or (_STATUS.get(code, 503), f"{code}: {msg}")
+        return
+    out.stored += res.acked
+    for k in res.conflicts:
+        out.rejected.append(
+            f"record {where[k]}: its id is stored already with other content (a "
+            f"log.record.uid used twice?)"
+        )
+    if res.acked + len(res.conflicts) < len(where):
+        out.retry = out.retry or (503, "some records were not acknowledged; retry")

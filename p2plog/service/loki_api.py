@@ -1,0 +1,249 @@
+"""Loki's read API on the HTTP port: the subset Grafana's Loki data source and logcli use.
+
+- ``GET /loki/api/v1/query_range?query=&start=&end=&since=&limit=&direction=``: log lines of a
+  stream selector with line filters (``compat.logql``), in Loki's ``streams`` answer. Defaults as
+  Loki's: the last hour, 100 lines, newest first; at most ``MAX_LINES`` lines.
+- ``GET /loki/api/v1/query?query=&time=&limit=&direction=``: the same, for the hour before
+  ``time`` (default now).
+- ``GET /loki/api/v1/labels``, ``/label/<name>/values`` (optionally ``query=``) and ``/series``
+  (``match[]=``): over ``start``..``end`` (default the last 6 hours), read from the newest
+  ``MAX_LABEL_RECORDS`` records of that range.
+- ``GET /loki/api/v1/tail?query=&start=&limit=`` (websocket): the last ``limit`` lines since
+  ``start`` (default an hour ago), then every new one, as Loki's tail frames.
+
+Anything else (metric queries, pipeline stages, other paths) is a 400 or 404 that says what is
+served. How "newest first" is read: index windows from the end of the log, doubling, until
+``limit`` lines are found (so the cost follows what is asked); lines come back sorted by time,
+but a line whose event time is far behind its commit (a late record) is found only once the
+scan reaches its index, which a small ``limit`` may not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any
+
+from p2plog.compat import loki_read
+from p2plog.compat.logql import LogQLError, LogQuery, parse_duration, parse_query, parse_time
+from p2plog.compat.loki_read import Row, list_answer, row_of, row_of_json, streams_answer
+from p2plog.net.http import HttpRequest, HttpResponse, text
+from p2plog.net.http_ws import PushSocket
+from p2plog.service import reads
+from p2plog.service.api import NodeApi
+from p2plog.state.scans import PAGE_BYTES, Filter
+from p2plog.state.stored import StoredRecord
+from p2plog.wire.client import Tail
+
+PREFIX = "/loki/api/v1/"
+MAX_LINES = 5000  # Loki's max_entries_limit_per_query default
+MAX_LABEL_RECORDS = 100_000
+MAX_LOKI_TAILS = 16
+HOUR_NS = 3600 * 10**9
+FIRST_WINDOW = 4096
+SERVED = "query_range, query, labels, label/NAME/values, series, tail"
+JSON = "application/json"
+
+
+class LokiApi:
+    def __init__(self, node: NodeApi) -> None:
+        self.node = node
+        self.tails = 0
+        self._r = _Frames(node, None)
+
+    async def handle(self, req: HttpRequest) -> HttpResponse:
+        what = req.path.removeprefix(PREFIX)
+        try:
+            if what == "query_range":
+                return await self._lines(req, *self._range(req, HOUR_NS))
+            if what == "query":
+                t = parse_time(req.arg("time"), self.node.corrected_now())
+                return await self._lines(req, t - HOUR_NS, t + 1)
+            if what == "labels" or (what.startswith("label/") and what.endswith("/values")):
+                return await self._labels(req, what)
+            if what == "series":
+                return await self._series(req)
+            if what == "tail":
+                return self._tail(req)
+        except LogQLError as e:
+            return text(400, str(e))
+        return text(404, f"{req.path} is not served; under {PREFIX}: {SERVED}")
+
+    # ---------------------------------------------------------------- lines
+
+    def _range(self, req: HttpRequest, default_ns: int) -> tuple[int, int]:
+        now = self.node.corrected_now()
+        end = parse_time(req.arg("end"), now)
+        since = req.arg("since")
+        back = parse_duration(since) if since else default_ns
+        start = parse_time(req.arg("start"), end - back)
+        if start > end:
+            raise LogQLError(f"start {start} is after end {end}")
+        return start, end + 1  # Loki's end is inclusive
+
+    async def _lines(self, req: HttpRequest, start: int, end: int) -> HttpResponse:
+        q = parse_query(req.arg("query") or "")
+        limit = _int(req.arg("limit"), 100, "limit")
+        if limit > MAX_LINES:
+            raise LogQLError(f"limit {limit}: at most {MAX_LINES} lines per query")
+        direction = (req.arg("direction") or "backward").lower()
+        if direction not in ("backward", "forward"):
+            raise LogQLError(f"direction {direction!r}: backward or forward")
+        found = await self.newest(q, start, end, limit, forward=direction == "forward")
+        return _json(streams_answer(found))
+
+    async def newest(
+        self,
+        q: LogQuery,
+        start: int,
+        end: int,
+        limit: int,
+        *,
+        forward: bool = False,
+        to_index: int | None = None,
+    ) -> list[Row]:
+        """The lines of ``q`` in ``[start, end)``: the first ``limit`` (``forward``) or the
+        newest, sorted by time in that direction."""
+        await self.node.read_barrier()
+        flt = _filter(q, start, end)
+        applied = self.node.applied
+        lo = applied.times.seek(start)
+        top = min(applied.record_index, to_index or 1 << 62) + 1
+        if forward:
+            recs, _ = await reads.scan(self._r, reads.span(self._r, lo, top), flt, limit)
+            rows = [row_of(r) for r in recs]
+        else:
+            rows = [row_of(r) for r in await self._backward(flt, lo, top, limit)]
+        rows.sort(key=lambda r: r[0], reverse=not forward)
+        return rows[:limit]
+
+    async def _backward(self, flt: Filter, lo: int, hi: int, limit: int) -> list[StoredRecord]:
+        """The last ``limit`` matches of record indexes ``[lo, hi)``: windows back from ``hi``,
+        each twice the last, each scanned whole in bounded pages."""
+        found: list[StoredRecord] = []
+        window = FIRST_WINDOW
+        while hi > lo and len(found) < limit:
+            w_lo = max(lo, hi - window)
+            last: deque[StoredRecord] = deque(maxlen=limit - len(found))
+            pos = w_lo
+            while pos < hi:
+                got, pos = await reads.scan(self._r, reads.span(self._r, pos, hi), flt, MAX_LINES)
+                last.extend(got)
+                if not got and pos < hi and pos == w_lo:
+                    break  # nothing is held there any more (retention)
+            found = list(last) + found
+            hi, window = w_lo, window * 2
+        return found
+
+    # --------------------------------------------------------------- labels
+
+    async def _labels(self, req: HttpRequest, what: str) -> HttpResponse:
+        start, end = self._range(req, 6 * HOUR_NS)
+        query = req.arg("query")
+        q = parse_query(query) if query else LogQuery((), ())
+        recs = await self._recent(q, start, end)
+        if what == "labels":
+            names = {k for r in recs for k in loki_read.record_labels(r)}
+            return _json(list_answer(sorted(names)))
+        name = what.removeprefix("label/").removesuffix("/values")
+        values = {v for r in recs if (v := loki_read.record_labels(r).get(name)) is not None}
+        return _json(list_answer(sorted(values)))
+
+    async def _series(self, req: HttpRequest) -> HttpResponse:
+        start, end = self._range(req, 6 * HOUR_NS)
+        selectors = req.query.get("match[]") or req.query.get("match") or []
+        if not selectors:
+            raise LogQLError("series needs at least one match[] stream selector")
+        queries = [parse_query(m) for m in selectors]
+        seen: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        for q in queries:
+            for r in await self._recent(q, start, end):
+                lb = loki_read.record_labels(r)
+                seen.setdefault(tuple(sorted(lb.items())), lb)
+        return _json(list_answer(seen.values()))
+
+    async def _recent(self, q: LogQuery, start: int, end: int) -> list[StoredRecord]:
+        await self.node.read_barrier()
+        applied = self.node.applied
+        lo = max(applied.times.seek(start), applied.record_index + 1 - MAX_LABEL_RECORDS)
+        recs, _ = await reads.scan(
+            self._r,
+            reads.span(self._r, lo, applied.record_index + 1),
+            _filter(q, start, end),
+            MAX_LABEL_RECORDS,
+            max_bytes=16 * PAGE_BYTES,
+        )
+        return recs
+
+    # ----------------------------------------------------------------- tail
+
+    def _tail(self, req: HttpRequest) -> HttpResponse:
+        q = parse_query(req.arg("query") or "")
+        limit = _int(req.arg("limit"), 100, "limit")
+        start = parse_time(req.arg("start"), self.node.corrected_now() - HOUR_NS)
+        if self.tails >= MAX_LOKI_TAILS:
+            return text(503, f"{MAX_LOKI_TAILS} Loki tails are open, the most this node takes")
+        return HttpResponse(
+            101, websocket=lambda ws: self._follow(ws, q, start, min(limit, MAX_LINES))
+        )
+
+    async def _follow(self, ws: PushSocket, q: LogQuery, start: int, limit: int) -> None:
+        self.tails += 1
+        try:
+            await self.node.read_barrier()
+            mark = self.node.applied.record_index
+            rows = await self.newest(q, start, 1 << 62, limit, to_index=mark)
+            await ws.send(_frame(reversed(rows)))
+            t = Tail(v=1, req=0, from_index=mark + 1)
+            await reads.tail(_Frames(self.node, ws), t, _filter(q, start, None))
+        except _Ended:
+            pass
+        finally:
+            self.tails -= 1
+
+
+class _Frames:
+    """A read's session whose batches go out as Loki tail frames (without a socket: the
+    session of the scans, which send nothing)."""
+
+    def __init__(self, node: NodeApi, ws: PushSocket | None) -> None:
+        self.node = node
+        self._ws = ws
+
+    async def send(self, kind: str, fields: dict[str, Any]) -> None:
+        assert self._ws is not None, "a scan sends nothing"
+        if kind == "batch" and fields["records"]:
+            await self._ws.send(_frame(row_of_json(d) for d in fields["records"]))
+        elif kind == "end":  # fell behind: end the tail (Grafana reconnects)
+            raise _Ended
+
+
+class _Ended(Exception):
+    """The tail fell behind the live stream: Loki's clients reconnect."""
+
+
+def _frame(rows: Any) -> str:
+    return json.dumps({"streams": loki_read.streams(rows), "dropped_entries": None})
+
+
+def _filter(q: LogQuery, start: int, end: int | None) -> Filter:
+    """What the log scan can test itself (time, an exact source, the first ``|=``), then the
+    whole query on the record's labels and line."""
+    first = next((f.value for f in q.filters if f.op == "|="), None)
+
+    def extra(r: StoredRecord) -> bool:
+        return q.matches(loki_read.record_labels(r), r.msg)
+
+    return Filter(since=start, until=end, source=q.equal("source"), grep=first, extra=extra)
+
+
+def _int(v: str | None, default: int, name: str) -> int:
+    if v is None or v == "":
+        return default
+    if not v.isdigit() or int(v) < 1:
+        raise LogQLError(f"{name} {v[:20]!r} must be a whole number from 1")
+    return int(v)
+
+
+def _json(d: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(200, json.dumps(d).encode(), JSON)

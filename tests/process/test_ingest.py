@@ -1,0 +1,254 @@
+"""The ecosystem's protocols on a real cluster (issue 18): the OpenTelemetry SDK's own OTLP/HTTP
+exporter through Python's ``logging`` while the leader is killed; Loki push (JSON and snappy
+protobuf) read back through the Loki query API and its websocket tail."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cramjam
+import pytest
+import trio
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExportResult
+from opentelemetry.sdk.resources import Resource
+from trio_websocket import open_websocket_url
+
+from p2plog.compat import protos
+
+from .conftest import started
+from .harness import Cluster
+from .httpc import http_request
+
+N_OTEL = 600
+LEVELS = [
+    (logging.DEBUG, "debug"),
+    (logging.INFO, "info"),
+    (logging.WARNING, "warning"),
+    (logging.ERROR, "error"),
+    (logging.CRITICAL, "critical"),
+]
+
+
+class RecordingExporter(OTLPLogExporter):
+    """The SDK's exporter, noting which records it was told were stored (and their times)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.succeeded: dict[int, int] = {}
+        self.failed: list[int] = []
+
+    def export(self, batch: Any) -> LogRecordExportResult:
+        result = super().export(batch)
+        for item in batch:
+            lr = getattr(item, "log_record", item)
+            seq = int(lr.attributes["seq"])
+            if result is LogRecordExportResult.SUCCESS:
+                self.succeeded[seq] = lr.timestamp
+            else:
+                self.failed.append(seq)
+        return result
+
+
+def emit(port: int, exporter_box: list[RecordingExporter], started_at: threading.Event) -> None:
+    """Log ``N_OTEL`` records through ``logging`` and the OTel SDK (in a thread: the SDK is
+    synchronous), then flush."""
+    exporter = RecordingExporter(endpoint=f"http://127.0.0.1:{port}/v1/logs", timeout=20)
+    exporter_box.append(exporter)
+    provider = LoggerProvider(resource=Resource.create({"service.name": "checkout"}))
+    provider.add_log_record_processor(
+        BatchLogRecordProcessor(exporter, schedule_delay_millis=50, max_export_batch_size=40)
+    )
+    logger = logging.getLogger("p2plog.test.otel")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = LoggingHandler(level=logging.DEBUG, logger_provider=provider)
+    logger.addHandler(handler)
+    try:
+        for i in range(N_OTEL):
+            if i == N_OTEL // 3:
+                started_at.set()
+            lv, _ = LEVELS[i % len(LEVELS)]
+            logger.log(lv, "order %d shipped", i, extra={"seq": i, "order.total": i * 1.5})
+            time.sleep(0.004)
+        provider.force_flush(30_000)
+    finally:
+        logger.removeHandler(handler)
+        provider.shutdown()
+
+
+# The SDK's LoggingHandler is deprecated for opentelemetry-instrumentation-logging's, which
+# wraps the same LoggerProvider path: the exporter under test is the same.
+@pytest.mark.filterwarnings("ignore:.*LoggingHandler.*:DeprecationWarning")
+async def test_otel_sdk_through_a_leader_kill(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    c = Cluster(tmp_path, http=True)
+    async with started(c, request):
+        lead = await c.leader()
+        via = next(n for n in c.ids if n != lead)
+        box: list[RecordingExporter] = []
+        third = threading.Event()
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, emit, c.http_ports[via], box, third)
+                while not third.is_set():  # noqa: ASYNC110 (a thread's event)
+                    await trio.sleep(0.01)
+                c.kill(lead, signal.SIGKILL)
+        exporter = box[0]
+        assert len(exporter.succeeded) > N_OTEL // 2, exporter.failed[:10]
+        await c.restart(lead)
+        await c.wait_converged(c.ids)
+        for nid in c.ids:
+            got = [r for r in await c.query_all(nid) if r["source"] == "checkout"]
+            seqs = Counter(r["fields"]["seq"] for r in got)
+            assert [s for s, k in seqs.items() if k > 1] == [], f"{nid}: duplicated"
+            missing = set(exporter.succeeded) - set(seqs)
+            assert not missing, f"{nid} lost {len(missing)} acked records: {sorted(missing)[:10]}"
+            for r in got:
+                i = r["fields"]["seq"]
+                assert r["level"] == LEVELS[i % len(LEVELS)][1]
+                assert r["msg"] == f"order {i} shipped"
+                assert r["fields"]["order.total"] == i * 1.5
+                assert r["fields"]["otel.scope.name"] == "p2plog.test.otel"
+                if i in exporter.succeeded:
+                    assert r["ts"] == exporter.succeeded[i]
+
+
+def loki_json(stream: dict[str, str], lines: list[tuple[int, str]]) -> bytes:
+    return json.dumps(
+        {"streams": [{"stream": stream, "values": [[str(t), s] for t, s in lines]}]}
+    ).encode()
+
+
+def loki_proto(labels: str, lines: list[tuple[int, str, dict[str, str]]]) -> bytes:
+    req = protos.PushRequest()
+    s = req.streams.add(labels=labels)
+    for t, line, meta in lines:
+        e = s.entries.add(line=line)
+        e.timestamp.seconds, e.timestamp.nanos = divmod(t, 10**9)
+        for k, v in meta.items():
+            e.structuredMetadata.add(name=k, value=v)
+    return bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
+
+
+async def loki_get(port: int, path: str, **params: str) -> tuple[int, Any]:
+    from urllib.parse import urlencode
+
+    status, _, body = await http_request(port, "GET", f"{path}?{urlencode(params)}")
+    return status, (json.loads(body) if status == 200 else body.decode())
+
+
+async def test_loki_push_and_query(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    c = Cluster(tmp_path, http=True)
+    async with started(c, request):
+        lead = await c.leader()
+        port = c.http_ports[next(n for n in c.ids if n != lead)]
+        t0 = time.time_ns() - 10**9
+        api_lines = [
+            (t0 + i * 1000, f"GET /cart {'timeout' if i % 3 == 0 else 'ok'} {i}") for i in range(30)
+        ]
+        st, _, body = await http_request(
+            port,
+            "POST",
+            "/loki/api/v1/push",
+            gzip.compress(loki_json({"source": "api", "env": "prod", "level": "warn"}, api_lines)),
+            {"content-type": "application/json", "content-encoding": "gzip"},
+        )
+        assert st == 204, body
+        db = [(t0 + i * 1000, f"query {i} took {i} ms", {"trace_id": f"t{i}"}) for i in range(20)]
+        st, _, body = await http_request(
+            port,
+            "POST",
+            "/loki/api/v1/push",
+            loki_proto('{job="db", env="prod"}', db),
+            {"content-type": "application/x-protobuf"},
+        )
+        assert st == 204, body
+        # A retry of the very same request stores nothing twice.
+        st, _, _ = await http_request(
+            port,
+            "POST",
+            "/loki/api/v1/push",
+            loki_proto('{job="db", env="prod"}', db),
+            {"content-type": "application/x-protobuf"},
+        )
+        assert st == 204
+
+        for nid in c.ids:
+            p = c.http_ports[nid]
+            st, ans = await loki_get(
+                p, "/loki/api/v1/query_range", query='{source="api"} |= "timeout"', limit="1000"
+            )
+            assert st == 200, ans
+            assert ans["status"] == "success"
+            assert ans["data"]["resultType"] == "streams"
+            (stream,) = ans["data"]["result"]
+            assert stream["stream"] == {"source": "api", "env": "prod", "level": "warning"}
+            want = [[str(t), s] for t, s in reversed(api_lines) if "timeout" in s]
+            assert stream["values"] == want  # newest first (Loki's default direction)
+
+            st, ans = await loki_get(
+                p,
+                "/loki/api/v1/query_range",
+                query='{env="prod", job=~"d."} != "took 1 ms" |~ "query [0-9]+"',
+                direction="forward",
+            )
+            assert st == 200, ans
+            (stream,) = ans["data"]["result"] if len(ans["data"]["result"]) == 1 else [None]
+            values = [v for s in ans["data"]["result"] for v in s["values"]]
+            assert [v[1] for v in values] == [s for _, s, _ in db if s != "query 1 took 1 ms"]
+            assert {s["stream"]["job"] for s in ans["data"]["result"]} == {"db"}
+            assert values[0][0] == str(db[0][0])
+
+            st, ans = await loki_get(p, "/loki/api/v1/labels")
+            assert st == 200
+            assert {"source", "env", "job", "level", "trace_id"} <= set(ans["data"])
+            st, ans = await loki_get(p, "/loki/api/v1/label/env/values")
+            assert ans["data"] == ["prod"]
+            st, ans = await loki_get(p, "/loki/api/v1/query", query='{job="db"}', limit="5")
+            assert st == 200
+            assert len(ans["data"]["result"][0]["values"]) <= 5
+        st, msg = await loki_get(
+            port, "/loki/api/v1/query_range", query='sum(count_over_time({job="db"}[1m]))'
+        )
+        assert st == 400, msg
+        assert "not supported" in msg, msg
+        assert "supported:" in msg, msg
+        st, msg = await loki_get(port, "/loki/api/v1/query_range", query='{job="db"} | json')
+        assert st == 400, msg
+        assert "json" in msg, msg
+
+
+async def test_loki_tail_over_websocket(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    c = Cluster(tmp_path, http=True)
+    async with started(c, request):
+        port = c.http_ports[await c.leader()]
+        t0 = time.time_ns()
+        before = loki_json({"source": "web"}, [(t0, "before 1"), (t0 + 1, "other line")])
+        st, _, _ = await http_request(
+            port, "POST", "/loki/api/v1/push", before, {"content-type": "application/json"}
+        )
+        assert st == 204
+        url = f"ws://127.0.0.1:{port}/loki/api/v1/tail?query=%7Bsource%3D%22web%22%7D%20%7C%3D%20%22before%22"
+        with trio.fail_after(20):
+            async with open_websocket_url(url) as ws:
+                first = json.loads(await ws.get_message())
+                assert [v[1] for s in first["streams"] for v in s["values"]] == ["before 1"]
+                live = loki_json({"source": "web"}, [(t0 + 5, "before 2"), (t0 + 6, "skip")])
+                st, _, _ = await http_request(
+                    port, "POST", "/loki/api/v1/push", live, {"content-type": "application/json"}
+                )
+                assert st == 204
+                frame = json.loads(await ws.get_message())
+                assert [v[1] for s in frame["streams"] for v in s["values"]] == ["before 2"]
+                assert frame["streams"][0]["stream"] == {"source": "web", "level": "info"}
