@@ -19,6 +19,7 @@ from p2plog.state.scans import field_text
 from p2plog.state.stored import StoredRecord
 
 _NOT_LABEL_CHAR = re.compile(r"[^a-zA-Z0-9_]")
+_VECTOR = re.compile(r"\s*vector\(\s*([0-9]+(?:\.[0-9]+)?)\s*\)\s*")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -78,3 +79,22 @@ def streams_answer(rows: Iterable[Row]) -> dict[str, Any]:
 def list_answer(items: Iterable[Any]) -> dict[str, Any]:
     """A ``labels``, ``label/<name>/values`` or ``series`` answer."""
     return {"status": "success", "data": list(items)}
+
+
+def constant_vector(query: str) -> float | None:
+    """The value of a sum of constant vectors (``vector(1)+vector(1)``: the query Grafana's
+    Loki data source sends to test a connection), None for any other query."""
+    total = 0.0
+    for part in query.split("+"):
+        m = _VECTOR.fullmatch(part)
+        if m is None:
+            return None
+        total += float(m.group(1))
+    return total
+
+
+def vector_answer(value: float, at_ns: int) -> dict[str, Any]:
+    """An instant query's answer of one sample without labels."""
+    sample = {"metric": {}, "value": [at_ns / 1e9, f"{value:g}"]}
+    data = {"resultType": "vector", "result": [sample], "stats": {}}
+    return {"status": "success", "data": data}

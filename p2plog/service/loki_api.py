@@ -4,7 +4,8 @@
   stream selector with line filters (``compat.logql``), in Loki's ``streams`` answer. Defaults as
   Loki's: the last hour, 100 lines, newest first; at most ``MAX_LINES`` lines.
 - ``GET /loki/api/v1/query?query=&time=&limit=&direction=``: the same, for the hour before
-  ``time`` (default now).
+  ``time`` (default now); and sums of constant vectors, the query Grafana's data source test
+  sends (``vector(1)+vector(1)``, answered 2).
 - ``GET /loki/api/v1/labels``, ``/label/<name>/values`` (optionally ``query=``) and ``/series``
   (``match[]=``): over ``start``..``end`` (default the last 6 hours), read from the newest
   ``MAX_LABEL_RECORDS`` records of that range.
@@ -58,6 +59,9 @@ class LokiApi:
                 return await self._lines(req, *self._range(req, HOUR_NS))
             if what == "query":
                 t = parse_time(req.arg("time"), self.node.corrected_now())
+                value = loki_read.constant_vector(req.arg("query") or "")
+                if value is not None:
+                    return _json(loki_read.vector_answer(value, t))
                 return await self._lines(req, t - HOUR_NS, t + 1)
             if what == "labels" or (what.startswith("label/") and what.endswith("/values")):
                 return await self._labels(req, what)

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import started
 from .harness import Cluster, WriterStats, make_records, submit_batches
+from .httpc import http_request
 
 
 async def http_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -101,6 +102,21 @@ async def test_metrics_need_a_read_token_when_tokens_are_on(
         assert status == 200
         assert "p2plog_raft_term" in body
         assert await http_get(port, "/healthz") == (200, "ok\n")  # probes need no token
+        # The pushes need the write role, the Loki reads the read role.
+        push = b'{"streams": [{"stream": {"a": "b"}, "values": [["1", "x"]]}]}'
+        for token, want in [(None, 401), (ro, 403), (app, 204)]:
+            auth = {"authorization": f"Bearer {token}"} if token else {}
+            st, _, body = await http_request(
+                port,
+                "POST",
+                "/loki/api/v1/push",
+                push,
+                {"content-type": "application/json", **auth},
+            )
+            assert st == want, body
+        for token, want in [(None, 401), (app, 403), (ro, 200)]:
+            auth = {"authorization": f"Bearer {token}"} if token else {}
+            assert (await http_get(port, "/loki/api/v1/labels", auth))[0] == want
 
 
 async def test_garbage_gets_an_http_error_and_the_port_keeps_serving(

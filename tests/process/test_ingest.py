@@ -224,6 +224,13 @@ async def test_loki_push_and_query(tmp_path: Path, request: pytest.FixtureReques
         assert st == 400, msg
         assert "not supported" in msg, msg
         assert "supported:" in msg, msg
+        # Grafana's "Save & test" of a Loki data source (pkg/tsdb/loki/healthcheck.go).
+        st, ans = await loki_get(
+            port, "/loki/api/v1/query", query="vector(1)+vector(1)", time="4000000000"
+        )
+        assert st == 200
+        assert ans["data"]["resultType"] == "vector"
+        assert ans["data"]["result"][0]["value"] == [4000000000.0, "2"]
         st, msg = await loki_get(port, "/loki/api/v1/query_range", query='{job="db"} | json')
         assert st == 400, msg
         assert "json" in msg, msg
@@ -252,3 +259,80 @@ async def test_loki_tail_over_websocket(tmp_path: Path, request: pytest.FixtureR
                 frame = json.loads(await ws.get_message())
                 assert [v[1] for s in frame["streams"] for v in s["values"]] == ["before 2"]
                 assert frame["streams"][0]["stream"] == {"source": "web", "level": "info"}
+
+
+def _ld(field: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field."""
+    n, out = len(payload), bytearray([field << 3 | 2])
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out) + payload
+
+
+def nested_otlp(depth: int) -> bytes:
+    """An ExportLogsServiceRequest whose one record's body nests ``depth`` maps deep (by hand:
+    protobuf itself refuses to build it)."""
+    v = b""
+    for _ in range(depth):  # AnyValue.kvlist_value(6) > KeyValueList.values(1) > KeyValue.value(2)
+        v = _ld(6, _ld(1, _ld(1, b"k") + _ld(2, v)))
+    record = _ld(5, v)  # LogRecord.body
+    return _ld(1, _ld(2, _ld(2, record)))  # resource_logs > scope_logs > log_records
+
+
+async def test_pushes_cannot_hurt_a_node(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    c = Cluster(tmp_path, http=True)
+    async with started(c, request):
+        lead = await c.leader()
+        port = c.http_ports[lead]
+        pb = {"content-type": "application/x-protobuf"}
+        bomb = gzip.compress(bytes(200 << 20))  # 200 MiB of zeros in about 200 KB
+        st, _, body = await http_request(
+            port, "POST", "/v1/logs", bomb, {**pb, "content-encoding": "gzip"}
+        )
+        assert st == 413, body
+        assert protos.Status.FromString(body).message.startswith("the body inflates past")
+        st, _, body = await http_request(port, "POST", "/v1/logs", nested_otlp(5000), pb)
+        assert st == 400, body
+        st, _, _ = await http_request(port, "POST", "/v1/logs", b"\x0a\xff\xff\xff\xff\x0f", pb)
+        assert st == 400
+        with trio.fail_after(10):  # over the body limit: refused from its Content-Length
+            s = await trio.open_tcp_stream("127.0.0.1", port)
+            async with s:
+                await s.send_all(
+                    b"POST /v1/logs HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999\r\n\r\n"
+                )
+                assert (await s.receive_some(1024)).startswith(b"HTTP/1.1 413")
+        snappy_lie = bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x0F]) + b"x" * 10  # declares 4 GiB
+        st, _, body = await http_request(port, "POST", "/loki/api/v1/push", snappy_lie, pb)
+        assert st == 413, body
+        many = {f"l{i}": "v" for i in range(300)}  # more fields than a record may carry
+        st, _, body = await http_request(
+            port,
+            "POST",
+            "/loki/api/v1/push",
+            loki_json(many, [(time.time_ns(), "x")]),
+            {"content-type": "application/json"},
+        )
+        assert st == 400
+        assert b"fields" in body
+        # A regex that backtracking engines take exponential time over: RE2 is linear.
+        long_line = loki_json({"source": "re"}, [(time.time_ns(), "a" * 5000 + "!")])
+        st, _, _ = await http_request(
+            port, "POST", "/loki/api/v1/push", long_line, {"content-type": "application/json"}
+        )
+        assert st == 204
+        t0 = time.perf_counter()
+        st, ans = await loki_get(
+            port, "/loki/api/v1/query_range", query='{source="re"} |~ "(a+)+$"'
+        )
+        assert st == 200
+        assert ans["data"]["result"] == []
+        assert time.perf_counter() - t0 < 10  # a bound, not a benchmark: Python's re never ends
+        st, msg = await loki_get(port, "/loki/api/v1/query_range", query='{source="re"} |~ "("')
+        assert st == 400
+        assert "regex" in msg
+        assert (await c.status(lead))["role"] == "leader"  # every node still serves
+        for nid in c.ids:
+            assert (await http_request(c.http_ports[nid], "GET", "/healthz"))[0] == 200
