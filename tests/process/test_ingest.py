@@ -323,13 +323,12 @@ async def test_pushes_cannot_hurt_a_node(tmp_path: Path, request: pytest.Fixture
             port, "POST", "/loki/api/v1/push", long_line, {"content-type": "application/json"}
         )
         assert st == 204
-        t0 = time.perf_counter()
+        # (http_request bounds the wait at 15 s; Python's re would not finish in a lifetime.)
         st, ans = await loki_get(
             port, "/loki/api/v1/query_range", query='{source="re"} |~ "(a+)+$"'
         )
         assert st == 200
         assert ans["data"]["result"] == []
-        assert time.perf_counter() - t0 < 10  # a bound, not a benchmark: Python's re never ends
         st, msg = await loki_get(port, "/loki/api/v1/query_range", query='{source="re"} |~ "("')
         assert st == 400
         assert "regex" in msg
