@@ -37,10 +37,11 @@ def entries(body: bytes, content_type: str | None) -> list[Converted]:
     """Every entry of a push body, in order (``IngestError`` when the body is not one)."""
     ct = (content_type or "application/json").split(";")[0].strip().lower()
     ids = Ids("loki", body)
+    labels = _Labels()
     if ct == "application/json":
-        return [_convert(lb, v, ids) for lb, v in _json_streams(body)]
+        return [_convert(labels(lb), v, ids) for lb, v in _json_streams(body)]
     if ct in ("application/x-protobuf", "application/protobuf"):
-        return [_convert(lb, v, ids) for lb, v in _proto_streams(body)]
+        return [_convert(labels(lb), v, ids) for lb, v in _proto_streams(body)]
     raise IngestError(
         f"Content-Type {ct!r}: Loki push takes application/json or snappy application/x-protobuf",
         415,
@@ -83,14 +84,40 @@ def _proto_streams(body: bytes) -> Iterator[tuple[Any, Entry]]:
             yield s.labels, (ns, ent.line, meta)
 
 
-def _convert(labels: Any, entry: Entry, ids: Ids) -> Converted:
-    ns, line, meta = entry
+class _Labels:
+    """A stream's labels, checked (a protobuf stream's labels string parsed) once per
+    stream, not once per entry: a map, or why the stream's entries are refused."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, dict[str, str] | str] = {}
+        self._last: tuple[Any, dict[str, str] | str] | None = None
+
+    def __call__(self, labels: Any) -> dict[str, str] | str:
+        if self._last is not None and self._last[0] is labels:
+            return self._last[1]
+        if isinstance(labels, str):
+            got = self._seen.get(labels)
+            if got is None:
+                got = self._seen[labels] = _parse_labels(labels)
+        elif isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()):
+            got = labels
+        else:
+            got = "a stream's labels must be a map of text to text"
+        self._last = (labels, got)
+        return got
+
+
+def _parse_labels(text: str) -> dict[str, str] | str:
     try:
-        lbl = labels_of_selector(labels) if isinstance(labels, str) else labels
+        return labels_of_selector(text)
     except LogQLError as e:
-        return Converted(None, f"stream labels {str(labels)[:80]!r}: {e}")
-    if not isinstance(lbl, dict) or not all(isinstance(v, str) for v in lbl.values()):
-        return Converted(None, "a stream's labels must be a map of text to text")
+        return f"stream labels {text[:80]!r}: {e}"
+
+
+def _convert(lbl: dict[str, str] | str, entry: Entry, ids: Ids) -> Converted:
+    ns, line, meta = entry
+    if isinstance(lbl, str):
+        return Converted(None, lbl)
     if ns is None or not isinstance(line, str):
         return Converted(None, 'an entry must be ["<ns since the epoch>", "<line>"]')
     t = _ns(ns)

@@ -212,6 +212,11 @@ class HttpServer:
                     declared = dict(ev.headers).get(b"content-length", b"0")
                     if declared.isdigit() and int(declared) > limit:
                         await self._too_big(conn, stream, limit)
+                    if conn.they_are_waiting_for_100_continue:  # curl does, past 1 KiB
+                        await self._write(
+                            stream,
+                            conn.send(h11.InformationalResponse(status_code=100, headers=[])),
+                        )
                 elif isinstance(ev, h11.Data):
                     body += ev.data
                     if len(body) > limit:

@@ -1,7 +1,10 @@
 """Records that came in over another protocol (OTLP, Loki push) stored as a websocket submit
 stores them: each validated once (``record.validate``), then through ``NodeApi.submit`` in
 submissions of at most ``MAX_BATCH_RECORDS`` and ``MAX_BATCH_BYTES``, run side by side, with
-the ack the request asked for (``ack=quorum`` unless it said ``leader``).
+the ack the request asked for (``ack=quorum`` unless it said ``leader``). At most
+``SUBMITS_AT_ONCE`` of one request's submissions are in flight, and a request holds at most
+``MAX_PUSH_RECORDS`` (413 beyond): a request the node's in-flight bound could never take whole
+would otherwise be refused 429 on every retry.
 
 The outcome is what a push sender can act on: how many records are stored (an ack, or a
 duplicate of one stored before: a retry), which were refused and why (they will never be
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from p2plog.compat.common import IngestError
 from p2plog.compat.otlp import Converted
 from p2plog.record import (
     MAX_BATCH_BYTES,
@@ -31,6 +35,8 @@ from p2plog.replica.proposals import SubmitResult
 from p2plog.service.api import NodeApi
 
 MAX_INGEST_BYTES = 256 << 20  # decoded bytes of the requests being stored at once, per node
+MAX_PUSH_RECORDS = 100_000  # one request's records (the node's in-flight bound is 100,000)
+SUBMITS_AT_ONCE = 4  # a request's submissions in flight at once (<= 40,000 records, 4 MiB)
 RETRY_AFTER_S = 1
 _STATUS = {"overloaded": 429}  # every other failure is a 503 (unavailable, timeout, storage)
 
@@ -61,35 +67,65 @@ class IngestGate:
         self.bytes -= n
 
 
-async def store(node: NodeApi, converted: list[Converted], ack: str) -> Outcome:
-    out = Outcome()
-    received = node.corrected_now()
-    uncertain = node.clock_uncertain()
-    chunks: list[tuple[list[int], list[bytes], list[bytes]]] = []
+Chunk = tuple[list[int], list[bytes], list[bytes]]  # (positions, ids, bodies): one submission
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A push's records validated and packed into submissions (what stays in memory while
+    they are stored: the encoded bodies, not the decoded records)."""
+
+    chunks: list[Chunk]
+    rejected: list[str]
+    bytes: int  # of the bodies
+
+
+def prepare(
+    converted: list[Converted], node_id: str, received_ns: int, uncertain: bool
+) -> Prepared:
+    """Validate and pack (``record.validate`` as a websocket submit's records; a pure function,
+    so the HTTP port runs it in a worker thread, off the Raft loop's)."""
+    if len(converted) > MAX_PUSH_RECORDS:
+        raise IngestError(
+            f"{len(converted)} records in one request, over {MAX_PUSH_RECORDS}: send smaller "
+            f"batches (the Collector's batch processor: send_batch_max_size)",
+            413,
+        )
+    out = Prepared([], [], 0)
     size = 1 << 62
     for i, c in enumerate(converted):
         if c.record is None:
             out.rejected.append(f"record {i}: {c.error}")
             continue
         try:
-            a = validate(c.record, node=node.id, received_ns=received, clock_uncertain=uncertain)
+            a = validate(c.record, node=node_id, received_ns=received_ns, clock_uncertain=uncertain)
         except RecordError as e:
             out.rejected.append(f"record {i}: {e}")
             continue
         n = len(a.body) + PER_RECORD_OVERHEAD
-        if size + n > MAX_BATCH_BYTES or len(chunks[-1][0]) >= MAX_BATCH_RECORDS:
-            chunks.append(([], [], []))
+        if size + n > MAX_BATCH_BYTES or len(out.chunks[-1][0]) >= MAX_BATCH_RECORDS:
+            out.chunks.append(([], [], []))
             size = 0
-        where, ids, bodies = chunks[-1]
+        where, ids, bodies = out.chunks[-1]
         where.append(i)
         ids.append(a.id)
         bodies.append(a.body)
         size += n
+        out.bytes += n
+    return out
+
+
+async def store(node: NodeApi, prep: Prepared, ack: str) -> Outcome:
+    """The submissions of ``prep`` through the node, ``SUBMITS_AT_ONCE`` at a time."""
+    out = Outcome(rejected=list(prep.rejected))
+    chunks = prep.chunks
     results: list[SubmitResult | None] = [None] * len(chunks)
+    limiter = trio.CapacityLimiter(SUBMITS_AT_ONCE)
 
     async def submit(k: int) -> None:
         _, ids, bodies = chunks[k]
-        results[k] = await node.submit(ids, bodies, ack)
+        async with limiter:
+            results[k] = await node.submit(ids, bodies, ack)
 
     async with trio.open_nursery() as nursery:
         for k in range(len(chunks)):

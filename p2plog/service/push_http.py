@@ -19,16 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import trio
+
 from p2plog.compat import loki_push, otlp
 from p2plog.compat.common import IngestError, decompress
 from p2plog.compat.otlp import Converted
 from p2plog.net.http import HttpRequest, HttpResponse, text
 from p2plog.service.api import NodeApi
-from p2plog.service.ingest import RETRY_AFTER_S, IngestGate, Outcome, store
+from p2plog.service.ingest import RETRY_AFTER_S, IngestGate, Outcome, Prepared, prepare, store
 
 MAX_PUSH_BODY = 8 << 20  # bytes as sent (compressed); the decoded size is bounded apart
 SHOWN_REASONS = 5
-DECODED_FACTOR = 4  # what decoded records and their bodies cost, per byte as decompressed
 _GRPC = {400: 3, 413: 3, 415: 3, 429: 8, 503: 14}  # invalid argument, exhausted, unavailable
 
 
@@ -36,6 +37,7 @@ class Push:
     def __init__(self, node: NodeApi) -> None:
         self.node = node
         self.gate = IngestGate()
+        self.decoders = trio.CapacityLimiter(1)
 
     async def otlp(self, req: HttpRequest) -> HttpResponse:
         as_json = False
@@ -76,21 +78,32 @@ class Push:
         convert: Callable[[bytes], list[Converted]],
         loki: bool = False,
     ) -> Outcome:
-        """Decode and store the request's records, within the node's ingest bound (which
-        holds until they are stored: the decoded records are the bulk of what a push costs)."""
+        """Decode, validate and store the request's records within the node's ingest bound.
+
+        The decoding runs in a worker thread, one push at a time per node (``decoders``): on
+        the event loop, eight 1000-record pushes arriving together held it past an election
+        timeout, and the leader lost its term."""
         enc = req.headers.get("content-encoding")
         snappy_body = loki and "protobuf" in (req.headers.get("content-type") or "")
-        # (Nothing yields between the decompression and the gate: one unchecked body at most.)
-        raw = req.body if snappy_body and enc in (None, "snappy") else decompress(req.body, enc)
-        size = (len(req.body) + len(raw)) * DECODED_FACTOR
-        if not self.gate.try_take(size):
+        node, body = self.node, req.body
+        received, uncertain = node.corrected_now(), node.clock_uncertain()
+
+        def decode() -> Prepared:
+            raw = body if snappy_body and enc in (None, "snappy") else decompress(body, enc)
+            return prepare(convert(raw), node.id, received, uncertain)
+
+        if not self.gate.try_take(len(body)):
             return Outcome(retry=(429, "this node is busy storing other pushes; retry"))
         try:
-            taken = convert(raw)
-            del raw
-            return await store(self.node, taken, ack)
+            prep = await trio.to_thread.run_sync(decode, limiter=self.decoders)
+            if not self.gate.try_take(prep.bytes):
+                return Outcome(retry=(429, "this node is busy storing other pushes; retry"))
+            try:
+                return await store(node, prep, ack)
+            finally:
+                self.gate.give(prep.bytes)
         finally:
-            self.gate.give(size)
+            self.gate.give(len(body))
 
 
 def _ack(req: HttpRequest) -> str:

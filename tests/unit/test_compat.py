@@ -22,7 +22,7 @@ from p2plog.compat.common import IngestError, decompress, level_named, unsnappy
 from p2plog.net.http import HttpRequest
 from p2plog.record import MAX_BATCH_RECORDS
 from p2plog.replica.proposals import SubmitResult
-from p2plog.service.ingest import store
+from p2plog.service.ingest import MAX_PUSH_RECORDS, prepare, store
 from p2plog.service.push_http import Push
 
 T = 1_764_800_000_000_000_000
@@ -292,7 +292,7 @@ async def test_store_splits_big_pushes_and_names_refusals() -> None:
     body = otlp_request(MAX_BATCH_RECORDS + 5).SerializeToString()
     conv = otlp.records(otlp.parse(body, False), body)
     conv[3].record["fields"] = {"bad": [1]}  # type: ignore[index]
-    out = await store(node, conv, "quorum")  # type: ignore[arg-type]
+    out = await store(node, prepare(conv, "n1", T, False), "quorum")  # type: ignore[arg-type]
     assert out.retry is None
     assert out.stored == MAX_BATCH_RECORDS + 4
     assert out.rejected == [out.rejected[0]]
@@ -306,7 +306,8 @@ async def test_store_splits_big_pushes_and_names_refusals() -> None:
 )
 async def test_store_asks_for_a_retry(how: str, status: int) -> None:
     body = otlp_request(10).SerializeToString()
-    out = await store(FakeNode(how), otlp.records(otlp.parse(body, False), body), "quorum")  # type: ignore[arg-type]
+    prep = prepare(otlp.records(otlp.parse(body, False), body), "n1", T, False)
+    out = await store(FakeNode(how), prep, "quorum")  # type: ignore[arg-type]
     assert out.retry is not None
     assert out.retry[0] == status
 
@@ -364,3 +365,12 @@ async def test_loki_answers() -> None:
     r = await push.loki(request("/loki/api/v1/push", b"{}", **{"x-p2plog-ack": "all"}))
     assert r.status == 400
     assert b"quorum" in r.body
+
+
+def test_a_push_over_the_record_bound_is_refused_whole() -> None:
+    body = otlp_request(1).SerializeToString()
+    one = otlp.records(otlp.parse(body, False), body)
+    with pytest.raises(IngestError) as e:
+        prepare(one * (MAX_PUSH_RECORDS + 1), "n1", T, False)
+    assert e.value.status == 413
+    assert "smaller" in str(e.value)
