@@ -1,6 +1,6 @@
 """End-to-end benchmark of a local 3-node p2plog cluster, through the client protocol.
 
-    python scripts/bench.py                  # full: 3 runs x 13 shapes x 5 s + 50 kills, ~12 min
+    python scripts/bench.py                  # full: 3 runs x 19 shapes x 5 s + 50 kills, ~12 min
     python scripts/bench.py --quick --skip-failover     # smoke test: 1 run x 2 s per shape
     python scripts/bench.py --runs 3 --seconds 3 --kills 5
     python scripts/bench.py --compare        # then the same shapes on etcd (scripts/bench_etcd.py)
@@ -20,7 +20,7 @@ interleaved (run 1 of every shape, then run 2 ...), so drift of the machine spre
 shapes; ``--runs N`` (default 3) runs per shape, and the tables give median [min-max] over them.
 
 This process is the load generator, a process of its own (the nodes are separate processes),
-with two drivers:
+with four drivers:
 
 * ``raw``: ``benchwire.py``'s raw-protocol client (trio-websocket + cbor2, many requests in
   flight per connection, replies matched by ``req``, every wait under ``trio.fail_after``).
@@ -32,6 +32,14 @@ with two drivers:
   ``id`` (16 random uuid4 bytes from a pool) and ``ts`` set fresh: the Client keeps ids it is
   given (it assigns a text uuid4 to a record without one). The time spent building them is
   measured (``build_cores``) so the generator's own share is known.
+* ``otlp`` and ``loki`` (``bench_ingest.py``): the node's HTTP ingest endpoints, ``POST
+  /v1/logs`` (OTLP/HTTP ``ExportLogsServiceRequest`` protobuf) and ``POST /loki/api/v1/push``
+  (Loki ``PushRequest`` protobuf, snappy), one HTTP/1.1 keep-alive connection (trio + h11) per
+  request in flight. The same ~200-byte records (level, source, a ~100-character message, two
+  fields) in the endpoint's encoding, each with a fixed-width counter in its message (the
+  nodes derive ids from content and time) and a fresh time, spliced into a body serialized
+  once (``build_cores`` includes the snappy compression). A 429/503 resends the same body
+  after its Retry-After (capped at ``MAX_RETRY_SLEEP_S``) and counts as an error reply.
 
 Records: ~200 bytes of CBOR each (uuid4 ``id`` as 16 bytes, ``ts``, ``level``, ``source``,
 ``msg``, two ``fields``). Shapes (``--shapes`` picks some by key; ack=quorum unless said):
@@ -49,6 +57,12 @@ Records: ~200 bytes of CBOR each (uuid4 ``id`` as 16 bytes, ``ts``, ``level``, `
   client_batched_http, raw_1_http                 client_batched and raw_1 with every node's
                                                   HTTP port on and /metrics of each scraped
                                                   once a second (what issue 17's port costs)
+  otlp_batched                                    OTLP/HTTP protobuf to the leader's HTTP port,
+                                                  1000 records per request, 8 connections
+                                                  with one request in flight each
+  loki_batched                                    the same as Loki push (snappy protobuf);
+                                                  no /metrics scraping in either: compare
+                                                  them with client_batched
 
 Measurements per run (each bounded by ``--seconds`` AND ``--max-records``): records/s (acked /
 wall time); ack latency p50/p99 of each submit call (one frame for raw, one ``Client.submit``
@@ -191,13 +205,15 @@ class LoadSpec:
     via: str  # "leader" or "follower"
     frame_records: int  # records per submit (a frame for raw, a Client.submit call for client)
     conns: int  # raw: connections; client: always 1 (one Client)
-    inflight: int  # raw: frames in flight per connection; client: concurrent submit tasks
-    ack: str = "quorum"
+    inflight: int  # raw: frames in flight per connection; client: concurrent submit tasks;
+    # otlp/loki: HTTP connections, one request in flight on each
+    ack: str = "quorum"  # otlp/loki: always quorum (what the endpoints do)
     key: str = ""
-    driver: str = "raw"  # "raw" protocol or "client" (p2plog.Client)
+    driver: str = "raw"  # "raw" protocol, "client" (p2plog.Client), "otlp" or "loki" (HTTP)
     linger_ms: float | None = None  # client only: ClientOptions.linger_ms (None: the default)
     secure: bool = False  # TLS on every link, a cluster secret, a client token
-    http: bool = False  # every node's HTTP port on, /metrics of each scraped every second
+    http: bool = False  # every node's HTTP port on
+    scrape: bool = False  # (with http) /metrics of each node scraped every second
 
 
 SHAPES = (
@@ -241,10 +257,38 @@ SHAPES = (
         key="client_batched_http",
         driver="client",
         http=True,
+        scrape=True,
+    ),
+    LoadSpec(
+        "OTLP/HTTP protobuf: 1000/request, 8 in flight",
+        "leader",
+        1000,
+        1,
+        8,
+        key="otlp_batched",
+        driver="otlp",
+        http=True,
+    ),
+    LoadSpec(
+        "Loki push snappy protobuf: 1000/request, 8 in flight",
+        "leader",
+        1000,
+        1,
+        8,
+        key="loki_batched",
+        driver="loki",
+        http=True,
     ),
     LoadSpec("raw: 1 in flight", "leader", 1, 1, 1, key="raw_1"),
     LoadSpec(
-        "raw: 1 in flight, /metrics scraped 1/s", "leader", 1, 1, 1, key="raw_1_http", http=True
+        "raw: 1 in flight, /metrics scraped 1/s",
+        "leader",
+        1,
+        1,
+        1,
+        key="raw_1_http",
+        http=True,
+        scrape=True,
     ),
     LoadSpec("raw: 1 in flight, TLS + token", "leader", 1, 1, 1, key="raw_1_secure", secure=True),
     LoadSpec("raw: 1 in flight, ack=leader", "leader", 1, 1, 1, "leader", key="raw_1_ack_leader"),
@@ -257,6 +301,7 @@ SHAPES = (
     LoadSpec("raw: 1000/frame, via follower", "follower", 1000, 4, 3, key="raw_b1000_via_follower"),
 )
 SPECS = SHAPES  # the earlier name
+INGEST_DRIVERS = ("otlp", "loki")  # scripts/bench_ingest.py: one request per HTTP connection
 SHAPE_KEYS = {s.key: s for s in SHAPES}
 
 CLIENT_SUBMIT_DEADLINE_S = 20.0  # ClientOptions.submit_deadline_s of the client shapes
@@ -489,6 +534,25 @@ async def drive_client(
     return elapsed, cores, extra
 
 
+Driver = Callable[
+    [Bench, LoadSpec, str, list[str], LoadStats, str],
+    Awaitable[tuple[float, dict[str, float | None], dict[str, Any]]],
+]
+
+
+def driver_of(spec: LoadSpec) -> Driver:
+    """The load driver of a shape: (bench, spec, target, addresses, stats, phase) -> (elapsed
+    s, cores, extra result fields)."""
+    if spec.driver == "raw":
+        return drive_raw
+    if spec.driver == "client":
+        return drive_client
+    from bench_ingest import Ingest  # lazily: it takes Meter & co from here (no import cycle)
+
+    ingest = Ingest(Meter, _load_bound_s, MAX_RETRY_SLEEP_S)
+    return {"otlp": ingest.drive_otlp, "loki": ingest.drive_loki}[spec.driver]
+
+
 def by_role(values: dict[str, Any], leader: str, f1: str, f2: str) -> tuple[Any, Any, Any]:
     return values.get(leader), values.get(f1), values.get(f2)
 
@@ -509,14 +573,16 @@ async def run_load(bench: Bench, spec: LoadSpec, phase: str | None = None) -> di
     # the target first; the client fails over to the others in this order
     order = [target, *[n for n in (leader, f1, f2) if n != target]]
     addresses = [f"{HOST}:{cluster.port(n)}" for n in order]
+    conns, inflight = (
+        (spec.inflight, 1) if spec.driver in INGEST_DRIVERS else (spec.conns, spec.inflight)
+    )
     progress(
-        f"{phase}: {spec.driver}, {spec.conns} conn(s) x {spec.inflight} in flight, "
+        f"{phase}: {spec.driver}, {conns} conn(s) x {inflight} in flight, "
         f"{spec.frame_records} record(s)/submit, ack={spec.ack}, to {target} (leader {leader}) ..."
     )
     before = await wait_settled(bench, leader, phase)
     st = LoadStats()
-    drive = drive_client if spec.driver == "client" else drive_raw
-    elapsed, cores, extra = await drive(bench, spec, target, addresses, st, phase)
+    elapsed, cores, extra = await driver_of(spec)(bench, spec, target, addresses, st, phase)
     after = await wait_settled(bench, leader, phase)
     await bench.check_nodes(phase)
 
@@ -1017,7 +1083,7 @@ def run_shapes(bench: Bench, a: argparse.Namespace, shapes: list[LoadSpec]) -> N
         async def body(
             b: Bench, out: dict[str, Any], spec: LoadSpec = spec, lb: str = label
         ) -> None:
-            if not spec.http:
+            if not spec.scrape:
                 out["load"] = await run_load(b, spec, lb)
                 return
             scrapes: list[float] = []
@@ -1356,6 +1422,7 @@ def print_table(report: dict[str, Any], out: Any) -> None:
             f"average during the runs (see 'other' and 'machine' below); the numbers are skewed"
         )
     rows = [(k, s) for k, s in shapes.items() if s["runs_ok"] or s["runs_failed"]]
+    nw = max([34, *(len(s["name"]) for _, s in rows)])  # the shape column
     if rows:
         p()
         p(
@@ -1363,7 +1430,7 @@ def print_table(report: dict[str, Any], out: Any) -> None:
             "or one Client.submit call, submit -> ack; rec/frame: as sent, after coalescing)"
         )
         hdr = (
-            f"{'shape':34} {'to':>2} {'rec/call':>8} {'in flight':>10} {'ack':>6} "
+            f"{'shape':{nw}} {'to':>2} {'rec/call':>8} {'in flight':>10} {'ack':>6} "
             f"{'records/s':>25} {'ack p50 ms':>22} {'ack p99 ms':>24} {'rec/frame':>9} "
             f"{'errors':>6} {'runs':>4}"
         )
@@ -1374,12 +1441,14 @@ def print_table(report: dict[str, Any], out: Any) -> None:
             infl = (
                 f"{sp['inflight']} task" + ("s" if sp["inflight"] > 1 else "")
                 if sp["driver"] == "client"
+                else f"{sp['inflight']} conns"
+                if sp["driver"] in INGEST_DRIVERS
                 else f"{sp['conns']} x {sp['inflight']}"
             )
             runs = f"{s['runs_ok']}" + (f"+{s['runs_failed']}F" if s["runs_failed"] else "")
             errs = f["errors"]
             p(
-                f"{s['name']:34} {sp['via'][0].upper():>2} {sp['frame_records']:>8} {infl:>10} "
+                f"{s['name']:{nw}} {sp['via'][0].upper():>2} {sp['frame_records']:>8} {infl:>10} "
                 f"{sp['ack']:>6} {mmm(f['records_per_s'], ',.0f'):>25} "
                 f"{mmm(f['p50_ms'], '.2f'):>22} {mmm(f['p99_ms'], '.2f'):>24} "
                 f"{fmt(f['records_per_frame'] and f['records_per_frame']['median'], '.0f'):>9} "
@@ -1391,7 +1460,7 @@ def print_table(report: dict[str, Any], out: Any) -> None:
             "VmHWM, MiB, at the end of the run; followers: the larger)"
         )
         hdr = (
-            f"{'shape':34} {'fsyncs/rec leader':>26} {'fsyncs/rec followers':>26} "
+            f"{'shape':{nw}} {'fsyncs/rec leader':>26} {'fsyncs/rec followers':>26} "
             f"{'peak RSS leader':>17} {'peak RSS followers':>18}"
         )
         p(hdr)
@@ -1399,7 +1468,7 @@ def print_table(report: dict[str, Any], out: Any) -> None:
         for _key, s in rows:
             f = s["figures"]
             p(
-                f"{s['name']:34} {mmm(f['fsyncs_per_record_leader'], '.4f'):>26} "
+                f"{s['name']:{nw}} {mmm(f['fsyncs_per_record_leader'], '.4f'):>26} "
                 f"{mmm(f['fsyncs_per_record_followers'], '.4f'):>26} "
                 f"{mmm(f['hwm_mib_leader'], '.0f'):>17} {mmm(f['hwm_mib_followers'], '.0f'):>18}"
             )
@@ -1410,7 +1479,7 @@ def print_table(report: dict[str, Any], out: Any) -> None:
             "other = rest of the machine; us/rec = the 3 nodes' CPU per acked record)"
         )
         hdr = (
-            f"{'shape':34} {'leader':>17} {'follower1':>17} {'follower2':>17} {'loadgen':>17} "
+            f"{'shape':{nw}} {'leader':>17} {'follower1':>17} {'follower2':>17} {'loadgen':>17} "
             f"{'build':>5} {'other':>5} {'node us/rec':>19}"
         )
         p(hdr)
@@ -1418,7 +1487,7 @@ def print_table(report: dict[str, Any], out: Any) -> None:
         for _key, s in rows:
             f = s["figures"]
             p(
-                f"{s['name']:34} {mmm(f['cores_leader'], '.2f'):>17} "
+                f"{s['name']:{nw}} {mmm(f['cores_leader'], '.2f'):>17} "
                 f"{mmm(f['cores_follower1'], '.2f'):>17} {mmm(f['cores_follower2'], '.2f'):>17} "
                 f"{mmm(f['cores_loadgen'], '.2f'):>17} "
                 f"{fmt(f['build_cores'] and f['build_cores']['median'], '.2f'):>5} "
