@@ -32,35 +32,25 @@ def _message(name: str, *fields: Any) -> descriptor_pb2.DescriptorProto:
     return m
 
 
-def _build() -> dict[str, Any]:
-    pool = descriptor_pool.DescriptorPool()
-    ts = descriptor_pb2.FileDescriptorProto()
-    timestamp_pb2.DESCRIPTOR.CopyToProto(ts)
-    pool.Add(ts)
+def _loki_push_file() -> descriptor_pb2.FileDescriptorProto:
+    """Loki's ``pkg/push/push.proto`` (package ``logproto``), the fields a push carries."""
     push = descriptor_pb2.FileDescriptorProto(
         name="p2plog/loki_push.proto",
         package="logproto",
         syntax="proto3",
         dependency=["google/protobuf/timestamp.proto"],
     )
+    msg, many = _F.TYPE_MESSAGE, {"repeated": True}
     push.message_type.extend(
         [
             _message(
                 "PushRequest",
-                _field(
-                    "streams",
-                    1,
-                    _F.TYPE_MESSAGE,
-                    repeated=True,
-                    type_name=".logproto.StreamAdapter",
-                ),
+                _field("streams", 1, msg, **many, type_name=".logproto.StreamAdapter"),
             ),
             _message(
                 "StreamAdapter",
                 _field("labels", 1, _F.TYPE_STRING),
-                _field(
-                    "entries", 2, _F.TYPE_MESSAGE, repeated=True, type_name=".logproto.EntryAdapter"
-                ),
+                _field("entries", 2, msg, **many, type_name=".logproto.EntryAdapter"),
                 _field("hash", 3, _F.TYPE_UINT64),
             ),
             _message(
@@ -70,19 +60,23 @@ def _build() -> dict[str, Any]:
             ),
             _message(
                 "EntryAdapter",
-                _field("timestamp", 1, _F.TYPE_MESSAGE, type_name=".google.protobuf.Timestamp"),
+                _field("timestamp", 1, msg, type_name=".google.protobuf.Timestamp"),
                 _field("line", 2, _F.TYPE_STRING),
                 _field(
-                    "structuredMetadata",
-                    3,
-                    _F.TYPE_MESSAGE,
-                    repeated=True,
-                    type_name=".logproto.LabelPairAdapter",
+                    "structuredMetadata", 3, msg, **many, type_name=".logproto.LabelPairAdapter"
                 ),
             ),
         ]
     )
-    pool.Add(push)
+    return push
+
+
+def _build() -> dict[str, Any]:
+    pool = descriptor_pool.DescriptorPool()
+    ts = descriptor_pb2.FileDescriptorProto()
+    timestamp_pb2.DESCRIPTOR.CopyToProto(ts)
+    pool.Add(ts)
+    pool.Add(_loki_push_file())
     status = descriptor_pb2.FileDescriptorProto(
         name="p2plog/rpc_status.proto", package="google.rpc", syntax="proto3"
     )

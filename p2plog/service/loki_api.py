@@ -32,13 +32,13 @@ from p2plog.net.http import HttpRequest, HttpResponse, text
 from p2plog.net.http_ws import PushSocket
 from p2plog.service import reads
 from p2plog.service.api import NodeApi
-from p2plog.state.scans import PAGE_BYTES, Filter
+from p2plog.state.scans import Filter
 from p2plog.state.stored import StoredRecord
 from p2plog.wire.client import Tail
 
 PREFIX = "/loki/api/v1/"
 MAX_LINES = 5000  # Loki's max_entries_limit_per_query default
-MAX_LABEL_RECORDS = 100_000
+MAX_LABEL_RECORDS = 20_000  # Grafana asks labels as a query is typed: keep each cheap
 MAX_LOKI_TAILS = 16
 HOUR_NS = 3600 * 10**9
 FIRST_WINDOW = 4096
@@ -131,10 +131,11 @@ class LokiApi:
             last: deque[StoredRecord] = deque(maxlen=limit - len(found))
             pos = w_lo
             while pos < hi:
+                was = pos
                 got, pos = await reads.scan(self._r, reads.span(self._r, pos, hi), flt, MAX_LINES)
                 last.extend(got)
-                if not got and pos < hi and pos == w_lo:
-                    break  # nothing is held there any more (retention)
+                if pos <= was:
+                    break  # no progress: nothing is held there any more (retention)
             found = list(last) + found
             hi, window = w_lo, window * 2
         return found
@@ -167,17 +168,11 @@ class LokiApi:
         return _json(list_answer(seen.values()))
 
     async def _recent(self, q: LogQuery, start: int, end: int) -> list[StoredRecord]:
+        """The newest ``MAX_LABEL_RECORDS`` records of ``q`` in ``[start, end)``."""
         await self.node.read_barrier()
         applied = self.node.applied
-        lo = max(applied.times.seek(start), applied.record_index + 1 - MAX_LABEL_RECORDS)
-        recs, _ = await reads.scan(
-            self._r,
-            reads.span(self._r, lo, applied.record_index + 1),
-            _filter(q, start, end),
-            MAX_LABEL_RECORDS,
-            max_bytes=16 * PAGE_BYTES,
-        )
-        return recs
+        lo, top = applied.times.seek(start), applied.record_index + 1
+        return await self._backward(_filter(q, start, end), lo, top, MAX_LABEL_RECORDS)
 
     # ----------------------------------------------------------------- tail
 

@@ -14,16 +14,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import cramjam
 import pytest
 import trio
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from trio_websocket import open_websocket_url
 
 from p2plog.compat import protos
+from p2plog.testing.pushes import loki_json, loki_proto
 
 from .conftest import started
 from .harness import Cluster
@@ -122,23 +123,6 @@ async def test_otel_sdk_through_a_leader_kill(
                 assert r["fields"]["otel.scope.name"] == "p2plog.test.otel"
                 if i in exporter.succeeded:
                     assert r["ts"] == exporter.succeeded[i]
-
-
-def loki_json(stream: dict[str, str], lines: list[tuple[int, str]]) -> bytes:
-    return json.dumps(
-        {"streams": [{"stream": stream, "values": [[str(t), s] for t, s in lines]}]}
-    ).encode()
-
-
-def loki_proto(labels: str, lines: list[tuple[int, str, dict[str, str]]]) -> bytes:
-    req = protos.PushRequest()
-    s = req.streams.add(labels=labels)
-    for t, line, meta in lines:
-        e = s.entries.add(line=line)
-        e.timestamp.seconds, e.timestamp.nanos = divmod(t, 10**9)
-        for k, v in meta.items():
-            e.structuredMetadata.add(name=k, value=v)
-    return bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
 
 
 async def loki_get(port: int, path: str, **params: str) -> tuple[int, Any]:
@@ -260,6 +244,30 @@ async def test_loki_tail_over_websocket(tmp_path: Path, request: pytest.FixtureR
                 assert [v[1] for s in frame["streams"] for v in s["values"]] == ["before 2"]
                 assert frame["streams"][0]["stream"] == {"source": "web", "level": "info"}
 
+        # Past the first backward window (4096 records): the newest 5000, then the oldest.
+        base = t0 + 1000
+        for k in range(3):
+            lines = [(base + k * 3000 + i, f"bulk {k * 3000 + i}") for i in range(3000)]
+            st, _, _ = await http_request(
+                port,
+                "POST",
+                "/loki/api/v1/push",
+                loki_json({"source": "bulk"}, lines),
+                {"content-type": "application/json"},
+            )
+            assert st == 204
+        for direction, want in [("backward", range(8999, 3999, -1)), ("forward", range(5000))]:
+            st, ans = await loki_get(
+                port,
+                "/loki/api/v1/query_range",
+                query='{source="bulk"}',
+                limit="5000",
+                direction=direction,
+            )
+            assert st == 200
+            values = [v for s in ans["data"]["result"] for v in s["values"]]
+            assert [v[1] for v in values] == [f"bulk {i}" for i in want]
+
 
 def _ld(field: int, payload: bytes) -> bytes:
     """One length-delimited protobuf field."""
@@ -335,3 +343,39 @@ async def test_pushes_cannot_hurt_a_node(tmp_path: Path, request: pytest.Fixture
         assert (await c.status(lead))["role"] == "leader"  # every node still serves
         for nid in c.ids:
             assert (await http_request(c.http_ports[nid], "GET", "/healthz"))[0] == 200
+
+
+async def test_no_leader_is_a_503_with_retry_after(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    c = Cluster(tmp_path, http=True)
+    async with started(c, request):
+        lone, *others = c.ids
+        port = c.http_ports[lone]
+        body = ExportLogsServiceRequest()
+        lr = (
+            body.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=time.time_ns())
+        )
+        lr.body.string_value = "while cut off"
+        raw = body.SerializeToString()
+        pb = {"content-type": "application/x-protobuf"}
+        for nid in others:
+            c.kill(nid, signal.SIGSTOP)
+        try:
+            with trio.fail_after(20):
+                while (await http_request(port, "GET", "/readyz"))[0] != 503:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            st, headers, reply = await http_request(port, "POST", "/v1/logs", raw, pb)
+            assert st == 503, reply
+            assert headers["retry-after"] == "1"
+            assert protos.Status.FromString(reply).code == 14  # UNAVAILABLE
+        finally:
+            for nid in others:
+                c.kill(nid, signal.SIGCONT)
+        with trio.fail_after(30):  # what the exporter does next: the same request, until taken
+            while (st := (await http_request(port, "POST", "/v1/logs", raw, pb))[0]) != 200:
+                assert st == 503
+                await trio.sleep(0.2)
+        await c.wait_converged(c.ids)
+        got = [r for r in await c.query_all(lone) if r["msg"] == "while cut off"]
+        assert len(got) == 1

@@ -9,7 +9,6 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import cramjam
 import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -24,6 +23,7 @@ from p2plog.record import MAX_BATCH_RECORDS
 from p2plog.replica.proposals import SubmitResult
 from p2plog.service.ingest import MAX_PUSH_RECORDS, prepare, store
 from p2plog.service.push_http import Push
+from p2plog.testing.pushes import loki_proto
 
 T = 1_764_800_000_000_000_000
 
@@ -195,17 +195,6 @@ def test_content_types_and_encodings() -> None:
     assert e.value.status == 413
     assert level_named("WARN2") == "warning"
     assert level_named("nope") is None
-
-
-def loki_proto(labels: str, lines: list[tuple[int, str, dict[str, str]]]) -> bytes:
-    req = protos.PushRequest()
-    s = req.streams.add(labels=labels)
-    for t, line, meta in lines:
-        e = s.entries.add(line=line)
-        e.timestamp.seconds, e.timestamp.nanos = divmod(t, 10**9)
-        for k, v in meta.items():
-            e.structuredMetadata.add(name=k, value=v)
-    return bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
 
 
 def test_loki_json_and_protobuf_give_the_same_records() -> None:
