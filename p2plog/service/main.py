@@ -18,9 +18,9 @@ import trio
 
 from p2plog.config import Config, NodeConfig
 from p2plog.errors import P2PLogError
+from p2plog.net.http import Site
 from p2plog.runtime.node import Node
 from p2plog.security.policy import NodeSecurity
-from p2plog.service.http_api import handler_for
 from p2plog.service.session import serve_client
 
 log = logging.getLogger("p2plog.node")
@@ -40,8 +40,16 @@ def make_node(
         data_dir,
         security,
         serve_client=serve_client,
-        http_handler=lambda node: handler_for(node, node.grant_of),
+        http_handler=_http_site,
     )
+
+
+def _http_site(node: Node) -> Site:
+    """What the node's HTTP port serves. Imported here, when a node has one: the port's
+    protocols (protobuf, the OTLP messages, RE2) cost a node without it memory it never uses."""
+    from p2plog.service.http_api import handler_for
+
+    return handler_for(node, node.grant_of)
 
 
 def setup_logging(level: str = "INFO") -> None:
