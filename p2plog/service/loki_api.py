@@ -6,14 +6,17 @@
 - ``GET /loki/api/v1/query?query=&time=&limit=&direction=``: the same, for the hour before
   ``time`` (default now); and sums of constant vectors, the query Grafana's data source test
   sends (``vector(1)+vector(1)``, answered 2).
+- Metric queries on either (``compat.logql_metric``: ``count_over_time`` and ``rate``, under
+  ``sum``/``sum by``/``sum without``: what Grafana's logs-volume histogram asks), counting at
+  most ``MAX_METRIC_LINES`` lines, in Loki's ``matrix`` (``vector`` for ``query``) answer.
 - ``GET /loki/api/v1/labels``, ``/label/<name>/values`` (optionally ``query=``) and ``/series``
   (``match[]=``): over ``start``..``end`` (default the last 6 hours), read from the newest
   ``MAX_LABEL_RECORDS`` records of that range.
 - ``GET /loki/api/v1/tail?query=&start=&limit=`` (websocket): the last ``limit`` lines since
   ``start`` (default an hour ago), then every new one, as Loki's tail frames.
 
-Anything else (metric queries, pipeline stages, other paths) is a 400 or 404 that says what is
-served. How "newest first" is read: index windows from the end of the log, doubling, until
+Anything else (other metric queries, pipeline stages, other paths) is a 400 or 404 that says
+what is served. How "newest first" is read: index windows from the end of the log, doubling, until
 ``limit`` lines are found (so the cost follows what is asked); lines come back sorted by time,
 but a line whose event time is far behind its commit (a late record) is found only once the
 scan reaches its index, which a small ``limit`` may not.
@@ -27,17 +30,19 @@ from typing import Any
 
 from p2plog.compat import loki_read
 from p2plog.compat.logql import LogQLError, LogQuery, parse_duration, parse_query, parse_time
+from p2plog.compat.logql_metric import Counter, is_metric, parse_metric
 from p2plog.compat.loki_read import Row, list_answer, row_of, row_of_json, streams_answer
 from p2plog.net.http import HttpRequest, HttpResponse, text
 from p2plog.net.http_ws import PushSocket
 from p2plog.service import reads
 from p2plog.service.api import NodeApi
-from p2plog.state.scans import Filter
+from p2plog.state.scans import MAX_LIMIT, Filter
 from p2plog.state.stored import StoredRecord
 from p2plog.wire.client import Tail
 
 PREFIX = "/loki/api/v1/"
 MAX_LINES = 5000  # Loki's max_entries_limit_per_query default
+MAX_METRIC_LINES = 1_000_000  # lines one metric query counts (each is decoded)
 MAX_LABEL_RECORDS = 20_000  # Grafana asks labels as a query is typed: keep each cheap
 MAX_LOKI_TAILS = 16
 HOUR_NS = 3600 * 10**9
@@ -55,13 +60,20 @@ class LokiApi:
     async def handle(self, req: HttpRequest) -> HttpResponse:
         what = req.path.removeprefix(PREFIX)
         try:
+            query = req.arg("query") or ""
             if what == "query_range":
-                return await self._lines(req, *self._range(req, HOUR_NS))
+                start, end = self._range(req, HOUR_NS)
+                if is_metric(query):
+                    step = _step(req.arg("step"), start, end)
+                    return await self._metric(query, start, end - 1, step)
+                return await self._lines(req, start, end)
             if what == "query":
                 t = parse_time(req.arg("time"), self.node.corrected_now())
-                value = loki_read.constant_vector(req.arg("query") or "")
+                value = loki_read.constant_vector(query)
                 if value is not None:
                     return _json(loki_read.vector_answer(value, t))
+                if is_metric(query):
+                    return await self._metric(query, t, t, 1)
                 return await self._lines(req, t - HOUR_NS, t + 1)
             if what == "labels" or (what.startswith("label/") and what.endswith("/values")):
                 return await self._labels(req, what)
@@ -139,6 +151,28 @@ class LokiApi:
             found = list(last) + found
             hi, window = w_lo, window * 2
         return found
+
+    async def _metric(self, query: str, start: int, end: int, step: int) -> HttpResponse:
+        """A metric query's answer: every matching line of ``(start - range, end]`` counted
+        (at most ``MAX_METRIC_LINES``), a matrix, or a vector for one point."""
+        c = Counter(parse_metric(query), start, end, step)
+        await self.node.read_barrier()
+        flt = _filter(c.q.logs, c.scan_from_ns + 1, end + 1)
+        applied = self.node.applied
+        pos, top, seen = applied.times.seek(flt.since or 0), applied.record_index + 1, 0
+        while pos < top:
+            was = pos
+            got, pos = await reads.scan(self._r, reads.span(self._r, pos, top), flt, MAX_LIMIT)
+            for r in got:
+                c.add(loki_read.record_time(r), loki_read.record_labels(r))
+            seen += len(got)
+            if seen > MAX_METRIC_LINES:
+                raise LogQLError(
+                    f"over {MAX_METRIC_LINES} lines to count: narrow the selector or the range"
+                )
+            if pos <= was:
+                break
+        return _json(c.vector() if start == end else c.matrix())
 
     # --------------------------------------------------------------- labels
 
@@ -234,6 +268,14 @@ def _filter(q: LogQuery, start: int, end: int | None) -> Filter:
         return q.matches(loki_read.record_labels(r), r.msg)
 
     return Filter(since=start, until=end, source=q.equal("source"), grep=first, extra=extra)
+
+
+def _step(v: str | None, start: int, end: int) -> int:
+    """``step`` as Loki reads it (a duration or seconds); Loki's default: the range / 250,
+    whole seconds, at least 1 s."""
+    if v:
+        return parse_duration(v)
+    return max(-(-(end - start) // (250 * 10**9)), 1) * 10**9
 
 
 def _int(v: str | None, default: int, name: str) -> int:

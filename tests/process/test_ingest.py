@@ -203,11 +203,31 @@ async def test_loki_push_and_query(tmp_path: Path, request: pytest.FixtureReques
             assert st == 200
             assert len(ans["data"]["result"][0]["values"]) <= 5
         st, msg = await loki_get(
-            port, "/loki/api/v1/query_range", query='sum(count_over_time({job="db"}[1m]))'
+            port,
+            "/loki/api/v1/query_range",
+            query='topk(3, sum by (job) (count_over_time({job="db"}[1m])))',
         )
         assert st == 400, msg
-        assert "not supported" in msg, msg
-        assert "supported:" in msg, msg
+        assert "is not a metric query served here" in msg, msg
+        assert "count_over_time(<log query>[range])" in msg, msg
+        # Grafana's logs volume: lines per level over time, as a matrix.
+        st, ans = await loki_get(
+            port,
+            "/loki/api/v1/query_range",
+            query='sum by (level) (count_over_time({env="prod"} | drop __error__[1h]))',
+            step="3600",
+        )
+        assert st == 200, ans
+        assert ans["data"]["resultType"] == "matrix"
+        totals = {s["metric"]["level"]: int(s["values"][-1][1]) for s in ans["data"]["result"]}
+        assert totals == {"warning": 30, "info": 20}
+        st, ans = await loki_get(
+            port, "/loki/api/v1/query", query='sum(count_over_time({job="db"} |= "took 1"[1h]))'
+        )
+        assert st == 200, ans
+        (sample,) = ans["data"]["result"]
+        assert sample["value"][1] == "11"  # took 1, 10..19 ms
+        assert sample["metric"] == {}  # (each line has its own trace_id: a series of its own)
         # Grafana's "Save & test" of a Loki data source (pkg/tsdb/loki/healthcheck.go).
         st, ans = await loki_get(
             port, "/loki/api/v1/query", query="vector(1)+vector(1)", time="4000000000"
