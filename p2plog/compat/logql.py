@@ -7,9 +7,10 @@ Supported: a stream selector ``{name="value", name!="value", name=~"regex", name
 strings: ``"..."`` with the escapes ``\" \\ \n \t \r \uXXXX`` (any other is an error, so a
 regex's ``\d`` is written ``"\\d"``), or raw ```...``` strings without escapes. As in Loki, a
 missing label counts as "" and label regexes are anchored at both ends; line regexes are not.
-Refused with a LogQLError that names the construct and its position: metric queries (``rate(``,
-``sum by (...)``, ranges ``[5m]``), pipeline stages (``| json``, label filters ``| status >= 400``
-...), pattern filters ``|>`` / ``!>``, and ``or`` between filter strings. Sizes are capped by
+Refused with a LogQLError that names the construct and its position: metric queries
+(``rate(``, ``sum by (...)``, ranges ``[5m]``: ``compat.logql_metric`` parses those), pipeline
+stages (``| json``, label filters ``| status >= 400`` ...), pattern filters ``|>`` / ``!>``,
+and ``or`` between filter strings. Sizes are capped by
 MAX_QUERY_CHARS, MAX_TERMS (matchers plus filters) and MAX_REGEX_CHARS.
 
 Regexes are Google RE2 (``google-re2``): its syntax is the one Loki (Go's regexp) accepts, and it
@@ -32,7 +33,8 @@ SELECTOR_SUPPORTED = 'a stream selector {name="value", name!="value", name=~"reg
 SUPPORTED = (
     SELECTOR_SUPPORTED + ' followed by line filters |= "text", != "text", |~ "regex", !~ "regex"'
 )
-METRIC = "metric queries (rate, count_over_time, sum ...) are not supported"
+# (Metric queries have their own parser, ``compat.logql_metric``; here they are not a log query.)
+METRIC = "a metric query (rate, count_over_time, sum ...) is not a log query"
 MAX_QUERY_CHARS = 16384
 MAX_TERMS = 64  # label matchers plus line filters
 MAX_REGEX_CHARS = 1024

@@ -252,7 +252,7 @@ def _error(text: str) -> str:
     ],
 )
 def test_metric_queries(text: str) -> None:
-    assert "metric queries (rate, count_over_time, sum ...) are not supported" in _error(text)
+    assert "a metric query (rate, count_over_time, sum ...) is not a log query" in _error(text)
 
 
 def test_metric_query_message_names_what_and_where() -> None:
@@ -409,7 +409,7 @@ def test_parse_selector() -> None:
     with pytest.raises(LogQLError, match="unexpected text after the stream selector") as e:
         parse_selector('{job="x"} |= "a"')
     assert str(e.value).endswith("; supported: " + SELECTOR_SUPPORTED)
-    with pytest.raises(LogQLError, match="metric queries"):
+    with pytest.raises(LogQLError, match="a metric query"):
         parse_selector('rate({a="b"}[1m])')
 
 
