@@ -363,3 +363,13 @@ def test_a_push_over_the_record_bound_is_refused_whole() -> None:
         prepare(one * (MAX_PUSH_RECORDS + 1), "n1", T, False)
     assert e.value.status == 413
     assert "smaller" in str(e.value)
+
+
+def test_an_id_does_not_depend_on_the_order_of_fields() -> None:
+    from p2plog.compat.common import Ids
+
+    a = {"ts": T, "level": "info", "source": "s", "msg": "m", "fields": {"x": 1, "y": "2"}}
+    b = {"ts": T, "level": "info", "source": "s", "msg": "m", "fields": {"y": "2", "x": 1}}
+    assert Ids("otlp", b"r1").content_id(a) == Ids("otlp", b"r2").content_id(b)
+    c = {**a, "fields": {"x": 1, "y": 2}}  # the same text, another type: another record
+    assert Ids("otlp", b"r1").content_id(a) != Ids("otlp", b"r1").content_id(c)
