@@ -1,6 +1,6 @@
 """End-to-end benchmark of a local 3-node p2plog cluster, through the client protocol.
 
-    python scripts/bench.py                  # full: 3 runs x 19 shapes x 5 s + 50 kills, ~12 min
+    python scripts/bench.py                  # full: 3 runs x 20 shapes x 5 s + 50 kills, ~12 min
     python scripts/bench.py --quick --skip-failover     # smoke test: 1 run x 2 s per shape
     python scripts/bench.py --runs 3 --seconds 3 --kills 5
     python scripts/bench.py --compare        # then the same shapes on etcd (scripts/bench_etcd.py)
@@ -63,6 +63,8 @@ Records: ~200 bytes of CBOR each (uuid4 ``id`` as 16 bytes, ``ts``, ``level``, `
   loki_batched                                    the same as Loki push (snappy protobuf);
                                                   no /metrics scraping in either: compare
                                                   them with client_batched
+  otlp_batched_via_follower                       otlp_batched to a follower's port (the
+                                                  follower decodes, the leader re-checks)
 
 Measurements per run (each bounded by ``--seconds`` AND ``--max-records``): records/s (acked /
 wall time); ack latency p50/p99 of each submit call (one frame for raw, one ``Client.submit``
@@ -277,6 +279,16 @@ SHAPES = (
         8,
         key="loki_batched",
         driver="loki",
+        http=True,
+    ),
+    LoadSpec(
+        "OTLP/HTTP protobuf: 1000/request, 8 in flight, via follower",
+        "follower",
+        1000,
+        1,
+        8,
+        key="otlp_batched_via_follower",
+        driver="otlp",
         http=True,
     ),
     LoadSpec("raw: 1 in flight", "leader", 1, 1, 1, key="raw_1"),
