@@ -1,12 +1,15 @@
 """A small HTTP/1.1 server on trio and h11 (the sans-I/O HTTP parser trio-websocket already
-brings): the node's operator port (``/metrics``, ``/healthz``, ``/readyz``, the console).
+brings): the node's operator port (``/metrics``, ``/healthz``, ``/readyz``, the console) and
+its other protocols (OTLP and Loki pushes, Loki's reads, a websocket tail).
 
-Why not an ASGI stack (Hypercorn + Starlette): the endpoints are a handful of GETs and one
-event stream, and this server runs in the node's own nursery with the node's bounds; the
-measured cost of each is in the issue-17 note. Bounded like the websocket port: at most
+Why not an ASGI stack (Hypercorn + Starlette): the endpoints are a handful of routes and two
+streams, and this server runs in the node's own nursery with the node's bounds; the measured
+cost of each is in the issue-17 note. Bounded like the websocket port: at most
 ``max_connections`` at once (the rest get 503 and are closed), request heads of at most
-``MAX_HEAD_BYTES``, bodies of at most ``max_body`` bytes (413), every read and write under a
-deadline, keep-alive connections closed after ``IDLE_TIMEOUT_S``. A handler that raises ends
+``MAX_HEAD_BYTES``, bodies of at most ``body_limit(method, path)`` bytes (413, from the
+``Content-Length`` when it says so, before the body is read), every read and write under a
+deadline (a body's grows with its size, at ``MIN_BODY_BYTES_PER_S``), keep-alive connections
+closed after ``IDLE_TIMEOUT_S``. A handler that raises ends
 its connection with a 500, never the server. TLS: the node's server context, if it has one.
 """
 
@@ -32,6 +35,7 @@ READ_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0
 RECEIVE_BYTES = 64 << 10
+MIN_BODY_BYTES_PER_S = 256 << 10  # the slowest upload a body is given time for
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +202,7 @@ class HttpServer:
         head: h11.Request | None = None
         body = bytearray()
         limit = 0
-        with trio.fail_after(timeout_s):
+        with trio.fail_after(timeout_s) as scope:
             while True:
                 ev = conn.next_event()
                 if ev is h11.NEED_DATA:
@@ -212,6 +216,11 @@ class HttpServer:
                     declared = dict(ev.headers).get(b"content-length", b"0")
                     if declared.isdigit() and int(declared) > limit:
                         await self._too_big(conn, stream, limit)
+                    # A large body over a slow link gets time for it (a push of 8 MiB: 42 s),
+                    # a slow sender of a small one does not.
+                    size = min(int(declared), limit) if declared.isdigit() else limit
+                    until = trio.current_time() + READ_TIMEOUT_S + size / MIN_BODY_BYTES_PER_S
+                    scope.deadline = max(scope.deadline, until)
                     if conn.they_are_waiting_for_100_continue:  # curl does, past 1 KiB
                         await self._write(
                             stream,
