@@ -65,9 +65,9 @@ def body_limit(method: str, path: str) -> int:
 def handler_for(node: NodeApi, grant_of: GrantOf) -> Site:
     """What ``node``'s HTTP port serves; ``grant_of(token)`` is who a bearer token is (None:
     not valid)."""
-    registry = metrics.registry_for(node)
     console = Console(node)
     push = Push(node)
+    registry = metrics.registry_for(node, (push.stats, push.gate))
     loki = LokiApi(node)
 
     async def handle(req: HttpRequest) -> HttpResponse:

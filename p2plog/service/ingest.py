@@ -18,12 +18,14 @@ finds no room is refused 429 before it is decoded.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import trio
 
 from p2plog.compat.common import IngestError
 from p2plog.compat.otlp import Converted
+from p2plog.net.http import HttpResponse
 from p2plog.record import (
     MAX_BATCH_BYTES,
     MAX_BATCH_RECORDS,
@@ -46,6 +48,20 @@ class Outcome:
     stored: int = 0
     rejected: list[str] = field(default_factory=list)  # "record i: why", never retryable
     retry: tuple[int, str] | None = None  # (429 or 503, why): send the request again
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """What the pushes of one node did, for ``/metrics``: requests by protocol and answer,
+    records by protocol and outcome (stored: acked or a duplicate of one; rejected: never
+    taken)."""
+
+    requests: Counter[tuple[str, int]] = field(default_factory=Counter)
+    records: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def answered(self, protocol: str, r: HttpResponse) -> HttpResponse:
+        self.requests[protocol, r.status] += 1
+        return r
 
 
 class IngestGate:

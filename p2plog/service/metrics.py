@@ -23,14 +23,16 @@ from prometheus_client.registry import Collector
 
 from p2plog.latency import Histogram
 from p2plog.service.api import NodeApi
+from p2plog.service.ingest import IngestGate, IngestStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROLES = ("follower", "pre_candidate", "candidate", "leader")
 
 
-def registry_for(node: NodeApi) -> CollectorRegistry:
+def registry_for(node: NodeApi, ingest: tuple[IngestStats, IngestGate]) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(NodeCollector(node))
+    reg.register(IngestCollector(*ingest))
     return reg
 
 
@@ -197,3 +199,36 @@ def _storage(st: dict[str, Any]) -> Iterator[Metric]:
         st["storage_failed"] is not None,
     )
     yield _counter("p2plog_storage_fsyncs", "fsync calls on the log", st["fsyncs"])
+
+
+class IngestCollector(Collector):
+    """The OTLP and Loki pushes (``service.push_http``)."""
+
+    def __init__(self, stats: IngestStats, gate: IngestGate) -> None:
+        self.stats, self.gate = stats, gate
+
+    def collect(self) -> Iterator[Metric]:
+        req = CounterMetricFamily(
+            "p2plog_ingest_requests", "pushes answered", labels=["protocol", "code"]
+        )
+        for (protocol, code), n in sorted(self.stats.requests.items()):
+            req.add_metric([protocol, str(code)], n)
+        yield req
+        rec = CounterMetricFamily(
+            "p2plog_ingest_records",
+            "pushed records: stored (acked, or a retry's duplicate) or rejected (never taken)",
+            labels=["protocol", "outcome"],
+        )
+        for (protocol, outcome), n in sorted(self.stats.records.items()):
+            rec.add_metric([protocol, outcome], n)
+        yield rec
+        yield _gauge(
+            "p2plog_ingest_inflight_bytes",
+            "bytes of pushes being decoded or stored",
+            self.gate.bytes,
+        )
+        yield _counter(
+            "p2plog_ingest_busy_refusals",
+            "pushes refused 429 for the ingest bound",
+            self.gate.refused,
+        )

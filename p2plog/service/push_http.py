@@ -26,7 +26,15 @@ from p2plog.compat.common import IngestError, decompress
 from p2plog.compat.otlp import Converted
 from p2plog.net.http import HttpRequest, HttpResponse, text
 from p2plog.service.api import NodeApi
-from p2plog.service.ingest import RETRY_AFTER_S, IngestGate, Outcome, Prepared, prepare, store
+from p2plog.service.ingest import (
+    RETRY_AFTER_S,
+    IngestGate,
+    IngestStats,
+    Outcome,
+    Prepared,
+    prepare,
+    store,
+)
 
 MAX_PUSH_BODY = 8 << 20  # bytes as sent (compressed); the decoded size is bounded apart
 SHOWN_REASONS = 5
@@ -38,14 +46,21 @@ class Push:
         self.node = node
         self.gate = IngestGate()
         self.decoders = trio.CapacityLimiter(1)
+        self.stats = IngestStats()
 
     async def otlp(self, req: HttpRequest) -> HttpResponse:
+        return self.stats.answered("otlp", await self._otlp(req))
+
+    async def loki(self, req: HttpRequest) -> HttpResponse:
+        return self.stats.answered("loki", await self._loki(req))
+
+    async def _otlp(self, req: HttpRequest) -> HttpResponse:
         as_json = False
         try:
             as_json = otlp.is_json(req.headers.get("content-type"))
             ack = _ack(req)
             out = await self._push(
-                req, ack, lambda raw: otlp.records(otlp.parse(raw, as_json), raw)
+                req, ack, lambda raw: otlp.records(otlp.parse(raw, as_json), raw), "otlp"
             )
         except IngestError as e:
             return _otlp_error(e.status, str(e), as_json)
@@ -54,11 +69,11 @@ class Push:
         body = otlp.response(len(out.rejected), _reasons(out), as_json)
         return HttpResponse(200, body, otlp.JSON if as_json else otlp.PROTOBUF)
 
-    async def loki(self, req: HttpRequest) -> HttpResponse:
+    async def _loki(self, req: HttpRequest) -> HttpResponse:
         ct = req.headers.get("content-type")
         try:
             ack = _ack(req)
-            out = await self._push(req, ack, lambda raw: loki_push.entries(raw, ct), loki=True)
+            out = await self._push(req, ack, lambda raw: loki_push.entries(raw, ct), "loki")
         except IngestError as e:
             return text(e.status, str(e))
         if out.retry is not None:
@@ -76,7 +91,7 @@ class Push:
         req: HttpRequest,
         ack: str,
         convert: Callable[[bytes], list[Converted]],
-        loki: bool = False,
+        protocol: str,
     ) -> Outcome:
         """Decode, validate and store the request's records within the node's ingest bound.
 
@@ -84,7 +99,7 @@ class Push:
         the event loop, eight 1000-record pushes arriving together held it past an election
         timeout, and the leader lost its term."""
         enc = req.headers.get("content-encoding")
-        snappy_body = loki and "protobuf" in (req.headers.get("content-type") or "")
+        snappy_body = protocol == "loki" and "protobuf" in (req.headers.get("content-type") or "")
         node, body = self.node, req.body
         received, uncertain = node.corrected_now(), node.clock_uncertain()
 
@@ -99,9 +114,12 @@ class Push:
             if not self.gate.try_take(prep.bytes):
                 return Outcome(retry=(429, "this node is busy storing other pushes; retry"))
             try:
-                return await store(node, prep, ack)
+                out = await store(node, prep, ack)
             finally:
                 self.gate.give(prep.bytes)
+            self.stats.records[protocol, "stored"] += out.stored
+            self.stats.records[protocol, "rejected"] += len(out.rejected)
+            return out
         finally:
             self.gate.give(len(body))
 

@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
+from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
 from p2plog.compat import protos
@@ -167,6 +168,15 @@ async def test_loki_push_and_query(tmp_path: Path, request: pytest.FixtureReques
             {"content-type": "application/x-protobuf"},
         )
         assert st == 204
+        _, _, text = await http_request(port, "GET", "/metrics")
+        m = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text.decode())
+            for s in f.samples
+        }
+        assert m["p2plog_ingest_requests_total", (("code", "204"), ("protocol", "loki"))] == 3
+        # 30 + 20 stored, and the retry's 20 again: acked as duplicates of what is stored.
+        assert m["p2plog_ingest_records_total", (("outcome", "stored"), ("protocol", "loki"))] == 70
 
         for nid in c.ids:
             p = c.http_ports[nid]
