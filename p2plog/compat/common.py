@@ -17,13 +17,81 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import cbor2
 import cramjam
 
 # A request body is bounded twice: as sent (the HTTP port's body limit) and decompressed.
-MAX_DECODED_BYTES = 64 << 20
+# JSON is bounded tighter: a decoded JSON list of empty lists costs ~20x its text.
+MAX_DECODED_BYTES = 16 << 20
+MAX_DECODED_JSON_BYTES = 8 << 20
+MAX_PUSH_RECORDS = 100_000  # one request's records (the node's in-flight bound is 100,000)
+
+
+def too_many(n: int) -> IngestError:
+    return IngestError(
+        f"over {MAX_PUSH_RECORDS} records in one request ({n} counted): send smaller batches "
+        f"(the Collector's batch processor: send_batch_max_size)",
+        413,
+    )
+
+
+def count_fields(buf: bytes, path: tuple[int, ...], limit: int = MAX_PUSH_RECORDS) -> int:
+    """How many length-delimited fields a protobuf message holds at ``path`` (field numbers,
+    outermost first), read from the wire format without decoding, stopping with
+    ``too_many`` past ``limit``: the bound on a push's records before the parser builds
+    them (a 2 KB gzip body of empty records would otherwise decode into millions). A
+    malformed body counts what it can; the parser refuses it after."""
+    found = 0
+    stack = [(memoryview(buf), 0)]
+    while stack:
+        view, depth = stack.pop()
+        for number, payload in _fields(view):
+            if number != path[depth]:
+                continue
+            if depth + 1 == len(path):
+                found += 1
+                if found > limit:
+                    raise too_many(found)
+            else:
+                stack.append((payload, depth + 1))
+    return found
+
+
+def _fields(view: memoryview) -> Iterator[tuple[int, memoryview]]:
+    """The length-delimited fields of one message: (field number, payload)."""
+    pos, end = 0, len(view)
+    while pos < end:
+        key, pos = _varint(view, pos)
+        kind = key & 7
+        if kind == 0:
+            _, pos = _varint(view, pos)
+        elif kind == 1:
+            pos += 8
+        elif kind == 5:
+            pos += 4
+        elif kind == 2:
+            n, pos = _varint(view, pos)
+            if pos + n > end:
+                return
+            yield key >> 3, view[pos : pos + n]
+            pos += n
+        else:
+            return
+
+
+def _varint(view: memoryview, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while pos < len(view) and shift < 70:
+        b = view[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, pos
+        shift += 7
+    return n, len(view) + 1  # truncated: ends the walk
 
 
 class IngestError(ValueError):
@@ -42,17 +110,29 @@ def decompress(body: bytes, encoding: str | None, limit: int = MAX_DECODED_BYTES
     if enc == "identity":
         return body
     if enc in ("gzip", "x-gzip", "deflate"):
+        return _inflate(body, enc, limit)
+    if enc == "snappy":
+        return unsnappy(body, limit)
+    raise IngestError(f"Content-Encoding {encoding!r} is not supported: gzip or none", 415)
+
+
+def _inflate(body: bytes, enc: str, limit: int) -> bytes:
+    """Every member of a gzip body (RFC 1952 section 2.2: members may follow each other, and
+    Go's readers take them all), each checked to its end."""
+    out = bytearray()
+    rest = body
+    while rest:
         d = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
         try:
-            out = d.decompress(body, limit + 1)
+            out += d.decompress(rest, limit + 1 - len(out))
         except zlib.error as e:
             raise IngestError(f"the body is not valid {enc}: {e}") from None
         if len(out) > limit or d.unconsumed_tail:
             raise IngestError(f"the body inflates past {limit} bytes", 413)
-        return out
-    if enc == "snappy":
-        return unsnappy(body, limit)
-    raise IngestError(f"Content-Encoding {encoding!r} is not supported: gzip or none", 415)
+        if not d.eof:
+            raise IngestError(f"the {enc} body is cut short")
+        rest = d.unused_data
+    return bytes(out)
 
 
 def unsnappy(body: bytes, limit: int = MAX_DECODED_BYTES) -> bytes:

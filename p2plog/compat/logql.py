@@ -48,8 +48,21 @@ _TOKEN = re.compile(
     re.DOTALL,
 )
 _Token = tuple[str, str, int]  # kind (a _TOKEN group, or "end"), text, position
-_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
-_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
+# Go's string escapes (strconv.Unquote, what Loki and Promtail's %q labels use): \xHH and
+# octal \ooo are bytes, so the text is rebuilt as UTF-8 (an invalid sequence becomes U+FFFD).
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|x[0-9a-fA-F]{2}|[0-7]{3}|.)", re.DOTALL)
+_ESCAPES = {
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+}
 _STAGE = re.compile(
     r"json|logfmt|pattern|regexp|line_format|label_format|unpack|drop|keep|decolorize|unwrap"
 )
@@ -209,17 +222,30 @@ class _Parser:
         if kind == "s" and text[0] == "`":
             return text[1:-1]
         if kind == "s":
-            return _ESCAPE.sub(lambda e: self.unescape(e, pos + 1), text[1:-1])
+            return self.unquote(text[1:-1], pos + 1)
         if text in ('"', "`"):
             raise self.fail("unterminated string", pos, found=False)
         raise self.fail(f"expected a string after `{after}`", pos)
 
-    def unescape(self, e: re.Match[str], base: int) -> str:
+    def unquote(self, body: str, base: int) -> str:
+        out, at = bytearray(), 0
+        for e in _ESCAPE.finditer(body):
+            out += body[at : e.start()].encode("utf-8", "surrogatepass")
+            out += self.unescape(e, base)
+            at = e.end()
+        out += body[at:].encode("utf-8", "surrogatepass")
+        return out.decode("utf-8", "replace")
+
+    def unescape(self, e: re.Match[str], base: int) -> bytes:
         code = e.group(1)
         if code in _ESCAPES:
-            return _ESCAPES[code]
-        if len(code) == 5 and not 0xD800 <= int(code[1:], 16) <= 0xDFFF:
-            return chr(int(code[1:], 16))
+            return _ESCAPES[code].encode()
+        if code[0] in "xX01234567" and len(code) in (3, 2 + (code[0] != "x")):
+            return bytes([int(code[1:], 16) if code[0] == "x" else int(code, 8) & 0xFF])
+        if code[0] in "uU" and len(code) in (5, 9):
+            cp = int(code[1:], 16)
+            if not 0xD800 <= cp <= 0xDFFF and cp <= 0x10FFFF:
+                return chr(cp).encode()
         what = f"invalid escape `\\{code}` in a string (a regex's \\ is \\\\, or use a `raw` one)"
         raise self.fail(what, base + e.start(), found=False)
 

@@ -26,6 +26,7 @@ SERVED = (
     "sum by (labels) or sum without (labels)"
 )
 MAX_POINTS = 11_000  # Loki's limit on points per series
+MAX_SERIES = 500  # Loki's max_query_series default
 _SUM_BEFORE = re.compile(r"\s*sum\s*(?:(by|without)\s*\(([^()]*)\))?\s*\((.*)\)\s*", re.S)
 _SUM_AFTER = re.compile(r"\s*sum\s*\((.*)\)\s*(by|without)\s*\(([^()]*)\)\s*", re.S)
 _RANGE_FN = re.compile(r"\s*(count_over_time|rate)\s*\((.*)\)\s*", re.S)
@@ -94,7 +95,9 @@ class Counter:
                 f"{n} points per series (range / step) is over {MAX_POINTS}: raise step"
             )
         self.q, self.start, self.step, self.n = q, start_ns, step_ns, n
-        self.counts: dict[tuple[tuple[str, str], ...], dict[int, int]] = {}
+        # Per series, the change of its count at each point (a line adds 1 over a run of
+        # points): O(1) a line, however many points its range spans.
+        self.deltas: dict[tuple[tuple[str, str], ...], dict[int, int]] = {}
 
     @property
     def scan_from_ns(self) -> int:
@@ -107,9 +110,26 @@ class Counter:
         last = min(self.n - 1, (t_ns + self.q.range_ns - 1 - self.start) // self.step)
         if first > last:
             return
-        points = self.counts.setdefault(self.q.series(labels), {})
-        for k in range(first, last + 1):
-            points[k] = points.get(k, 0) + 1
+        key = self.q.series(labels)
+        d = self.deltas.get(key)
+        if d is None:
+            if len(self.deltas) >= MAX_SERIES:
+                raise LogQLError(
+                    f"over {MAX_SERIES} series: aggregate with sum by (...) or narrow the selector"
+                )
+            d = self.deltas[key] = {}
+        d[first] = d.get(first, 0) + 1
+        d[last + 1] = d.get(last + 1, 0) - 1
+
+    def _points(self, d: dict[int, int]) -> list[tuple[int, int]]:
+        """(point, count) where the count is not 0, from a series' deltas."""
+        out, count, keys = [], 0, sorted(d)
+        for i, k in enumerate(keys):
+            count += d[k]
+            if count:
+                end = keys[i + 1] if i + 1 < len(keys) else self.n
+                out += [(j, count) for j in range(k, min(end, self.n))]
+        return out
 
     def _value(self, count: int) -> str:
         if self.q.fn == "rate":
@@ -122,11 +142,10 @@ class Counter:
             {
                 "metric": dict(key),
                 "values": [
-                    [(self.start + k * self.step) / 1e9, self._value(c)]
-                    for k, c in sorted(points.items())
+                    [(self.start + k * self.step) / 1e9, self._value(c)] for k, c in self._points(d)
                 ],
             }
-            for key, points in self.counts.items()
+            for key, d in self.deltas.items()
         ]
         return {"status": "success", "data": {"resultType": "matrix", "result": result}}
 
@@ -134,8 +153,9 @@ class Counter:
         """An instant ``query`` answer (one point: ``start`` = ``end``)."""
         at = self.start / 1e9
         result = [
-            {"metric": dict(key), "value": [at, self._value(points[0])]}
-            for key, points in self.counts.items()
-            if 0 in points
+            {"metric": dict(key), "value": [at, self._value(c)]}
+            for key, d in self.deltas.items()
+            for k, c in self._points(d)
+            if k == 0
         ]
         return {"status": "success", "data": {"resultType": "vector", "result": result}}

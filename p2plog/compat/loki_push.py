@@ -24,7 +24,15 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from p2plog.compat import protos
-from p2plog.compat.common import Ids, IngestError, level_named, unsnappy
+from p2plog.compat.common import (
+    MAX_PUSH_RECORDS,
+    Ids,
+    IngestError,
+    count_fields,
+    level_named,
+    too_many,
+    unsnappy,
+)
 from p2plog.compat.logql import LogQLError, labels_of_selector
 from p2plog.compat.otlp import Converted
 
@@ -59,6 +67,11 @@ def _json_streams(body: bytes) -> Iterator[tuple[Any, Entry]]:
     streams = doc.get("streams") if isinstance(doc, dict) else None
     if not isinstance(streams, list):
         raise IngestError('a Loki push body is {"streams": [{"stream": {...}, "values": [...]}]}')
+    n = sum(
+        len(v) for s in streams if isinstance(s, dict) and isinstance(v := s.get("values"), list)
+    )
+    if n > MAX_PUSH_RECORDS:
+        raise too_many(n)
     for s in streams:
         labels = s.get("stream", {}) if isinstance(s, dict) else None
         values = s.get("values", []) if isinstance(s, dict) else None
@@ -73,6 +86,7 @@ def _json_streams(body: bytes) -> Iterator[tuple[Any, Entry]]:
 
 def _proto_streams(body: bytes) -> Iterator[tuple[Any, Entry]]:
     raw = unsnappy(body)
+    count_fields(raw, (1, 2))  # streams > entries
     try:
         req = protos.PushRequest.FromString(raw)
     except DecodeError as e:
@@ -126,6 +140,8 @@ def _convert(lbl: dict[str, str] | str, entry: Entry, ids: Ids) -> Converted:
     meta = meta or {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         return Converted(None, "structured metadata must be a map of text to text")
+    if not _utf8(line, *lbl, *lbl.values(), *meta, *meta.values()):
+        return Converted(None, "the entry holds text that is not UTF-8 (a lone surrogate?)")
     level, level_key = _level(meta, lbl)
     fields = {k: v for k, v in lbl.items() if k != "source"}
     fields.update(meta)
@@ -142,8 +158,18 @@ def _convert(lbl: dict[str, str] | str, entry: Entry, ids: Ids) -> Converted:
     return Converted(rec)
 
 
+def _utf8(*texts: str) -> bool:
+    """Can every text be stored (JSON lets a sender write a lone surrogate, ``"\\ud800"``)?"""
+    try:
+        for t in texts:
+            t.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _ns(v: Any) -> int | None:
-    if isinstance(v, str) and v.isdigit() and len(v) <= 19:
+    if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 19:
         v = int(v)
     if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_TS:
         return v

@@ -36,7 +36,15 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from p2plog.compat import protos
-from p2plog.compat.common import Ids, IngestError, level_named, named_id
+from p2plog.compat.common import (
+    MAX_PUSH_RECORDS,
+    Ids,
+    IngestError,
+    count_fields,
+    level_named,
+    named_id,
+    too_many,
+)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -67,11 +75,21 @@ def parse(body: bytes, as_json: bool) -> ExportLogsServiceRequest:
     try:
         if as_json:
             doc = json.loads(body)
-            _hex_ids_to_base64(doc)
+            _hex_ids_to_base64(doc)  # (and counts the records: ``too_many`` past the bound)
             json_format.ParseDict(doc, req, ignore_unknown_fields=True)
         else:
+            count_fields(body, (1, 2, 2))  # resource_logs > scope_logs > log_records
             req.ParseFromString(body)
-    except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as e:
+    except (
+        DecodeError,
+        json_format.ParseError,
+        ValueError,
+        TypeError,
+        RecursionError,
+        OverflowError,
+    ) as e:
+        if isinstance(e, IngestError):
+            raise
         kind = "OTLP JSON" if as_json else "an OTLP protobuf ExportLogsServiceRequest"
         raise IngestError(f"the body is not {kind}: {str(e)[:200]}") from None
     return req
@@ -167,8 +185,12 @@ def _hex_ids_to_base64(doc: Any) -> None:
     protobuf's JSON as base64: rewrite them so ``json_format`` reads them."""
     if not isinstance(doc, dict):
         return
+    n = 0
     for rl in _items(doc, "resourceLogs", "resource_logs"):
         for sl in _items(rl, "scopeLogs", "scope_logs"):
+            n += len(sl.get("logRecords") or sl.get("log_records") or ())
+            if n > MAX_PUSH_RECORDS:
+                raise too_many(n)
             for lr in _items(sl, "logRecords", "log_records"):
                 for key in ("traceId", "trace_id", "spanId", "span_id"):
                     v = lr.get(key)

@@ -213,12 +213,14 @@ class HttpServer:
                 elif isinstance(ev, h11.Request):
                     head = ev
                     limit = self.body_limit(_text(ev.method), _text(ev.target).split("?")[0])
-                    declared = dict(ev.headers).get(b"content-length", b"0")
+                    declared = dict(ev.headers).get(b"content-length", b"")
                     if declared.isdigit() and int(declared) > limit:
                         await self._too_big(conn, stream, limit)
                     # A large body over a slow link gets time for it (a push of 8 MiB: 42 s),
                     # a slow sender of a small one does not.
-                    size = min(int(declared), limit) if declared.isdigit() else limit
+                    chunked = b"chunked" in dict(ev.headers).get(b"transfer-encoding", b"")
+                    size = min(int(declared), limit) if declared.isdigit() else 0
+                    size = limit if chunked else size
                     until = trio.current_time() + READ_TIMEOUT_S + size / MIN_BODY_BYTES_PER_S
                     scope.deadline = max(scope.deadline, until)
                     if conn.they_are_waiting_for_100_continue:  # curl does, past 1 KiB

@@ -15,12 +15,15 @@ from collections.abc import Awaitable, Callable
 
 import h11
 import trio
-from wsproto.connection import Connection, ConnectionType
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Message, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 
 MAX_INCOMING_BYTES = 64 << 10
 CLOSE_TIMEOUT_S = 1.0
+PING_EVERY_S = 20.0
+SILENT_AFTER_S = 60.0
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 def is_upgrade(headers: dict[str, str]) -> bool:
@@ -45,7 +48,11 @@ def accept_headers(headers: dict[str, str]) -> list[tuple[str, str]] | None:
 
 
 class PushSocket:
-    """The server side of an upgraded connection: ``send`` text, until the client leaves."""
+    """The server side of an upgraded connection: ``send`` text, until the client leaves.
+
+    A client that goes away without a word (a laptop lid, a NAT that forgot the flow) is
+    noticed: the server pings every ``PING_EVERY_S``, and a connection from which nothing
+    (a pong, anything) arrived for ``SILENT_AFTER_S`` is closed, as Loki's own tail does."""
 
     def __init__(self, stream: trio.abc.Stream, trailing: bytes, write_timeout_s: float) -> None:
         self._stream = stream
@@ -55,6 +62,9 @@ class PushSocket:
         self.closed = False
 
     async def send(self, text: str) -> None:
+        """One text message; ``trio.BrokenResourceError`` once the connection is closing."""
+        if self.closed or self._ws.state is not ConnectionState.OPEN:
+            raise trio.BrokenResourceError("the websocket is closing")
         await self._write(self._ws.send(TextMessage(data=text)))
 
     async def _write(self, data: bytes) -> None:
@@ -63,18 +73,30 @@ class PushSocket:
                 await self._stream.send_all(data)
 
     async def run(self, feed: Callable[[PushSocket], Awaitable[None]]) -> None:
-        """``feed(self)`` beside a reader of the client's frames; whichever ends first ends
-        both, then the connection is closed (1000)."""
-        async with trio.open_nursery() as nursery:
+        """``feed(self)`` beside a reader of the client's frames and a pinger; whichever ends
+        first ends all, then the connection is closed (1000). A client that went away or
+        stopped reading ends it quietly: that is how a tail ends."""
+        try:
+            async with trio.open_nursery() as nursery:
 
-            async def fed() -> None:
-                await feed(self)
+                async def fed() -> None:
+                    await feed(self)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(fed)
+                nursery.start_soon(self._pings)
+                await self._read()
                 nursery.cancel_scope.cancel()
-
-            nursery.start_soon(fed)
-            await self._read()
-            nursery.cancel_scope.cancel()
+        except* (*_GONE, trio.TooSlowError, LocalProtocolError):
+            self.closed = True  # (nothing more can be said on it)
         await self._close()
+
+    async def _pings(self) -> None:
+        while True:
+            await trio.sleep(PING_EVERY_S)
+            if self.closed or self._ws.state is not ConnectionState.OPEN:
+                return
+            await self._write(self._ws.send(Ping()))
 
     async def _read(self) -> None:
         size = 0
@@ -91,9 +113,11 @@ class PushSocket:
                     size = 0 if ev.message_finished else size + len(ev.data)
                     if size > MAX_INCOMING_BYTES:
                         return
-            data = await self._stream.receive_some(MAX_INCOMING_BYTES)
+            data = None
+            with trio.move_on_after(SILENT_AFTER_S):
+                data = await self._stream.receive_some(MAX_INCOMING_BYTES)
             if not data:
-                return
+                return  # closed, or silent past a ping's answer
             try:
                 self._ws.receive_data(bytes(data))
             except RemoteProtocolError:
@@ -104,9 +128,7 @@ class PushSocket:
             return
         self.closed = True
         with trio.move_on_after(CLOSE_TIMEOUT_S):
-            with contextlib.suppress(
-                LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
-            ):
+            with contextlib.suppress(LocalProtocolError, *_GONE):
                 await self._write(self._ws.send(CloseConnection(code=1000)))
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from p2plog.compat.common import IngestError
+from p2plog.compat.common import MAX_PUSH_RECORDS, too_many
 from p2plog.compat.otlp import Converted
 from p2plog.net.http import HttpResponse
 from p2plog.record import (
@@ -37,7 +37,6 @@ from p2plog.replica.proposals import SubmitResult
 from p2plog.service.api import NodeApi
 
 MAX_INGEST_BYTES = 256 << 20  # decoded bytes of the requests being stored at once, per node
-MAX_PUSH_RECORDS = 100_000  # one request's records (the node's in-flight bound is 100,000)
 SUBMITS_AT_ONCE = 4  # a request's submissions in flight at once (<= 40,000 records, 4 MiB)
 RETRY_AFTER_S = 1
 _STATUS = {"overloaded": 429}  # every other failure is a 503 (unavailable, timeout, storage)
@@ -101,12 +100,8 @@ def prepare(
 ) -> Prepared:
     """Validate and pack (``record.validate`` as a websocket submit's records; a pure function,
     so the HTTP port runs it in a worker thread, off the Raft loop's)."""
-    if len(converted) > MAX_PUSH_RECORDS:
-        raise IngestError(
-            f"{len(converted)} records in one request, over {MAX_PUSH_RECORDS}: send smaller "
-            f"batches (the Collector's batch processor: send_batch_max_size)",
-            413,
-        )
+    if len(converted) > MAX_PUSH_RECORDS:  # (the decoders count first: ``common.too_many``)
+        raise too_many(len(converted))
     out = Prepared([], [], 0)
     size = 1 << 62
     for i, c in enumerate(converted):

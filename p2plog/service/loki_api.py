@@ -36,7 +36,7 @@ from p2plog.net.http import HttpRequest, HttpResponse, text
 from p2plog.net.http_ws import PushSocket
 from p2plog.service import reads
 from p2plog.service.api import NodeApi
-from p2plog.state.scans import MAX_LIMIT, Filter
+from p2plog.state.scans import MAX_LIMIT, Filter, row_bytes
 from p2plog.state.stored import StoredRecord
 from p2plog.wire.client import Tail
 
@@ -45,6 +45,8 @@ MAX_LINES = 5000  # Loki's max_entries_limit_per_query default
 MAX_METRIC_LINES = 1_000_000  # lines one metric query counts (each is decoded)
 MAX_LABEL_RECORDS = 20_000  # Grafana asks labels as a query is typed: keep each cheap
 MAX_LOKI_TAILS = 16
+MAX_SERIES_SELECTORS = 16
+ANSWER_BYTES = 16 << 20  # of records one read holds (a query's lines, a labels scan)
 HOUR_NS = 3600 * 10**9
 FIRST_WINDOW = 4096
 SERVED = "query_range, query, labels, label/NAME/values, series, tail"
@@ -126,29 +128,51 @@ class LokiApi:
         lo = applied.times.seek(start)
         top = min(applied.record_index, to_index or 1 << 62) + 1
         if forward:
-            recs, _ = await reads.scan(self._r, reads.span(self._r, lo, top), flt, limit)
-            rows = [row_of(r) for r in recs]
+            rows = [row_of(r) for r in await self._forward(flt, lo, top, limit)]
         else:
             rows = [row_of(r) for r in await self._backward(flt, lo, top, limit)]
         rows.sort(key=lambda r: r[0], reverse=not forward)
         return rows[:limit]
 
+    async def _forward(self, flt: Filter, lo: int, hi: int, limit: int) -> list[StoredRecord]:
+        """The first ``limit`` matches of record indexes ``[lo, hi)``, at most about
+        ``ANSWER_BYTES`` of them."""
+        out: list[StoredRecord] = []
+        size, pos = 0, lo
+        while pos < hi and len(out) < limit and size < ANSWER_BYTES:
+            was = pos
+            got, pos = await reads.scan(
+                self._r, reads.span(self._r, pos, hi), flt, limit - len(out)
+            )
+            out += got
+            size += sum(map(row_bytes, got))
+            if pos <= was:
+                break  # no progress: nothing is held there any more (retention)
+        return out
+
     async def _backward(self, flt: Filter, lo: int, hi: int, limit: int) -> list[StoredRecord]:
-        """The last ``limit`` matches of record indexes ``[lo, hi)``: windows back from ``hi``,
-        each twice the last, each scanned whole in bounded pages."""
+        """The last ``limit`` matches of record indexes ``[lo, hi)``, at most about
+        ``ANSWER_BYTES`` of them (the newest kept): windows back from ``hi``, each twice the
+        last, each scanned whole in bounded pages."""
         found: list[StoredRecord] = []
+        budget = ANSWER_BYTES
         window = FIRST_WINDOW
-        while hi > lo and len(found) < limit:
+        while hi > lo and len(found) < limit and budget > 0:
             w_lo = max(lo, hi - window)
-            last: deque[StoredRecord] = deque(maxlen=limit - len(found))
-            pos = w_lo
+            last: deque[tuple[StoredRecord, int]] = deque()
+            size, pos = 0, w_lo
             while pos < hi:
                 was = pos
                 got, pos = await reads.scan(self._r, reads.span(self._r, pos, hi), flt, MAX_LINES)
-                last.extend(got)
+                for r in got:
+                    last.append((r, n := row_bytes(r)))
+                    size += n
+                while last and (len(last) > limit - len(found) or size > budget):
+                    size -= last.popleft()[1]  # the oldest goes: newer ones came
                 if pos <= was:
                     break  # no progress: nothing is held there any more (retention)
-            found = list(last) + found
+            found = [r for r, _ in last] + found
+            budget -= size
             hi, window = w_lo, window * 2
         return found
 
@@ -180,7 +204,7 @@ class LokiApi:
         start, end = self._range(req, 6 * HOUR_NS)
         query = req.arg("query")
         q = parse_query(query) if query else LogQuery((), ())
-        recs = await self._recent(q, start, end)
+        recs = await self._recent([q], start, end)
         if what == "labels":
             names = {k for r in recs for k in loki_read.record_labels(r)}
             return _json(list_answer(sorted(names)))
@@ -193,20 +217,28 @@ class LokiApi:
         selectors = req.query.get("match[]") or req.query.get("match") or []
         if not selectors:
             raise LogQLError("series needs at least one match[] stream selector")
+        if len(selectors) > MAX_SERIES_SELECTORS:
+            raise LogQLError(f"at most {MAX_SERIES_SELECTORS} match[] selectors in one request")
         queries = [parse_query(m) for m in selectors]
         seen: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-        for q in queries:
-            for r in await self._recent(q, start, end):
-                lb = loki_read.record_labels(r)
-                seen.setdefault(tuple(sorted(lb.items())), lb)
+        for r in await self._recent(queries, start, end):  # one scan for all of them
+            lb = loki_read.record_labels(r)
+            seen.setdefault(tuple(sorted(lb.items())), lb)
         return _json(list_answer(seen.values()))
 
-    async def _recent(self, q: LogQuery, start: int, end: int) -> list[StoredRecord]:
-        """The newest ``MAX_LABEL_RECORDS`` records of ``q`` in ``[start, end)``."""
+    async def _recent(self, queries: list[LogQuery], start: int, end: int) -> list[StoredRecord]:
+        """The newest ``MAX_LABEL_RECORDS`` records in ``[start, end)`` that any of
+        ``queries`` selects."""
         await self.node.read_barrier()
         applied = self.node.applied
         lo, top = applied.times.seek(start), applied.record_index + 1
-        return await self._backward(_filter(q, start, end), lo, top, MAX_LABEL_RECORDS)
+
+        def any_of(r: StoredRecord) -> bool:
+            labels = loki_read.record_labels(r)
+            return any(q.matches(labels, r.msg) for q in queries)
+
+        flt = Filter(since=start, until=end, extra=any_of)
+        return await self._backward(flt, lo, top, MAX_LABEL_RECORDS)
 
     # ----------------------------------------------------------------- tail
 
@@ -221,6 +253,8 @@ class LokiApi:
         )
 
     async def _follow(self, ws: PushSocket, q: LogQuery, start: int, limit: int) -> None:
+        if self.tails >= MAX_LOKI_TAILS:  # (again: others may have upgraded meanwhile)
+            return
         self.tails += 1
         try:
             await self.node.read_barrier()
@@ -267,7 +301,8 @@ def _filter(q: LogQuery, start: int, end: int | None) -> Filter:
     def extra(r: StoredRecord) -> bool:
         return q.matches(loki_read.record_labels(r), r.msg)
 
-    return Filter(since=start, until=end, source=q.equal("source"), grep=first, extra=extra)
+    # (Not ``source=``: a record without a source of its own takes its label from a field.)
+    return Filter(since=start, until=end, grep=first, extra=extra)
 
 
 def _step(v: str | None, start: int, end: int) -> int:
@@ -281,7 +316,7 @@ def _step(v: str | None, start: int, end: int) -> int:
 def _int(v: str | None, default: int, name: str) -> int:
     if v is None or v == "":
         return default
-    if not v.isdigit() or int(v) < 1:
+    if not (v.isascii() and v.isdigit()) or int(v) < 1:
         raise LogQLError(f"{name} {v[:20]!r} must be a whole number from 1")
     return int(v)
 

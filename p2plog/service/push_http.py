@@ -22,7 +22,12 @@ from collections.abc import Callable
 import trio
 
 from p2plog.compat import loki_push, otlp
-from p2plog.compat.common import IngestError, decompress
+from p2plog.compat.common import (
+    MAX_DECODED_BYTES,
+    MAX_DECODED_JSON_BYTES,
+    IngestError,
+    decompress,
+)
 from p2plog.compat.otlp import Converted
 from p2plog.net.http import HttpRequest, HttpResponse, text
 from p2plog.service.api import NodeApi
@@ -103,9 +108,18 @@ class Push:
         node, body = self.node, req.body
         received, uncertain = node.corrected_now(), node.clock_uncertain()
 
+        is_json = "json" in (req.headers.get("content-type") or "")
+        limit = MAX_DECODED_JSON_BYTES if is_json else MAX_DECODED_BYTES
+
         def decode() -> Prepared:
-            raw = body if snappy_body and enc in (None, "snappy") else decompress(body, enc)
-            return prepare(convert(raw), node.id, received, uncertain)
+            raw = body if snappy_body and enc in (None, "snappy") else decompress(body, enc, limit)
+            try:
+                return prepare(convert(raw), node.id, received, uncertain)
+            except (ValueError, TypeError, OverflowError, RecursionError) as e:
+                if isinstance(e, IngestError):
+                    raise
+                # A sender's bytes that a converter did not foresee: that request's 400.
+                raise IngestError(f"the body cannot be read: {type(e).__name__}: {e}"[:200]) from e
 
         if not self.gate.try_take(len(body)):
             return Outcome(retry=(429, "this node is busy storing other pushes; retry"))

@@ -17,11 +17,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from p2plog.compat import loki_push, otlp, protos
-from p2plog.compat.common import IngestError, decompress, level_named, unsnappy
+from p2plog.compat.common import MAX_PUSH_RECORDS, IngestError, decompress, level_named, unsnappy
 from p2plog.net.http import HttpRequest
 from p2plog.record import MAX_BATCH_RECORDS
 from p2plog.replica.proposals import SubmitResult
-from p2plog.service.ingest import MAX_PUSH_RECORDS, prepare, store
+from p2plog.service.ingest import prepare, store
 from p2plog.service.push_http import Push
 from p2plog.testing.pushes import loki_proto
 
@@ -373,3 +373,47 @@ def test_an_id_does_not_depend_on_the_order_of_fields() -> None:
     assert Ids("otlp", b"r1").content_id(a) == Ids("otlp", b"r2").content_id(b)
     c = {**a, "fields": {"x": 1, "y": 2}}  # the same text, another type: another record
     assert Ids("otlp", b"r1").content_id(a) != Ids("otlp", b"r1").content_id(c)
+
+
+def _ld(field: int, payload: bytes) -> bytes:
+    n, out = len(payload), bytearray([field << 3 | 2])
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out) + payload
+
+
+def test_records_are_counted_before_they_are_built() -> None:
+    # A million empty LogRecords in one ScopeLogs: 2 KB of gzip, refused before it is parsed.
+    body = _ld(1, _ld(2, b"\x12\x00" * 1_000_000))
+    assert len(gzip.compress(body)) < 4096
+    with pytest.raises(IngestError) as e:
+        otlp.parse(body, False)
+    assert e.value.status == 413
+    doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{}] * (MAX_PUSH_RECORDS + 1)}]}]}
+    with pytest.raises(IngestError) as e:
+        otlp.parse(json.dumps(doc).encode(), True)
+    assert e.value.status == 413
+    loki = {"streams": [{"stream": {}, "values": [[]] * (MAX_PUSH_RECORDS + 1)}]}
+    with pytest.raises(IngestError) as e:
+        loki_push.entries(json.dumps(loki).encode(), "application/json")
+    assert e.value.status == 413
+
+
+def test_gzip_members_are_read_whole() -> None:
+    assert decompress(gzip.compress(b"abc") + gzip.compress(b"def"), "gzip") == b"abcdef"
+    with pytest.raises(IngestError, match="cut short"):
+        decompress(gzip.compress(b"abc" * 100)[:-4], "gzip")
+
+
+def test_odd_text_is_a_refused_entry_not_a_crash() -> None:
+    values = [["\u00b2", "a superscript two is a digit to isdigit"], ["1", "\ud800"], ["2", "ok"]]
+    body = json.dumps({"streams": [{"stream": {"a": "b"}, "values": values}]}).encode()
+    got = loki_push.entries(body, "application/json")
+    assert [c.record is not None for c in got] == [False, False, True]
+    assert "UTF-8" in (got[1].error or "")
+    doc = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"severityNumber":1e400}]}]}]}'
+    with pytest.raises(IngestError) as e:
+        otlp.parse(doc, True)
+    assert e.value.status == 400

@@ -8,9 +8,10 @@ import contextlib
 import trio
 import trio.testing
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.connection import Connection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from p2plog.net import http
+from p2plog.net import http, http_ws
 from p2plog.net.http import HttpRequest, HttpResponse, HttpServer, text
 from p2plog.net.http_ws import PushSocket
 
@@ -104,3 +105,59 @@ async def test_websocket_upgrade() -> None:
             assert isinstance(events[0], AcceptConnection)
             assert [e.data for e in events if isinstance(e, TextMessage)] == ["hello"]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_silent_websocket_client_is_closed(autojump_clock: trio.testing.MockClock) -> None:
+    """It is pinged; answering nothing for SILENT_AFTER_S ends the connection, and the feed
+    (a tail with nothing to send) with it."""
+    client, srv = trio.testing.memory_stream_pair()
+    fed = trio.Event()
+
+    async def feed(ws: PushSocket) -> None:
+        fed.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(http_ws.SILENT_AFTER_S * 3):
+        async with trio.open_nursery() as nursery:
+
+            async def serve() -> None:
+                await PushSocket(srv, b"", 10.0).run(feed)
+                await srv.aclose()
+
+            nursery.start_soon(serve)
+            await fed.wait()
+            t0 = trio.current_time()
+            seen = b""
+            while chunk := await client.receive_some(1 << 16):  # pings, then the close
+                seen += chunk
+    assert trio.current_time() - t0 >= http_ws.SILENT_AFTER_S
+    assert b"\x89" in seen  # a ping frame (RFC 6455 opcode 0x9) went out
+
+
+async def test_a_close_while_lines_flow_ends_quietly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The client closes while the feed is sending: run() returns (no exception escapes to
+    be logged as a server error), and the feed's last send finds the socket closing."""
+    client, srv = trio.testing.memory_stream_pair()
+    frames = Connection(ConnectionType.CLIENT)  # wsproto's frame layer, past the handshake
+    ended = trio.Event()
+
+    async def feed(ws: PushSocket) -> None:
+        while True:
+            await ws.send("line")
+            await trio.sleep(0.01)
+
+    async def serve() -> None:
+        await PushSocket(srv, b"", 10.0).run(feed)
+        ended.set()
+        await srv.aclose()
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            await trio.sleep(0.1)
+            await client.send_all(frames.send(CloseConnection(code=1000)))
+            while await client.receive_some(1 << 16):
+                pass
+            await ended.wait()

@@ -109,11 +109,25 @@ def test_string_forms(literal: str, value: str) -> None:
     assert q.filters[0].value == value
 
 
-@pytest.mark.parametrize("literal", [r'"\d"', r'"\x41"', r'"\u12"', r'"\ud800"', '"a\\'])
+@pytest.mark.parametrize("literal", [r'"\d"', r'"\x4"', r'"\u12"', r'"\ud800"', '"a\\'])
 def test_bad_escapes(literal: str) -> None:
     with pytest.raises(LogQLError, match=r"escape|unterminated") as e:
         parse_query(f"{{a={literal}}}")
     assert str(e.value).endswith("; supported: " + SUPPORTED)
+
+
+@pytest.mark.parametrize(
+    ("literal", "value"),
+    [
+        (r'"\x41\101"', "AA"),  # Go's byte escapes, hex and octal
+        (r'"\x1b[0m"', "\x1b[0m"),  # Promtail's %q of a colour code
+        (r'"\xc3\xa9"', "\u00e9"),  # bytes that make UTF-8
+        (r'"\xff"', "\ufffd"),  # and bytes that do not
+        (r'"\U0001F600\a\v"', "\U0001f600\a\v"),
+    ],
+)
+def test_go_escapes(literal: str, value: str) -> None:
+    assert parse_query(f"{{a={literal}}}").matchers[0].value == value
 
 
 def test_bad_escape_names_the_escape_and_its_position() -> None:

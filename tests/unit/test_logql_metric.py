@@ -100,3 +100,12 @@ def test_instant_and_limits() -> None:
     assert c.vector()["data"]["result"] == [{"metric": {"a": "b"}, "value": [100.0, "1"]}]
     with pytest.raises(LogQLError, match="raise step"):
         Counter(q, 0, 20_000 * S, S)
+
+
+def test_series_are_bounded() -> None:
+    q = parse_metric('count_over_time({a="b"}[1m])')  # no sum: a series per label set
+    c = Counter(q, 100 * S, 100 * S, 1)
+    for i in range(500):
+        c.add(90 * S, {"trace_id": str(i)})
+    with pytest.raises(LogQLError, match="over 500 series"):
+        c.add(90 * S, {"trace_id": "one more"})
