@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from p2plog.compat.logql import LogQLError, LogQuery, parse_duration, parse_query
+from p2plog.compat.logql import LogQLError, LogQuery, parse_query
+from p2plog.compat.loki_time import parse_duration
 
 SERVED = (
     "metric queries: count_over_time(<log query>[range]) or rate(...), alone or under sum, "

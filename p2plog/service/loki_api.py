@@ -29,9 +29,10 @@ from collections import deque
 from typing import Any
 
 from p2plog.compat import loki_read
-from p2plog.compat.logql import LogQLError, LogQuery, parse_duration, parse_query, parse_time
+from p2plog.compat.logql import LogQLError, LogQuery, parse_query
 from p2plog.compat.logql_metric import Counter, is_metric, parse_metric
 from p2plog.compat.loki_read import Row, list_answer, row_of, row_of_json, streams_answer
+from p2plog.compat.loki_time import parse_duration, parse_time
 from p2plog.net.http import HttpRequest, HttpResponse, text
 from p2plog.net.http_ws import PushSocket
 from p2plog.service import reads

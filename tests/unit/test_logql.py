@@ -19,11 +19,10 @@ from p2plog.compat.logql import (
     LogQuery,
     Matcher,
     labels_of_selector,
-    parse_duration,
     parse_query,
     parse_selector,
-    parse_time,
 )
+from p2plog.compat.loki_time import parse_duration, parse_time
 
 S = 10**9
 
