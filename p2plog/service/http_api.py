@@ -74,7 +74,7 @@ def handler_for(node: NodeApi, grant_of: GrantOf) -> Site:
         if req.method == "POST" and req.path in PUSH_PATHS:
             grant = _grant(req, grant_of, "submit")
             if isinstance(grant, HttpResponse):
-                return grant
+                return push.refused(req, grant)
             return await (push.otlp(req) if req.path == "/v1/logs" else push.loki(req))
         if req.method not in ("GET", "HEAD"):
             return text(405, f"{req.method} {req.path} is not served here; {ENDPOINTS}")

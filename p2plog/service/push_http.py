@@ -43,7 +43,9 @@ from p2plog.service.ingest import (
 
 MAX_PUSH_BODY = 8 << 20  # bytes as sent (compressed); the decoded size is bounded apart
 SHOWN_REASONS = 5
-_GRPC = {400: 3, 413: 3, 415: 3, 429: 8, 503: 14}  # invalid argument, exhausted, unavailable
+# gRPC codes (google.rpc.Code): invalid argument, resource exhausted, unavailable,
+# unauthenticated, permission denied.
+_GRPC = {400: 3, 413: 3, 415: 3, 429: 8, 503: 14, 401: 16, 403: 7}
 
 
 class Push:
@@ -55,6 +57,15 @@ class Push:
 
     async def otlp(self, req: HttpRequest) -> HttpResponse:
         return self.stats.answered("otlp", await self._otlp(req))
+
+    def refused(self, req: HttpRequest, r: HttpResponse) -> HttpResponse:
+        """A push refused before it was read (no valid token, the wrong role), in its
+        protocol's error shape: OTLP's is a ``google.rpc.Status``."""
+        if req.path != "/v1/logs":
+            return self.stats.answered("loki", r)
+        as_json = "json" in (req.headers.get("content-type") or "")
+        msg = r.body.decode(errors="replace").strip()
+        return self.stats.answered("otlp", _otlp_error(r.status, msg, as_json))
 
     async def loki(self, req: HttpRequest) -> HttpResponse:
         return self.stats.answered("loki", await self._loki(req))

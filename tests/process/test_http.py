@@ -12,6 +12,8 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from p2plog.compat import protos
+
 from .conftest import started
 from .harness import Cluster, WriterStats, make_records, submit_batches
 from .httpc import http_request
@@ -114,6 +116,14 @@ async def test_metrics_need_a_read_token_when_tokens_are_on(
                 {"content-type": "application/json", **auth},
             )
             assert st == want, body
+        for token, want in [(None, 401), (ro, 403)]:  # OTLP's refusal is a google.rpc.Status
+            auth = {"authorization": f"Bearer {token}"} if token else {}
+            st, hdrs, body = await http_request(
+                port, "POST", "/v1/logs", b"", {"content-type": "application/x-protobuf", **auth}
+            )
+            assert st == want
+            assert hdrs["content-type"] == "application/x-protobuf"
+            assert protos.Status.FromString(body).code == {401: 16, 403: 7}[want]
         for token, want in [(None, 401), (app, 403), (ro, 200)]:
             auth = {"authorization": f"Bearer {token}"} if token else {}
             assert (await http_get(port, "/loki/api/v1/labels", auth))[0] == want
